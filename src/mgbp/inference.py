@@ -1,0 +1,386 @@
+"""Inference: the generator's forward pass (Algorithm 1, eq. 5) on images of any size, by overlapping tiles.
+
+The paper upscales large inputs by averaging overlapping patches (Section IV, "Video Inference", Fig. 6: patches
+weighted by a window, then averaged). We do the same in space for every generator:
+
+- the LR image is cut into tiles of equal size `tile` that share `overlap` LR pixels with their neighbours
+  (the last tile of a row/column is moved inward, never shrunk, so all tiles have one shape and batch together);
+- each tile carries its own context: it is cut from the image, so the model sees real pixels beyond the kept
+  region and pads (zero / mirror, whatever the model does) only at the true image border, exactly as it does on
+  the whole image. MGBPv2's bicubic upscale inside the model mirrors at the tile edge, which changes outputs
+  within 2 LR pixels of it; the `border_lr` margin (never below 2) drops those pixels;
+- each tile's output is weighted by a separable window that is 0 within `border_lr` LR pixels of an inner tile
+  edge (where the output is not the whole-image output), then a linear ramp across the rest of the overlap, and
+  1 elsewhere. Two facing ramps of the same length sum to exactly one; the output is still divided by the sum
+  of the weights, so the moved-in last tile (larger overlap) is handled exactly too.
+
+With W = 0 the tiled output equals the untiled one up to float rounding (tests check < 1/255). Tile size is
+automatic (from free GPU memory, measured with a small probe tile; from a pixel budget on CPU) or given; on
+out-of-memory the batch, then the tile, is halved and the image restarted. Peak device memory follows the tile
+size; the full-size output lives on the input's device (CPU for numpy and PIL inputs).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from mgbp.errors import ConfigError, MgbpError
+from mgbp.resize import imresize
+
+# On CPU, tiles are sized so one forward pass produces at most this many output pixels (per frame): a few GB of
+# activations for MGBP-sized networks, and big enough that tiling costs little.
+CPU_OUTPUT_PIXEL_BUDGET = 2048 * 2048
+MIN_BORDER_LR = 2  # the bicubic upscale inside MGBPv2 reaches 2 LR pixels beyond the kept region
+DEFAULT_RAMP_LR = 8  # LR pixels of linear cross-fade between tiles, beyond the two border margins
+GPU_MEMORY_FRACTION = 0.7  # of the free memory, for activations of one batch of tiles
+PROBE_SIZE = 64  # LR side of the probe tile that measures activation memory per pixel
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """True for CUDA (and other backends') out-of-memory errors, which we recover from with smaller tiles."""
+    oom_type = getattr(torch.cuda, "OutOfMemoryError", None)
+    if oom_type is not None and isinstance(exc, oom_type):
+        return True
+    return isinstance(exc, RuntimeError) and "out of memory" in str(exc)
+
+
+def tile_starts(length: int, extent: int, overlap: int) -> list[int]:
+    """Start offsets of tiles of `extent` covering [0, length), neighbours sharing >= `overlap` pixels."""
+    if extent >= length:
+        return [0]
+    stride = extent - overlap
+    starts = list(range(0, length - extent, stride))
+    starts.append(length - extent)  # the last tile moves inward instead of shrinking
+    return starts
+
+
+def tile_weights_1d(start: int, extent: int, length: int, scale: int, margin: int, overlap: int) -> torch.Tensor:
+    """HR blending weights (float64, f*extent) of one tile along one axis; see the module docstring."""
+    j = torch.arange(scale * extent, dtype=torch.float64)
+    ramp_len = scale * (overlap - 2 * margin) + 1
+
+    def ramp(distance):
+        return ((distance - scale * margin + 1) / ramp_len).clamp(0.0, 1.0)
+
+    weights = torch.ones_like(j)
+    if start > 0:  # inner left edge: a neighbour covers what lies there
+        weights = torch.minimum(weights, ramp(j))
+    if start + extent < length:  # inner right edge
+        weights = torch.minimum(weights, ramp(scale * extent - 1 - j))
+    return weights
+
+
+@dataclass
+class TilePlan:
+    """How one image is cut: tile extent and overlap in LR pixels, and how many tiles run per forward pass."""
+
+    tile: int
+    overlap: int
+    batch: int = 1
+
+
+def model_scale(model) -> int:
+    return int(model.scale)
+
+
+def model_border(model) -> int:
+    return max(int(getattr(model, "border_lr", MIN_BORDER_LR)), MIN_BORDER_LR)
+
+
+def default_overlap(model) -> int:
+    return 2 * model_border(model) + DEFAULT_RAMP_LR
+
+
+def _model_device_dtype(model) -> tuple[torch.device, torch.dtype]:
+    param = next(iter(model.parameters()), None)
+    if param is None:
+        return torch.device("cpu"), torch.float32
+    return param.device, param.dtype
+
+
+def _forward(model, lr: torch.Tensor, noise_amp) -> torch.Tensor:
+    device, dtype = _model_device_dtype(model)
+    with torch.inference_mode():
+        out = model(lr.to(device=device, dtype=dtype), noise_amp=noise_amp)
+    return out.float()
+
+
+def _frames(lr: torch.Tensor) -> int:
+    return lr.shape[2] if lr.dim() == 5 else 1
+
+
+def auto_plan(model, lr: torch.Tensor, tile: int | None, overlap: int, noise_amp) -> TilePlan:
+    """Tile extent and batch size: given, or from a pixel budget (CPU) or measured GPU memory (CUDA)."""
+    height, width = lr.shape[-2:]
+    device, _ = _model_device_dtype(model)
+    if device.type != "cuda":
+        lr_budget = CPU_OUTPUT_PIXEL_BUDGET // (model_scale(model) ** 2 * _frames(lr))
+        side = tile or max(math.isqrt(lr_budget), overlap + 2 * DEFAULT_RAMP_LR)
+        return TilePlan(tile=side, overlap=overlap, batch=1)
+    lr_budget = _gpu_pixel_budget(model, lr, noise_amp)
+    side = tile or max(min(math.isqrt(lr_budget), max(height, width)), overlap + 2 * DEFAULT_RAMP_LR)
+    tile_pixels = min(side, height) * min(side, width)
+    return TilePlan(tile=side, overlap=overlap, batch=max(1, lr_budget // tile_pixels))
+
+
+def _gpu_pixel_budget(model, lr: torch.Tensor, noise_amp) -> int:
+    """LR pixels one forward pass may hold: free memory over the peak memory per pixel of a probe tile."""
+    device, _ = _model_device_dtype(model)
+    probe = lr[:1, ..., : min(PROBE_SIZE, lr.shape[-2]), : min(PROBE_SIZE, lr.shape[-1])]
+    torch.cuda.synchronize(device)
+    before = torch.cuda.memory_allocated(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    amp = noise_amp if isinstance(noise_amp, (int, float)) else noise_amp[:1]
+    _forward(model, probe, amp)
+    per_pixel = max(torch.cuda.max_memory_allocated(device) - before, 1) / probe[0, 0].numel()
+    free, _total = torch.cuda.mem_get_info(device)
+    free += torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)  # PyTorch's own cache
+    return max(int(GPU_MEMORY_FRACTION * free / per_pixel), 1)
+
+
+def run_model(model, lr: torch.Tensor, noise_amp=0.0, tile: int | None = None, overlap: int | None = None,
+              batch: int | None = None, progress: bool = False, out_device=None) -> torch.Tensor:
+    """Tiled forward pass: (N,3,h,w) or (N,3,T,h,w) float in [0,1] -> float32 output, not clamped.
+
+    `tile`: LR tile side (None: automatic); `overlap`: LR pixels shared by neighbouring tiles (None:
+    2*border_lr + 8). `noise_amp` is passed to the model (float or (N,) tensor); for W > 0 each tile draws its
+    own noise, so only W = 0 is exactly tile-independent. The output lives on `out_device` (default: lr's).
+    """
+    if lr.dim() not in (4, 5):
+        raise ConfigError(f"run_model expects (N,C,H,W) or (N,C,T,H,W), got shape {tuple(lr.shape)}")
+    overlap = default_overlap(model) if overlap is None else int(overlap)
+    if overlap < 0 or (tile is not None and tile <= overlap):
+        raise ConfigError(f"tile size ({tile}) must exceed the tile overlap ({overlap}), which must be >= 0")
+    if overlap < 2 * model_border(model):
+        warnings.warn(f"tile overlap {overlap} is below twice the model's border ({model_border(model)} LR "
+                      f"pixels): tile edges may show", stacklevel=2)
+    plan = auto_plan(model, lr, tile, overlap, noise_amp)
+    if batch is not None:
+        plan.batch = max(1, int(batch))
+    out_device = lr.device if out_device is None else torch.device(out_device)
+    while True:
+        try:
+            return _run_tiles(model, lr, noise_amp, plan, progress, out_device)
+        except Exception as exc:  # noqa: BLE001 - only out-of-memory is retried, anything else re-raised
+            if not is_out_of_memory(exc):
+                raise
+            _shrink_after_oom(plan, lr, exc)
+
+
+def _shrink_after_oom(plan: TilePlan, lr: torch.Tensor, exc: BaseException) -> None:
+    """Halve the batch, else the tile; give up (MgbpError) when a tile would be mostly overlap."""
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    if plan.batch > 1:
+        plan.batch //= 2
+        return
+    current = min(plan.tile, max(lr.shape[-2:]))
+    smaller = current // 2
+    if smaller < plan.overlap + 2 * DEFAULT_RAMP_LR:
+        raise MgbpError(f"out of memory even with {current}-pixel tiles; try --device cpu, --half or --bf16 "
+                        f"({str(exc).splitlines()[0][:120]})") from exc
+    plan.tile = smaller
+
+
+def _run_tiles(model, lr, noise_amp, plan: TilePlan, progress: bool, out_device) -> torch.Tensor:
+    scale = model_scale(model)
+    height, width = lr.shape[-2:]
+    ext_h, ext_w = min(plan.tile, height), min(plan.tile, width)
+    margin = min(model_border(model), plan.overlap // 2)
+    rows, cols = tile_starts(height, ext_h, plan.overlap), tile_starts(width, ext_w, plan.overlap)
+    wy = [tile_weights_1d(y, ext_h, height, scale, margin, plan.overlap) for y in rows]
+    wx = [tile_weights_1d(x, ext_w, width, scale, margin, plan.overlap) for x in cols]
+    jobs = [(n, i, j) for n in range(lr.shape[0]) for i in range(len(rows)) for j in range(len(cols))]
+    out = None
+    bar = _tile_bar(len(jobs), progress)
+    for first in range(0, len(jobs), plan.batch):
+        chunk = jobs[first:first + plan.batch]
+        tiles = torch.cat([lr[n:n + 1, ..., rows[i]:rows[i] + ext_h, cols[j]:cols[j] + ext_w] for n, i, j in chunk])
+        amp = noise_amp if not torch.is_tensor(noise_amp) else noise_amp[[n for n, _, _ in chunk]]
+        result = _forward(model, tiles, amp).to(out_device)
+        if out is None:
+            out = result.new_zeros((lr.shape[0], *result.shape[1:-2], scale * height, scale * width))
+        for k, (n, i, j) in enumerate(chunk):
+            weight = (wy[i][:, None] * wx[j][None, :]).to(device=out_device, dtype=result.dtype)
+            ys, xs = scale * rows[i], scale * cols[j]
+            out[n, ..., ys:ys + scale * ext_h, xs:xs + scale * ext_w] += result[k] * weight
+        if bar is not None:
+            bar.update(len(chunk))
+    if bar is not None:
+        bar.close()
+    return out / _weight_sum(wy, rows, ext_h, height, scale, out_device)[:, None] \
+        / _weight_sum(wx, cols, ext_w, width, scale, out_device)[None, :]
+
+
+def _weight_sum(weights, starts, extent, length, scale, device) -> torch.Tensor:
+    """Sum of the 1D tile weights along one axis; the 2D sum is the outer product of the two (a grid)."""
+    total = torch.zeros(scale * length, dtype=torch.float64)
+    for start, weight in zip(starts, weights):
+        total[scale * start:scale * (start + extent)] += weight
+    return total.to(device=device, dtype=torch.float32)
+
+
+def _tile_bar(total: int, progress: bool):
+    if not progress or total < 4:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc="tiles", unit="tile", leave=False)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Python API: numpy arrays, PIL images and tensors in, the same kind out.
+
+
+def resolve_model(model=None, scale: int | None = None, device=None, dtype=None):
+    """A ready generator: a module as given, a shipped name / weight file, or the default for `scale`."""
+    if model is None:
+        model = default_model_for_scale(scale)
+    elif isinstance(model, (str, bytes)) or hasattr(model, "__fspath__"):
+        from mgbp.models import load_model
+
+        model = load_model(str(model))
+    if scale is not None and int(scale) != model_scale(model):
+        raise ConfigError(f"the model upscales x{model_scale(model)}, not x{scale}; pick a model for x{scale}")
+    model.eval()
+    if device is not None or dtype is not None:
+        model.to(device=torch.device(device) if device is not None else None, dtype=resolve_dtype(dtype))
+    return model
+
+
+def default_model_for_scale(scale: int | None):
+    """The shipped model for `scale`, or a ConfigError that lists the shipped weights that exist."""
+    try:
+        import mgbp.models as models
+    except ImportError as exc:
+        raise ConfigError(f"no model given and the model registry is unavailable ({exc}); pass -m WEIGHTS") from exc
+    finder = getattr(models, "default_model_for_scale", None)
+    if finder is not None:
+        return finder(scale)
+    shipped = dict(getattr(models, "SHIPPED", {}) or {})
+    for name, entry in shipped.items():
+        entry_scale = entry.get("scale") if isinstance(entry, dict) else getattr(entry, "scale", None)
+        if scale is None or entry_scale == scale:
+            return models.load_model(name)
+    listing = ", ".join(shipped) if shipped else "none are shipped yet"
+    raise ConfigError(f"no shipped weights for x{scale} (shipped: {listing}); pass a weight file with -m")
+
+
+def resolve_dtype(dtype):
+    """None / torch dtype / 'half' 'fp16' 'float16' 'bf16' 'bfloat16' 'float32' -> torch dtype or None."""
+    if dtype is None or isinstance(dtype, torch.dtype):
+        return dtype
+    names = {"half": torch.float16, "fp16": torch.float16, "float16": torch.float16, "bf16": torch.bfloat16,
+             "bfloat16": torch.bfloat16, "float": torch.float32, "float32": torch.float32, "fp32": torch.float32}
+    if str(dtype).lower() not in names:
+        raise ConfigError(f"unknown dtype {dtype!r} (use one of {', '.join(names)})")
+    return names[str(dtype).lower()]
+
+
+def upscale(image, model=None, scale: int | None = None, noise: float = 0.0, tile: int | None = None,
+            device=None, dtype=None, overlap: int | None = None, progress: bool = False):
+    """Upscale a numpy array (HxW, HxWxC, NxHxWxC; uint8, uint16 or float in [0,1]), a PIL image or a float
+    tensor ((C,H,W) or (N,C,H,W) in [0,1]) and return the same kind, clamped to the valid range.
+
+    Grey inputs run through the model as RGB and come back grey (channel mean); an alpha channel is upscaled
+    separately with MATLAB bicubic (`mgbp.resize.imresize`). PIL palette images come back RGB or RGBA.
+    """
+    model = resolve_model(model, scale, device, dtype)
+    to_kind, (rgb, alpha) = _from_any(image)
+    out = run_model(model, rgb, noise_amp=noise, tile=tile, overlap=overlap, progress=progress,
+                    out_device=rgb.device).clamp(0.0, 1.0)
+    if alpha is not None:
+        alpha = imresize(alpha.float(), scale=model_scale(model)).clamp(0.0, 1.0)
+    return to_kind(out, alpha)
+
+
+def _from_any(image):
+    """(function mapping (rgb, alpha) outputs back to the input's kind, (rgb N3HW, alpha N1HW or None))."""
+    if torch.is_tensor(image):
+        return _from_tensor(image)
+    if isinstance(image, np.ndarray):
+        return _from_numpy(image)
+    try:
+        from PIL import Image
+    except ImportError:  # pragma: no cover - pillow is a dependency
+        Image = None
+    if Image is not None and isinstance(image, Image.Image):
+        return _from_pil(image)
+    raise ConfigError(f"upscale expects a numpy array, a PIL image or a tensor, got {type(image).__name__}")
+
+
+def _split_channels(x: torch.Tensor):
+    """(N,C,H,W) with C in 1..4 -> (rgb (N,3,H,W), alpha or None, grey flag)."""
+    channels = x.shape[1]
+    if channels not in (1, 2, 3, 4):
+        raise ConfigError(f"images must have 1 to 4 channels, got {channels}")
+    grey = channels in (1, 2)
+    colour = x[:, :1].expand(-1, 3, -1, -1) if grey else x[:, :3]
+    alpha = x[:, channels - 1:] if channels in (2, 4) else None
+    return colour.contiguous(), alpha, grey
+
+
+def _merge_channels(rgb: torch.Tensor, alpha, grey: bool) -> torch.Tensor:
+    colour = rgb.mean(dim=1, keepdim=True) if grey else rgb
+    return colour if alpha is None else torch.cat([colour, alpha.to(colour.dtype)], dim=1)
+
+
+def _from_tensor(image: torch.Tensor):
+    batched = image.dim() == 4
+    if image.dim() not in (3, 4):
+        raise ConfigError(f"tensors must be (C,H,W) or (N,C,H,W), got shape {tuple(image.shape)}")
+    x = image if batched else image[None]
+    integer = not x.is_floating_point()
+    x = x.float() / 255.0 if integer else x.float()
+    rgb, alpha, grey = _split_channels(x)
+
+    def back(out, alpha_out):
+        merged = _merge_channels(out, alpha_out, grey)
+        merged = (merged * 255.0).round().to(image.dtype) if integer else merged.to(image.dtype)
+        return merged if batched else merged[0]
+
+    return back, (rgb, alpha)
+
+
+def _from_numpy(image: np.ndarray):
+    if image.ndim not in (2, 3, 4):
+        raise ConfigError(f"arrays must be HxW, HxWxC or NxHxWxC, got shape {image.shape}")
+    peak = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}.get(image.dtype)
+    if peak is None and not np.issubdtype(image.dtype, np.floating):
+        raise ConfigError(f"arrays must be uint8, uint16 or float, got {image.dtype}")
+    x = torch.from_numpy(np.ascontiguousarray(image).astype(np.float32) / (peak or 1.0))
+    x = x[..., None] if image.ndim == 2 else x
+    x = (x if image.ndim == 4 else x[None]).permute(0, 3, 1, 2)
+    rgb, alpha, grey = _split_channels(x)
+
+    def back(out, alpha_out):
+        arr = _merge_channels(out, alpha_out, grey).permute(0, 2, 3, 1).numpy()
+        arr = arr if image.ndim == 4 else arr[0]
+        arr = arr[..., 0] if image.ndim == 2 else arr
+        if peak is None:
+            return arr.astype(image.dtype)
+        return np.clip(np.round(arr * peak), 0, peak).astype(image.dtype)
+
+    return back, (rgb, alpha)
+
+
+def _from_pil(image):
+    from PIL import Image
+
+    mode = image.mode
+    if mode == "P":
+        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+    elif mode in ("I;16", "I;16B", "I;16L", "I"):
+        array = np.asarray(image).astype(np.uint16) if mode == "I" else np.asarray(image)
+        back, tensors = _from_numpy(array.astype(np.uint16))
+        return (lambda out, alpha: Image.fromarray(back(out, alpha))), tensors
+    elif mode not in ("L", "LA", "RGB", "RGBA"):
+        image = image.convert("RGBA" if "A" in mode else "RGB")
+    back, tensors = _from_numpy(np.asarray(image))
+    return (lambda out, alpha: Image.fromarray(back(out, alpha))), tensors
