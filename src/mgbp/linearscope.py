@@ -1,0 +1,232 @@
+"""Linearscope: the adaptive upscaling filter of a ReLU network at one input pixel (paper Section VI-C, Fig. 16).
+
+With every ReLU frozen in the state that the image x puts it in (on/off masks fixed), a generator made of
+convolutions, ReLUs, additions, concatenations and (un)shuffles becomes an affine map of its input:
+    F_x(z) = J z + b,    J = dF/dx at x,    b = F(x) - J x.
+The impulse response at input pixel p is the column J e_p: one Jacobian-vector product at the image in the
+direction of the impulse e_p (forward-mode AD, `torch.func.jvp`; `torch.autograd.functional.jvp` is the
+fallback for operators without a forward-mode formula). For a piecewise-linear network this is exact, not an
+approximation: J e_p equals the difference F_x(x + e_p) - F_x(x) of the masked network. The affine offset
+b (what the network adds that does not scale with the input, e.g. biases, and the noise inputs when W > 0)
+costs one more JVP, in the direction x.
+
+In flat areas the filter of a good SR network looks like an isotropic, bicubic-like kernel; near edges and
+textures it follows the geometry of the content (Fig. 16). The figure shows the LR crop with the pixel
+marked, the network's filter at output resolution and MATLAB's bicubic filter at the same pixel beside it.
+
+The impulse is placed in the RGB channels chosen by `channel` ("all": the same unit impulse in R, G and B,
+a grey impulse); the response keeps its three output channels (the .npy array is (3, H, W)), the figure shows
+their mean.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mgbp.errors import ConfigError
+
+CHANNELS = {"all": (0, 1, 2), "r": (0,), "g": (1,), "b": (2,)}
+
+
+@dataclass
+class ImpulseResponse:
+    """J e_p at output resolution, (3, fH, fW), the output F(x) and, if asked, the offset b = F(x) - J x."""
+
+    pixel: tuple[int, int]  # (x, y) = (column, row) in the LR input
+    response: torch.Tensor
+    output: torch.Tensor
+    offset: torch.Tensor | None = None
+
+
+def parse_pixel(text: str) -> tuple[int, int]:
+    """"X,Y" (column, row; 0-based) -> (x, y)."""
+    try:
+        x, y = (int(v) for v in text.split(","))
+    except ValueError:
+        raise ConfigError(f"--pixel expects X,Y (two integers), got {text!r}") from None
+    return x, y
+
+
+def impulse(lr: torch.Tensor, pixel: tuple[int, int], channel: str = "all") -> torch.Tensor:
+    """A unit impulse e_p shaped like `lr` (1,3,h,w) at pixel (x, y) in the chosen channels."""
+    if channel not in CHANNELS:
+        raise ConfigError(f"channel must be one of {', '.join(CHANNELS)}, got {channel!r}")
+    x, y = pixel
+    height, width = lr.shape[-2:]
+    if not (0 <= x < width and 0 <= y < height):
+        raise ConfigError(f"pixel ({x},{y}) is outside the {width}x{height} input")
+    delta = torch.zeros_like(lr)
+    delta[0, list(CHANNELS[channel]), y, x] = 1.0
+    return delta
+
+
+def _seeded_forward(model: torch.nn.Module, noise_amp: float, seed: int):
+    """x -> F(x) with the noise maps fixed: the RNG is re-seeded on each call (caller's RNG untouched)."""
+    parameter = next(model.parameters(), None)
+    cuda_devices = [parameter.device] if parameter is not None and parameter.device.type == "cuda" else []
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        with torch.random.fork_rng(devices=cuda_devices):
+            torch.manual_seed(seed)
+            return model(x, noise_amp=float(noise_amp))
+
+    return forward
+
+
+def jvp(function, primal: torch.Tensor, tangent: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(F(x), J v) by forward-mode AD, with the double-backward trick as a fallback."""
+    try:
+        return torch.func.jvp(function, (primal,), (tangent,))
+    except (RuntimeError, NotImplementedError):  # an operator without a forward-mode derivative
+        with torch.enable_grad():
+            output, product = torch.autograd.functional.jvp(function, primal, tangent)
+        return output.detach(), product.detach()
+
+
+def impulse_response(model: torch.nn.Module, lr: torch.Tensor, pixel: tuple[int, int], noise_amp: float = 0.0,
+                     seed: int = 0, channel: str = "all", offset: bool = False) -> ImpulseResponse:
+    """Linearscope at one pixel of `lr` (1,3,h,w): J e_p (and b = F(x) - J x when `offset`)."""
+    if lr.dim() != 4 or lr.shape[0] != 1 or lr.shape[1] != 3:
+        raise ConfigError(f"linearscope expects one RGB image (1,3,h,w), got {tuple(lr.shape)}")
+    parameter = next(model.parameters(), None)
+    if parameter is not None:
+        lr = lr.to(device=parameter.device, dtype=parameter.dtype)
+    function = _seeded_forward(model, noise_amp, seed)
+    output, response = jvp(function, lr, impulse(lr, pixel, channel))
+    bias = None
+    if offset:
+        _, linear_part = jvp(function, lr, lr)
+        bias = (output - linear_part).detach()[0]
+    return ImpulseResponse(pixel=pixel, response=response.detach()[0], output=output.detach()[0], offset=bias)
+
+
+def bicubic_response(shape_hw: tuple[int, int], pixel: tuple[int, int], scale: int, channel: str = "all",
+                     dtype=torch.float64) -> torch.Tensor:
+    """MATLAB bicubic upscaling's impulse response at `pixel`: imresize of the one-hot image, (3, fH, fW)."""
+    from mgbp.resize import imresize
+
+    delta = impulse(torch.zeros((1, 3) + tuple(shape_hw), dtype=dtype), pixel, channel)
+    return imresize(delta, scale=float(scale))[0]
+
+
+def filter_statistics(response: np.ndarray, pixel: tuple[int, int], scale: int) -> dict[str, float]:
+    """Summary of a (H, W) filter at output resolution: DC gain (sum / f^2; 1 for bicubic in flat areas),
+    peak, the centroid's shift from the pixel's centre and the RMS radius of |response|, in output pixels."""
+    height, width = response.shape
+    rows, cols = np.mgrid[0:height, 0:width].astype(np.float64)
+    # the centre of LR pixel (x, y) at output resolution (MATLAB's pixel-centre convention)
+    centre_x, centre_y = (pixel[0] + 0.5) * scale - 0.5, (pixel[1] + 0.5) * scale - 0.5
+    weight = np.abs(response)
+    total = float(weight.sum()) or 1.0
+    mean_x, mean_y = float((weight * cols).sum() / total), float((weight * rows).sum() / total)
+    radius = float(np.sqrt((weight * ((cols - mean_x) ** 2 + (rows - mean_y) ** 2)).sum() / total))
+    return {"gain": float(response.sum()) / scale**2, "peak": float(response.max()),
+            "centroid_shift": float(np.hypot(mean_x - centre_x, mean_y - centre_y)), "rms_radius": radius}
+
+
+# -------------------------------------------------------------------------------------------- command line
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("image", type=Path, help="the LR input image (or the HR image with --degrade)")
+    parser.add_argument("--pixel", action="append", required=True, type=parse_pixel, dest="pixels",
+                        metavar="X,Y", help="input pixel (column,row; 0-based); repeat for several")
+    parser.add_argument("-m", "--model", default="bicubic",
+                        help="shipped name, weight file, the authors' .model file, or 'bicubic' (default)")
+    parser.add_argument("--noise", type=float, default=0.0, help="noise amplitude W (noise maps held fixed)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the noise maps")
+    parser.add_argument("--scale", type=int, default=None,
+                        help="upscaling factor for 'bicubic' (default 4); must match a model's scale")
+    parser.add_argument("--degrade", action="store_true",
+                        help="treat IMAGE as HR: modcrop and MATLAB-bicubic downscale it by the scale first")
+    parser.add_argument("--channel", choices=sorted(CHANNELS), default="all",
+                        help="input channel(s) of the impulse (default all: a grey impulse)")
+    parser.add_argument("--offset", action="store_true", help="also save the affine offset F(x) - J x")
+    parser.add_argument("--radius", type=int, default=16,
+                        help="half-size in LR pixels of the crop shown and saved (default 16)")
+    parser.add_argument("--full", action="store_true", help="save the whole response, not the crop")
+    parser.add_argument("--device", default=None, help="torch device (default: cuda if present, else cpu)")
+    parser.add_argument("-o", "--output-dir", type=Path, default=Path("linearscope"))
+    parser.add_argument("--no-plot", action="store_true", help="only the .npy arrays and the JSON summary")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+
+
+def _window(pixel, radius, shape_hw):
+    """LR window [top, bottom) x [left, right) of half-size `radius` around the pixel, clipped."""
+    x, y = pixel
+    height, width = shape_hw
+    return max(0, y - radius), min(height, y + radius + 1), max(0, x - radius), min(width, x + radius + 1)
+
+
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    from mgbp.sweep import _atomic_write_bytes
+
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    _atomic_write_bytes(path, buffer.getvalue())
+
+
+def run(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from mgbp.sweep import (
+        from_uint8,
+        load_generator,
+        load_rgb_uint8,
+        model_label,
+        protocol_lr,
+        write_json_atomic,
+    )
+
+    model = load_generator(args.model, scale=args.scale, device=args.device)
+    if args.scale is not None and args.scale != model.scale:
+        raise ConfigError(f"--scale {args.scale} does not match the model's scale {model.scale}")
+    scale = int(model.scale)
+    image = load_rgb_uint8(args.image)
+    if args.degrade:
+        image = protocol_lr(image, scale)[1]
+    lr = from_uint8(image)
+    if not args.no_plot:
+        from mgbp.plotting import plot_linearscope, require_pyplot
+
+        require_pyplot()
+    out = args.output_dir
+    out.mkdir(parents=True, exist_ok=True)
+    summary = {"image": str(args.image), "model": args.model, "scale": scale, "noise": args.noise,
+               "seed": args.seed, "channel": args.channel, "degrade": bool(args.degrade), "pixels": []}
+    for pixel in tqdm(args.pixels, desc="linearscope", disable=args.quiet, file=sys.stderr):
+        result = impulse_response(model, lr, pixel, args.noise, args.seed, args.channel, args.offset)
+        response = result.response.cpu().to(torch.float64).numpy()
+        bicubic = bicubic_response(lr.shape[-2:], pixel, scale, args.channel).numpy()
+        top, bottom, left, right = (0, lr.shape[-2], 0, lr.shape[-1]) if args.full else \
+            _window(pixel, args.radius, lr.shape[-2:])
+        hr_window = (slice(None), slice(top * scale, bottom * scale), slice(left * scale, right * scale))
+        stem = f"{args.image.stem}_{model_label(args.model)}_x{pixel[0]}_y{pixel[1]}"
+        _save_npy(out / f"{stem}.npy", response[hr_window].astype(np.float32))
+        if result.offset is not None:
+            _save_npy(out / f"{stem}_offset.npy", result.offset.cpu().numpy()[hr_window].astype(np.float32))
+        shown = response.mean(axis=0)
+        entry = {"pixel": list(pixel), "file": f"{stem}.npy",
+                 "window_lr": {"top": top, "left": left, "bottom": bottom, "right": right},
+                 "network": filter_statistics(shown, pixel, scale),
+                 "bicubic": filter_statistics(bicubic.mean(axis=0), pixel, scale)}
+        if not args.no_plot:
+            crop = image[top:bottom, left:right].astype(np.float64) / 255.0
+            plot_linearscope(crop, (pixel[0] - left, pixel[1] - top), shown[hr_window[1:]],
+                             bicubic.mean(axis=0)[hr_window[1:]], out / f"{stem}.png", scale=scale,
+                             title=f"{args.image.name} ({pixel[0]},{pixel[1]})  {model_label(args.model)}"
+                                   f"  W={args.noise:g}")
+            entry["figure"] = f"{stem}.png"
+        summary["pixels"].append(entry)
+        net, bic = entry["network"], entry["bicubic"]
+        print(f"({pixel[0]},{pixel[1]}): gain {net['gain']:.4f} (bicubic {bic['gain']:.4f}), "
+              f"rms radius {net['rms_radius']:.2f} px (bicubic {bic['rms_radius']:.2f}), "
+              f"centroid shift {net['centroid_shift']:.2f} px -> {out / stem}.npy")
+    write_json_atomic(out / "linearscope.json", summary)
+    return 0
