@@ -1,0 +1,309 @@
+"""Weight files: save and load the generators of Algorithm 1 (MGBPv2, MGBP-3D) and Figure 3 (MGBPv1).
+
+Our format is safetensors (no code runs when a file is read) whose string metadata holds everything needed
+to rebuild the network from the file alone:
+    format = "mgbp", format_version = "1", family ("mgbpv2" | "mgbp3d" | "mgbpv1"), preset, scale,
+    noise_channels, is_video, config (JSON of the config dataclass), plus any extra keys given to
+    `save_model` (e.g. training = the recipe, metrics = measured PSNR), each stored as JSON.
+Weights may be stored in float16; `load_model` returns float32 unless a dtype is asked for.
+
+`load_model` also reads the authors' PIRM-2018 `.model` files (plain pickled state dicts, read with
+`torch.load(weights_only=True)`, so no pickled code can run); they are recognised by their keys
+(`mgbp.models.mgbpv1.is_authors_state_dict`) and rebuilt as MGBPv1.
+
+`SHIPPED` names weight files inside the package folder `mgbp/weights/`. Adding trained weights is one line:
+    "mgbp-x4": Shipped("mgbp-x4.safetensors", scale=4, sha256="...", description="..."),
+Entries are in order of preference: `default_model_for_scale(f)` returns the first one of scale f.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import re
+import tempfile
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from mgbp.errors import MgbpError, WeightFileError
+
+FORMAT_NAME = "mgbp"
+FORMAT_VERSION = "1"
+RESERVED_KEYS = ("format", "format_version", "family", "preset", "scale", "noise_channels", "is_video", "config")
+WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
+
+
+@dataclasses.dataclass(frozen=True)
+class Shipped:
+    filename: str  # inside mgbp/weights/
+    scale: int
+    sha256: str = ""  # checked on load when given
+    description: str = ""
+
+    @property
+    def path(self) -> Path:
+        return WEIGHTS_DIR / self.filename
+
+
+SHIPPED: dict[str, Shipped] = {
+    # "mgbp-x4": Shipped("mgbp-x4.safetensors", scale=4, sha256="...", description="..."),
+}
+
+
+def default_model_for_scale(scale: int) -> str:
+    """Name of the preferred shipped weights for factor `scale`; WeightFileError when there are none."""
+    for name, entry in SHIPPED.items():
+        if entry.scale == int(scale):
+            return name
+    available = ", ".join(f"{n} (x{e.scale})" for n, e in SHIPPED.items()) or "none yet"
+    raise WeightFileError(f"no shipped weights for scale x{scale} (shipped: {available}); pass a weight file")
+
+
+# --------------------------------------------------------------------------------------------------------
+# Saving.
+
+
+def _atomic_write(path: Path, write) -> None:
+    """Write through a temp file in the same folder, then os.replace (never a half-written file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f"{path.name}.tmp-", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def model_metadata(model: nn.Module, extra_metadata: dict | None = None) -> dict[str, str]:
+    """The string->string metadata that lets `load_model` rebuild `model`."""
+    metadata = {
+        "format": FORMAT_NAME,
+        "format_version": FORMAT_VERSION,
+        "family": model.family,
+        "preset": str(getattr(model, "preset", "") or ""),
+        "scale": str(int(model.scale)),
+        "noise_channels": str(int(model.noise_channels)),
+        "is_video": json.dumps(bool(model.is_video)),
+        "config": json.dumps(dataclasses.asdict(model.config), sort_keys=True),
+    }
+    for key, value in (extra_metadata or {}).items():
+        if key in RESERVED_KEYS:
+            raise WeightFileError(f"extra metadata key {key!r} is reserved ({', '.join(RESERVED_KEYS)})")
+        metadata[str(key)] = json.dumps(value, sort_keys=True, default=str)
+    return metadata
+
+
+def save_model(
+    model: nn.Module,
+    path: str | os.PathLike,
+    extra_metadata: dict | None = None,
+    dtype: torch.dtype | None = None,
+) -> Path:
+    """Write `model` as safetensors with its config in the metadata (atomically). dtype: e.g. float16."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    tensors = {}
+    for name, tensor in model.state_dict().items():
+        tensor = tensor.detach().to("cpu")
+        if dtype is not None and tensor.is_floating_point():
+            tensor = tensor.to(dtype)
+        tensors[name] = tensor.contiguous()
+    metadata = model_metadata(model, extra_metadata)
+    _atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
+    return path
+
+
+# --------------------------------------------------------------------------------------------------------
+# Loading.
+
+
+def _resolve(name_or_path: str | os.PathLike) -> Path:
+    path = Path(name_or_path).expanduser()
+    if path.is_file():
+        return path
+    name = str(name_or_path)
+    if name in SHIPPED:
+        entry = SHIPPED[name]
+        if not entry.path.is_file():
+            raise WeightFileError(f"shipped weights {name!r} are missing from the package ({entry.path})")
+        if entry.sha256 and _sha256(entry.path) != entry.sha256:
+            raise WeightFileError(f"shipped weights {name!r} are corrupt: sha256 does not match ({entry.path})")
+        return entry.path
+    if path.exists():
+        raise WeightFileError(f"{path} is not a file")
+    shipped = ", ".join(SHIPPED) or "none yet"
+    raise WeightFileError(f"no weight file {name!r} and no shipped weights of that name (shipped: {shipped})")
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return (text[:200] + "...") if len(text) > 200 else text or type(exc).__name__
+
+
+def _looks_like_safetensors(path: Path) -> bool:
+    """safetensors: 8-byte little-endian header length, then a JSON header starting with '{'."""
+    with open(path, "rb") as handle:
+        head = handle.read(9)
+    return len(head) == 9 and head[8:9] == b"{"
+
+
+def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = dict(handle.metadata() or {})
+            tensors = {key: handle.get_tensor(key) for key in handle.keys()}
+    except Exception as exc:  # the library raises several types for truncated or malformed files
+        raise WeightFileError(f"{path}: not a readable safetensors file ({_one_line(exc)})") from None
+    return tensors, metadata
+
+
+def _read_torch(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise WeightFileError(
+            f"{path}: neither safetensors nor a PyTorch state dict that loads without running pickled code "
+            f"({_unpickler_reason(exc)})"
+        ) from None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise WeightFileError(f"{path}: the file holds a {type(state).__name__}, not a state dict of tensors")
+    return state
+
+
+def _unpickler_reason(exc: BaseException) -> str:
+    """The specific reason inside torch's long weights_only message (never its advice to disable it)."""
+    found = re.search(r"WeightsUnpickler error:\s*(.+?)(?:\.\s|\n\n|$)", str(exc), flags=re.S)
+    return _one_line(found.group(1)) if found else _one_line(exc)
+
+
+def _describe_keys(keys, limit: int = 3) -> str:
+    keys = sorted(keys)
+    shown = ", ".join(keys[:limit])
+    return shown + (f", ... ({len(keys)} in all)" if len(keys) > limit else "")
+
+
+def check_state_dict(model: nn.Module, state: dict[str, torch.Tensor], where: str) -> None:
+    """Raise a one-line WeightFileError naming the keys/shapes that do not match `model`."""
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    missing = expected.keys() - state.keys()
+    unexpected = state.keys() - expected.keys()
+    wrong = [k for k in expected.keys() & state.keys() if tuple(state[k].shape) != expected[k]]
+    problems = []
+    if missing:
+        problems.append(f"missing {_describe_keys(missing)}")
+    if unexpected:
+        problems.append(f"unexpected {_describe_keys(unexpected)}")
+    if wrong:
+        k = sorted(wrong)[0]
+        more = f" (and {len(wrong) - 1} more)" if len(wrong) > 1 else ""
+        problems.append(f"shape of {k} is {tuple(state[k].shape)} in the file, {expected[k]} in the model{more}")
+    if problems:
+        raise WeightFileError(f"{where} does not match its {model.family} architecture: {'; '.join(problems)}")
+
+
+def _parse_json(metadata: dict[str, str], key: str, path: Path):
+    try:
+        return json.loads(metadata[key])
+    except (KeyError, json.JSONDecodeError) as exc:
+        raise WeightFileError(f"{path}: metadata {key!r} is missing or not JSON ({_one_line(exc)})") from None
+
+
+def _build_from_metadata(metadata: dict[str, str], path: Path) -> nn.Module:
+    family = metadata.get("family")
+    config = _parse_json(metadata, "config", path)
+    if not isinstance(config, dict):
+        raise WeightFileError(f"{path}: metadata 'config' is not a JSON object")
+    try:
+        if family in ("mgbpv2", "mgbp3d"):
+            from mgbp.models.mgbpv2 import MGBPv2, config_from_dict
+
+            model = MGBPv2(config_from_dict(config))
+        elif family == "mgbpv1":
+            from mgbp.models.mgbpv1 import MGBPv1
+
+            model = MGBPv1.from_config(config)
+        else:
+            raise WeightFileError(f"{path}: unknown model family {family!r} in metadata")
+    except WeightFileError:
+        raise
+    except (MgbpError, TypeError, ValueError) as exc:
+        raise WeightFileError(f"{path}: config metadata does not describe a valid {family} ({_one_line(exc)})") from None
+    if model.family != family:
+        raise WeightFileError(f"{path}: metadata says family {family!r} but its config builds {model.family!r}")
+    return model
+
+
+def _authors_model(state: dict[str, torch.Tensor], path: Path) -> nn.Module | None:
+    """The authors' MGBPv1 network when `state` has their keys, else None."""
+    try:
+        from mgbp.models.mgbpv1 import from_authors_state_dict, is_authors_state_dict
+    except ImportError:  # MGBPv1 support not installed / not there yet
+        return None
+    if not is_authors_state_dict(state):
+        return None
+    try:
+        return from_authors_state_dict(state)
+    except WeightFileError:
+        raise
+    except (MgbpError, RuntimeError, ValueError) as exc:
+        raise WeightFileError(f"{path}: looks like the authors' MGBPv1 weights but {_one_line(exc)}") from None
+
+
+def load_model(
+    name_or_path: str | os.PathLike,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | None = None,
+) -> nn.Module:
+    """Rebuild a generator from a weight file (ours or the authors' `.model`) or a shipped name; eval mode.
+
+    The returned model carries `metadata` (the file's metadata, JSON values decoded) and `preset`.
+    Floating-point weights come back as float32 unless `dtype` is given.
+    """
+    path = _resolve(name_or_path)
+    metadata: dict[str, str] = {}
+    if _looks_like_safetensors(path):
+        state, metadata = _read_safetensors(path)
+    else:
+        state = _read_torch(path)
+
+    if metadata.get("format") == FORMAT_NAME:
+        model = _build_from_metadata(metadata, path)
+        check_state_dict(model, state, str(path))
+        model.load_state_dict(state, strict=True)
+    else:
+        model = _authors_model(state, path)
+        if model is None:
+            raise WeightFileError(
+                f"{path}: no mgbp metadata and its keys match no known network (keys: {_describe_keys(state)})"
+            )
+    model.metadata = _decoded(metadata)
+    model.preset = model.metadata.get("preset") or getattr(model, "preset", None)
+    target = dtype if dtype is not None else torch.float32
+    return model.to(device=device, dtype=target).eval()
+
+
+def _decoded(metadata: dict[str, str]) -> dict:
+    decoded = {}
+    for key, value in metadata.items():
+        try:
+            decoded[key] = json.loads(value)
+        except json.JSONDecodeError:
+            decoded[key] = value
+    return decoded
