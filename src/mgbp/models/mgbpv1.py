@@ -230,6 +230,27 @@ class ClassicUpscale(nn.Module):
         return out[:, :, first:-last, first:-last]
 
 
+def _reflect_indices(length: int, border: int, device) -> torch.Tensor:
+    """Indices of a reflection pad (edge not repeated) of `border` on both sides of an axis of `length`.
+
+    Equal to `ReflectionPad2d` whenever border < length; for shorter axes the reflection is repeated
+    (period 2 * (length - 1)) instead of failing, so thumbnails smaller than the pad still work.
+    """
+    positions = torch.arange(-border, length + border, device=device)
+    if length == 1:
+        return torch.zeros_like(positions)
+    period = 2 * (length - 1)
+    folded = torch.remainder(positions, period)
+    return torch.where(folded >= length, period - folded, folded)
+
+
+def reflect_pad(x: torch.Tensor, border: int) -> torch.Tensor:
+    """Reflection-pad the last two dims of `x` by `border` pixels on every side."""
+    rows = _reflect_indices(x.shape[-2], border, x.device)
+    cols = _reflect_indices(x.shape[-1], border, x.device)
+    return x.index_select(-2, rows).index_select(-1, cols)
+
+
 class Analysis(nn.Module):
     """Image (C channels) -> features: a 3x3 convolution then a DenseNet stage of L - 1 layers."""
 
@@ -421,12 +442,8 @@ class MGBPv1(nn.Module):
         return hr
 
     def _pad_input(self, lr: torch.Tensor) -> torch.Tensor:
-        border = self.scale
-        if min(lr.shape[-2:]) <= border:
-            raise ConfigError(
-                f"MGBPv1 with pad=True needs LR images larger than {border} pixels, got {tuple(lr.shape[-2:])}"
-            )
-        return F.pad(lr, (border,) * 4, mode="reflect")
+        """Reflection pad of `scale` LR pixels (the authors' `ReflectionPad2d`), also for tiny images."""
+        return reflect_pad(lr, self.scale)
 
     @staticmethod
     def _noise_amplitude(noise_amp, x: torch.Tensor) -> torch.Tensor | float:
