@@ -1,0 +1,823 @@
+"""`mgbp train CONFIG.yaml [key=value ...] [--resume]`: the learning strategies of Section IV.
+
+- mode `fidelity`: minimise eq. 9 on Y_{W=0}; validate with PSNR-Y (eq. 10 is the L2 on Y_{W=0}: PSNR is
+  its monotone transform; the L1 and L2 are logged too) and keep the best model.
+- mode `perceptual`: eq. 11 with the relativistic GAN of eqs. 12-13 and the multiscale VN+SC
+  discriminator of Fig. 7, generator and discriminator steps alternating; one generator pass computes both
+  Y_{W=0} and Y_{W=1} (the batch is doubled with noise amplitudes 0 and 1); validate with NIQE of Y_{W=1}
+  (eq. 14). Cycle weights: see `mgbp.losses` (we use 1/(10|C|), the extraction's reading of eq. 11).
+
+Run it as `mgbp train ...`, `python -m mgbp.train ...`, or under
+`torchrun --nproc_per_node N -m mgbp.train ...` for DistributedDataParallel (NCCL on GPU, gloo on CPU;
+the global batch `data.batch` is split over the processes; rank 0 logs, validates and writes checkpoints).
+
+Exact resumption: a batch is a pure function of (seed, step) (`mgbp.data`), the global torch RNG is re-seeded
+from (seed, step, rank) at every step, and `last.pt` holds the models, EMA, optimisers, AMP scaler, step and
+RNG states; the learning rate is a function of the step. So `--resume` gives the same next step as an
+uninterrupted run. Checkpoints and exports are written atomically; Ctrl-C (or SIGTERM) saves `last.pt`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import csv
+import json
+import logging
+import math
+import os
+import random
+import signal
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import yaml
+
+from mgbp.errors import ConfigError, MgbpError, WeightFileError
+
+log = logging.getLogger("mgbp.train")
+
+DEFAULTS: dict = {
+    "mode": "fidelity",  # fidelity | perceptual
+    "seed": 0,
+    "output_dir": "runs/default",
+    "steps": 1000,
+    "device": "auto",  # auto | cpu | cuda | cuda:N
+    "amp": "auto",  # auto (bf16 on GPU, off on CPU) | off | bf16 | fp16
+    "compile": False,  # torch.compile the training forward
+    "log_every": 50,
+    "checkpoint_every": 1000,
+    "export": True,  # write generator.safetensors (and generator_best.safetensors) via mgbp.models.save_model
+    "model": {
+        "preset": "tiny",  # a name for mgbp.models.build_model
+        "overrides": {},  # keyword overrides for build_model
+        "config": None,  # or an explicit MGBPv2Config dict (used when preset is null)
+    },
+    "init_from": None,  # generator weights to start from: a training checkpoint (.pt) or a weight file
+    "data": {
+        "train": ["../shared/data/train"],
+        "lr_train": None,  # paired LR folder(s) instead of on-the-fly bicubic degradation
+        "video": False,  # clips (N,3,T,H,W) from frame folders / video files for MGBP-3D
+        "frames": 5,
+        "max_frames": None,  # per video sequence (memory)
+        "patch": 48,  # LR patch side; the HR patch is patch * scale
+        "batch": 16,  # global batch (split over DDP processes)
+        "workers": 2,
+        "cache": True,  # decode every image once into a uint8 in-memory cache
+        "augment": True,  # 8 flips / 90-degree rotations
+        "skip_bad": False,
+    },
+    "val": {
+        "folder": None,  # validation images (full images, evaluation protocol); null: no validation
+        "every": 1000,
+        "max_images": None,
+        "noise_amp": 1.0,  # W of the perceptual validation (eq. 14)
+    },
+    "optim": {
+        "lr": 1.0e-4,
+        "betas": [0.9, 0.999],
+        "weight_decay": 0.0,
+        "schedule": "step",  # step | cosine | constant
+        "step_every": 200000,  # step schedule: multiply by gamma every step_every steps
+        "gamma": 0.5,
+        "warmup": 0,  # linear warm-up steps
+        "min_lr": 0.0,  # cosine floor
+        "grad_clip": 0.0,  # max global grad norm; 0 = off
+    },
+    "d_optim": {"lr": 1.0e-4, "betas": [0.9, 0.999], "weight_decay": 0.0},  # same schedule as optim
+    "ema": 0.0,  # EMA decay of the generator (e.g. 0.999); 0 = off. Validation/export use the EMA.
+    "loss": {
+        # fidelity, eq. 9
+        "l1": 1.0,
+        "cycle": 1.0,
+        # perceptual, eq. 11 (0 switches a term off)
+        "gan": 0.001,
+        "cycle_w1": 0.1,
+        "cx": 0.1,
+        "l1_w0": 10.0,
+        "cycle_w0": 0.1,
+        "cx_bandwidth": 0.5,
+        "noise": True,  # False: the no-noise ablation of Fig. 15 (W = 0 in every term)
+        "vgg_weights": None,  # torchvision VGG19 state dict; without it CX is off (warning)
+    },
+    "discriminator": {"features": 64, "vnsc": True},
+}
+
+
+# ------------------------------------------------------------------------------------------ config
+def _merge(base: dict, update: dict, where: str = "") -> dict:
+    out = copy.deepcopy(base)
+    for key, value in update.items():
+        if key not in base:
+            raise ConfigError(f"unknown config key {where}{key!r}")
+        if isinstance(base[key], dict) and key not in ("overrides",) and base[key] is not None:
+            if not isinstance(value, dict):
+                raise ConfigError(f"config key {where}{key} must be a mapping")
+            out[key] = _merge(base[key], value, f"{where}{key}.")
+        else:
+            out[key] = value
+    return out
+
+
+def parse_override(text: str) -> dict:
+    """`a.b=value` -> {"a": {"b": value}} with the value parsed as YAML."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} is not key=value")
+    key, raw = text.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw != "" else None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"override {text!r}: bad value: {exc}") from exc
+    node: dict = {}
+    cursor = node
+    parts = key.strip().split(".")
+    for part in parts[:-1]:
+        cursor[part] = {}
+        cursor = cursor[part]
+    cursor[parts[-1]] = value
+    return node
+
+
+def load_config(path: str | Path | None, overrides: list[str] = ()) -> dict:
+    """DEFAULTS <- YAML file <- key=value overrides, validated."""
+    cfg = copy.deepcopy(DEFAULTS)
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        try:
+            loaded = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"cannot parse {path}: {exc}") from exc
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path} must hold a mapping")
+        loaded.pop("description", None)
+        cfg = _merge(cfg, loaded)
+    for text in overrides:
+        cfg = _merge(cfg, parse_override(text))
+    validate_config(cfg)
+    return cfg
+
+
+def validate_config(cfg: dict) -> None:
+    if cfg["mode"] not in ("fidelity", "perceptual"):
+        raise ConfigError(f"mode must be fidelity or perceptual, got {cfg['mode']!r}")
+    if cfg["amp"] not in ("auto", "off", "bf16", "fp16"):
+        raise ConfigError(f"amp must be auto, off, bf16 or fp16, got {cfg['amp']!r}")
+    if cfg["optim"]["schedule"] not in ("step", "cosine", "constant"):
+        raise ConfigError(f"optim.schedule must be step, cosine or constant, got {cfg['optim']['schedule']!r}")
+    for key in ("steps", "log_every", "checkpoint_every"):
+        if not isinstance(cfg[key], int) or cfg[key] < 1:
+            raise ConfigError(f"{key} must be a positive integer, got {cfg[key]!r}")
+    if not isinstance(cfg["data"]["batch"], int) or cfg["data"]["batch"] < 1:
+        raise ConfigError(f"data.batch must be a positive integer, got {cfg['data']['batch']!r}")
+    if not 0.0 <= float(cfg["ema"]) < 1.0:
+        raise ConfigError(f"ema must be in [0, 1), got {cfg['ema']}")
+    if isinstance(cfg["data"]["train"], str):
+        cfg["data"]["train"] = [cfg["data"]["train"]]
+
+
+def learning_rate_factor(step: int, optim: dict, total_steps: int) -> float:
+    """Multiplier of the base learning rate at `step` (0-based): warm-up, then step / cosine / constant."""
+    warmup = int(optim["warmup"])
+    factor = min(1.0, (step + 1) / warmup) if warmup > 0 else 1.0
+    if optim["schedule"] == "step":
+        factor *= float(optim["gamma"]) ** (step // int(optim["step_every"]))
+    elif optim["schedule"] == "cosine":
+        span = max(1, total_steps - warmup)
+        progress = min(1.0, max(0, step - warmup) / span)
+        floor = float(optim["min_lr"]) / float(optim["lr"])
+        factor *= floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+    return factor
+
+
+# ------------------------------------------------------------------------------------------ helpers
+def atomic_torch_save(obj, path: Path) -> None:
+    """torch.save to a temp file in the same folder, then os.replace (never a half-written checkpoint)."""
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".tmp-", dir=path.parent)
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def rng_state() -> dict:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def step_seed(seed: int, step: int, rank: int) -> int:
+    """A distinct torch seed per (run seed, step, rank): noise draws are reproducible on resume."""
+    return (int(seed) * 1_000_003 + int(step) * 1_009 + int(rank)) % (2**63 - 1)
+
+
+def build_generator(model_cfg: dict) -> torch.nn.Module:
+    """The generator from `mgbp.models.build_model(preset, **overrides)` or an explicit MGBPv2 config."""
+    if model_cfg.get("preset"):
+        try:
+            from mgbp.models import build_model
+        except ImportError as exc:
+            raise ConfigError(f"model.preset needs mgbp.models.build_model, which is unavailable: {exc}") from exc
+        return build_model(model_cfg["preset"], **(model_cfg.get("overrides") or {}))
+    if model_cfg.get("config"):
+        from mgbp.models.mgbpv2 import MGBPv2, config_from_dict
+        return MGBPv2(config_from_dict(dict(model_cfg["config"])))
+    raise ConfigError("set model.preset (a preset name) or model.config (an MGBPv2 config mapping)")
+
+
+def load_generator_weights(model: torch.nn.Module, source: str) -> None:
+    """Initialise from a training checkpoint (EMA if it has one) or from a weight file (mgbp.models)."""
+    path = Path(source)
+    if path.suffix in (".pt", ".pth") and path.is_file():
+        state = torch.load(str(path), map_location="cpu", weights_only=False)
+        weights = state.get("ema") or state.get("generator") if isinstance(state, dict) else None
+        if weights is None:
+            raise WeightFileError(f"{path} is not an mgbp training checkpoint (no 'generator' entry)")
+    else:
+        try:
+            from mgbp.models import load_model
+        except ImportError as exc:
+            raise ConfigError(f"init_from={source} needs mgbp.models.load_model: {exc}") from exc
+        weights = load_model(source).state_dict()
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as exc:
+        raise WeightFileError(f"init_from={source} does not match the configured generator: "
+                              f"{str(exc).splitlines()[0]}") from exc
+
+
+def psnr_y(output: torch.Tensor, target: torch.Tensor, crop: int) -> torch.Tensor:
+    """PSNR on the Y channel (per image); `mgbp.metrics.psnr` when present, else the same protocol here."""
+    try:
+        from mgbp.metrics import psnr
+        return psnr(output, target, crop=crop, y_channel=True)
+    except ImportError:
+        pass
+    weights = torch.tensor([65.481, 128.553, 24.966], dtype=torch.float64).view(1, 3, 1, 1)
+    y_out = 16.0 + (output.double() * weights).sum(1)
+    y_tgt = 16.0 + (target.double() * weights).sum(1)
+    if crop:
+        y_out, y_tgt = y_out[..., crop:-crop, crop:-crop], y_tgt[..., crop:-crop, crop:-crop]
+    mse = ((y_out - y_tgt) ** 2).mean(dim=(-2, -1))
+    return 10.0 * torch.log10(255.0**2 / mse)
+
+
+class CsvLog:
+    """Append-only CSV whose columns are fixed by the first record (later extra keys are dropped)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.fields = None
+        if path.exists() and path.stat().st_size:
+            with path.open() as fh:
+                self.fields = next(csv.reader(fh), None)
+
+    def write(self, record: dict) -> None:
+        new = self.fields is None
+        if new:
+            self.fields = list(record)
+        with self.path.open("a", newline="") as fh:
+            writer = csv.DictWriter(fh, self.fields, extrasaction="ignore")
+            if new:
+                writer.writeheader()
+            writer.writerow(record)
+
+
+# ------------------------------------------------------------------------------------------ trainer
+class Trainer:
+    def __init__(self, cfg: dict, resume: bool = False, quiet: bool = False):
+        self.cfg = cfg
+        self.quiet = quiet
+        self.out = Path(cfg["output_dir"])
+        self._setup_distributed()
+        self.is_main = self.rank == 0
+        if self.is_main:
+            self.out.mkdir(parents=True, exist_ok=True)
+        self._seed_everything(cfg["seed"])
+        self._build_models()
+        self._build_optimisers()
+        self.step = 0
+        self.best = {"metric": None, "value": None, "step": None}
+        self.wall_s = 0.0
+        self.val_metrics: dict = {}
+        if resume:
+            self._resume()
+        self._wrap_models()
+        self._build_data()
+        self._build_logs()
+
+    # ---- setup ------------------------------------------------------------------------------------
+    def _setup_distributed(self):
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        want = self.cfg["device"]
+        if want == "auto":
+            want = "cuda" if torch.cuda.is_available() else "cpu"
+        if want.startswith("cuda") and not torch.cuda.is_available():
+            raise ConfigError(f"device={want} but CUDA is not available")
+        if want == "cuda":
+            want = f"cuda:{local_rank}" if self.world > 1 else "cuda"
+        self.device = torch.device(want)
+        if self.device.type == "cuda":
+            if self.device.index is not None:
+                torch.cuda.set_device(self.device)
+            torch.backends.cudnn.benchmark = True
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+        self.distributed = self.world > 1
+        if self.distributed and not torch.distributed.is_initialized():
+            backend = "nccl" if self.device.type == "cuda" else "gloo"
+            torch.distributed.init_process_group(backend=backend)
+        amp = self.cfg["amp"]
+        if amp == "auto":
+            amp = "bf16" if self.device.type == "cuda" else "off"
+        self.amp_dtype = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}[amp]
+        if self.amp_dtype is not None and self.device.type != "cuda":
+            log.warning("amp=%s requested on %s: mixed precision is for GPUs, running in float32", amp, self.device)
+            self.amp_dtype = None
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
+
+    def _seed_everything(self, seed: int):
+        random.seed(seed)
+        np.random.seed(seed % 2**32)
+        torch.manual_seed(seed)
+
+    def _build_models(self):
+        cfg = self.cfg
+        self.generator = build_generator(cfg["model"]).to(self.device)
+        self.scale = int(self.generator.scale)
+        self.is_video = bool(getattr(self.generator, "is_video", False))
+        if cfg["init_from"]:
+            load_generator_weights(self.generator, cfg["init_from"])
+        self.ema = None
+        if float(cfg["ema"]) > 0:
+            self.ema = copy.deepcopy(self.generator).requires_grad_(False).eval()
+        self.discriminator = None
+        self.vgg = None
+        if cfg["mode"] == "perceptual":
+            loss = cfg["loss"]
+            if float(loss["gan"]) > 0:
+                from mgbp.models.discriminator import MultiscaleDiscriminator
+                self.discriminator = MultiscaleDiscriminator(
+                    self.scale, int(cfg["discriminator"]["features"]), bool(cfg["discriminator"]["vnsc"])
+                ).to(self.device)
+            if float(loss["cx"]) > 0:
+                from mgbp.vgg import maybe_load_vgg
+                self.vgg = maybe_load_vgg(loss["vgg_weights"], self.device)
+            if self.is_video:
+                raise ConfigError("perceptual mode is for images (the paper trains MGBP-3D for fidelity only)")
+
+    def _build_optimisers(self):
+        o = self.cfg["optim"]
+        self.g_opt = torch.optim.Adam(self.generator.parameters(), lr=float(o["lr"]), betas=tuple(o["betas"]),
+                                      weight_decay=float(o["weight_decay"]))
+        self.d_opt = None
+        if self.discriminator is not None:
+            d = self.cfg["d_optim"]
+            self.d_opt = torch.optim.Adam(self.discriminator.parameters(), lr=float(d["lr"]),
+                                          betas=tuple(d["betas"]), weight_decay=float(d["weight_decay"]))
+
+    def _wrap_models(self):
+        """DDP wrappers (the raw modules stay for saving, EMA and the frozen-D generator step)."""
+        self.g_train = self.generator
+        self.d_train = self.discriminator
+        if self.distributed:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.g_train = DDP(self.generator, device_ids=ids)
+            if self.discriminator is not None:
+                self.d_train = DDP(self.discriminator, device_ids=ids)
+        if self.cfg["compile"]:
+            self.g_train = torch.compile(self.g_train)
+
+    def _build_data(self):
+        from torch.utils.data import DataLoader
+
+        from mgbp.data import ImagePatchDataset, StepBatchSampler, VideoClipDataset, seed_worker
+
+        d = self.cfg["data"]
+        if self.is_video or d["video"]:
+            self.dataset = VideoClipDataset(d["train"], self.scale, d["patch"], d["frames"], d["augment"],
+                                            d["skip_bad"], self.cfg["seed"], d["max_frames"])
+        else:
+            self.dataset = ImagePatchDataset(d["train"], self.scale, d["patch"], d["augment"], d["cache"],
+                                             d["lr_train"], d["skip_bad"], self.cfg["seed"])
+        sampler = StepBatchSampler(self.step, self.cfg["steps"], d["batch"], self.rank, self.world)
+        workers = int(d["workers"])
+        self.loader = DataLoader(self.dataset, batch_sampler=sampler, num_workers=workers,
+                                 pin_memory=self.device.type == "cuda", worker_init_fn=seed_worker,
+                                 persistent_workers=False, prefetch_factor=4 if workers else None)
+        self.val_set = None
+        v = self.cfg["val"]
+        if self.is_main and v["folder"]:
+            from mgbp.data import load_validation_set
+            if self.is_video:
+                log.warning("validation of video models is not implemented here; use `mgbp eval`")
+            else:
+                self.val_set = load_validation_set(v["folder"], self.scale, v["max_images"])
+
+    def _build_logs(self):
+        self.tb = None
+        if not self.is_main:
+            return
+        self.jsonl = self.out / "log.jsonl"
+        self.train_csv = CsvLog(self.out / "train.csv")
+        self.val_csv = CsvLog(self.out / "val.csv")
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+            self.tb = SummaryWriter(str(self.out / "tensorboard"))
+        except ImportError:  # tensorboard is optional
+            self.tb = None
+        (self.out / "config.yaml").write_text(yaml.safe_dump(self.cfg, sort_keys=False))
+
+    # ---- state ------------------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        return {
+            "format": "mgbp-train-checkpoint-1",
+            "step": self.step,
+            "config": self.cfg,
+            "generator": self.generator.state_dict(),
+            "ema": self.ema.state_dict() if self.ema is not None else None,
+            "discriminator": self.discriminator.state_dict() if self.discriminator is not None else None,
+            "g_opt": self.g_opt.state_dict(),
+            "d_opt": self.d_opt.state_dict() if self.d_opt is not None else None,
+            "scaler": self.scaler.state_dict(),
+            "rng": rng_state(),
+            "best": self.best,
+            "wall_s": self.wall_s,
+        }
+
+    def _resume(self):
+        path = self.out / "last.pt"
+        if not path.is_file():
+            log.warning("--resume: no checkpoint at %s, starting from scratch", path)
+            return
+        try:
+            state = torch.load(str(path), map_location="cpu", weights_only=False)
+        except Exception as exc:
+            raise WeightFileError(f"cannot read checkpoint {path}: {exc}") from exc
+        try:
+            self.generator.load_state_dict(state["generator"])
+            if self.ema is not None and state.get("ema") is not None:
+                self.ema.load_state_dict(state["ema"])
+            if self.discriminator is not None and state.get("discriminator") is not None:
+                self.discriminator.load_state_dict(state["discriminator"])
+            self.g_opt.load_state_dict(state["g_opt"])
+            if self.d_opt is not None and state.get("d_opt") is not None:
+                self.d_opt.load_state_dict(state["d_opt"])
+        except (RuntimeError, KeyError, ValueError) as exc:
+            raise WeightFileError(f"checkpoint {path} does not match this config: "
+                                  f"{str(exc).splitlines()[0]}") from exc
+        self.scaler.load_state_dict(state["scaler"])
+        set_rng_state(state["rng"])
+        self.step = int(state["step"])
+        self.best = state.get("best", self.best)
+        self.wall_s = float(state.get("wall_s", 0.0))
+        log.info("resumed from %s at step %d", path, self.step)
+
+    def save_checkpoint(self, name: str = "last") -> None:
+        if self.is_main:
+            atomic_torch_save(self.state_dict(), self.out / f"{name}.pt")
+
+    def export(self, name: str) -> Path | None:
+        """The generator (EMA if on) in the project's weight format, with recipe and metrics in metadata."""
+        if not (self.is_main and self.cfg["export"]):
+            return None
+        try:
+            from mgbp.models import save_model
+        except ImportError:
+            log.warning("mgbp.models.save_model is unavailable: no %s.safetensors export", name)
+            return None
+        model = self.ema if self.ema is not None else self.generator
+        meta = {  # save_model JSON-encodes each value
+            "recipe": self.cfg,
+            "training_step": self.step,
+            "training_wall_s": round(self.wall_s, 1),
+            "training_data": self.cfg["data"]["train"],
+            "training_device": (torch.cuda.get_device_name(self.device) if self.device.type == "cuda"
+                                else f"cpu ({os.cpu_count()} cores)") + f" x{self.world}",
+            "validation": self.val_metrics,
+            "validation_folder": self.cfg["val"]["folder"],
+        }
+        path = self.out / f"{name}.safetensors"
+        save_model(model, path, meta)  # atomic (temp file + os.replace)
+        return path
+
+    # ---- steps ------------------------------------------------------------------------------------
+    def _autocast(self):
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+    def _set_learning_rate(self):
+        factor = learning_rate_factor(self.step, self.cfg["optim"], self.cfg["steps"])
+        for group in self.g_opt.param_groups:
+            group["lr"] = float(self.cfg["optim"]["lr"]) * factor
+        if self.d_opt is not None:
+            for group in self.d_opt.param_groups:
+                group["lr"] = float(self.cfg["d_optim"]["lr"]) * factor
+        return factor
+
+    def _optimiser_step(self, loss: torch.Tensor, optimiser, parameters) -> None:
+        optimiser.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        clip = float(self.cfg["optim"]["grad_clip"])
+        if clip > 0:
+            self.scaler.unscale_(optimiser)
+            torch.nn.utils.clip_grad_norm_(parameters, clip)
+        self.scaler.step(optimiser)
+
+    def train_step(self, batch: dict) -> dict[str, torch.Tensor]:
+        from mgbp.data import make_training_pair
+
+        torch.manual_seed(step_seed(self.cfg["seed"], self.step, self.rank))
+        self._set_learning_rate()
+        lr, hr = make_training_pair(batch, self.scale, self.dataset.margin, self.device)
+        if self.cfg["mode"] == "fidelity":
+            terms = self._fidelity_step(lr, hr)
+        else:
+            terms = self._perceptual_step(lr, hr)
+        self.scaler.update()
+        self._update_ema()
+        return terms
+
+    def _crop_target(self, y: torch.Tensor, hr: torch.Tensor) -> torch.Tensor:
+        """MGBP-3D without temporal padding outputs T' < T frames: compare with the central frames."""
+        if y.dim() == 5 and y.shape[2] != hr.shape[2]:
+            drop = (hr.shape[2] - y.shape[2]) // 2
+            return hr[:, :, drop: drop + y.shape[2]]
+        return hr
+
+    def _fidelity_step(self, lr, hr):
+        from mgbp.losses import fidelity_loss
+
+        loss_cfg = self.cfg["loss"]
+        with self._autocast():
+            y0 = self.g_train(lr, noise_amp=0.0)
+        target = self._crop_target(y0, hr)
+        loss, terms = fidelity_loss(y0.float(), target, self.scale, float(loss_cfg["l1"]), float(loss_cfg["cycle"]))
+        self._optimiser_step(loss, self.g_opt, self.generator.parameters())
+        terms["loss"] = loss.detach()
+        return terms
+
+    def _perceptual_step(self, lr, hr):
+        from mgbp.losses import PerceptualWeights, discriminator_loss, perceptual_generator_loss
+
+        c = self.cfg["loss"]
+        weights = PerceptualWeights(float(c["gan"]), float(c["cycle_w1"]), float(c["cx"]), float(c["l1_w0"]),
+                                    float(c["cycle_w0"]), float(c["cx_bandwidth"]))
+        n = lr.shape[0]
+        with self._autocast():
+            if c["noise"]:
+                # one generator pass for both outputs: the batch twice, W = 0 then W = 1
+                amp = torch.cat([torch.zeros(n), torch.ones(n)]).to(self.device)
+                both = self.g_train(torch.cat([lr, lr]), noise_amp=amp).float()
+                y0, y1 = both[:n], both[n:]
+            else:  # Fig. 15 "no noise": W = 0 in every term
+                y0 = y1 = self.g_train(lr, noise_amp=0.0).float()
+        # generator step: the raw discriminator, frozen (its DDP wrapper must only see the D step)
+        if self.discriminator is not None:
+            self.discriminator.requires_grad_(False)
+        with self._autocast():
+            g_loss, terms = perceptual_generator_loss(y1, y0, hr, self.scale, weights, self.discriminator, self.vgg)
+        self._optimiser_step(g_loss, self.g_opt, self.generator.parameters())
+        terms["loss"] = g_loss.detach()
+        if self.discriminator is not None:
+            self.discriminator.requires_grad_(True)
+            with self._autocast():
+                d_loss = discriminator_loss(self.d_train, y1, hr, self.scale)
+            self._optimiser_step(d_loss.float(), self.d_opt, self.discriminator.parameters())
+            terms["d_loss"] = d_loss.detach().float()
+        return terms
+
+    @torch.no_grad()
+    def _update_ema(self):
+        if self.ema is None:
+            return
+        # warm-up of the decay so the EMA is not dominated by the random initialisation early on
+        decay = min(float(self.cfg["ema"]), (1.0 + self.step) / (10.0 + self.step))
+        for ema_p, p in zip(self.ema.parameters(), self.generator.parameters()):
+            ema_p.lerp_(p.detach(), 1.0 - decay)
+        for ema_b, b in zip(self.ema.buffers(), self.generator.buffers()):
+            ema_b.copy_(b)
+
+    # ---- validation -------------------------------------------------------------------------------
+    @torch.no_grad()
+    def validate(self) -> dict:
+        """Fidelity: PSNR-Y, L1 and L2 (eq. 10) at W=0; perceptual: NIQE at W (eq. 14) as well."""
+        from mgbp.data import quantise
+
+        model = self.ema if self.ema is not None else self.generator
+        was_training = model.training
+        model.eval()
+        psnrs, l1s, l2s, niqes = [], [], [], []
+        niqe = None
+        if self.cfg["mode"] == "perceptual":
+            try:
+                from mgbp.metrics import niqe
+            except ImportError:
+                log.warning("mgbp.metrics.niqe is unavailable: perceptual validation uses PSNR only")
+        for _name, lr, hr in self.val_set:
+            lr = lr.to(self.device)
+            with self._autocast():
+                y = model(lr, noise_amp=0.0).float()
+            y = quantise(y.clamp(0, 1)).cpu()
+            psnrs.append(float(psnr_y(y, hr, self.scale)[0]))
+            l1s.append(float(F.l1_loss(y, hr)))
+            l2s.append(float(F.mse_loss(y, hr)))
+            if niqe is not None:
+                with self._autocast():
+                    y1 = model(lr, noise_amp=float(self.cfg["val"]["noise_amp"])).float()
+                niqes.append(float(niqe(quantise(y1.clamp(0, 1)).cpu())[0]))
+        model.train(was_training)
+        metrics = {"psnr_y": float(np.mean(psnrs)), "l1": float(np.mean(l1s)), "l2": float(np.mean(l2s))}
+        if niqes:
+            metrics["niqe_w1"] = float(np.mean(niqes))
+        return metrics
+
+    def _is_better(self, metrics: dict) -> tuple[str, float, bool]:
+        if "niqe_w1" in metrics:
+            key, value = "niqe_w1", metrics["niqe_w1"]
+            better = self.best["value"] is None or value < self.best["value"]
+        else:
+            key, value = "psnr_y", metrics["psnr_y"]
+            better = self.best["value"] is None or value > self.best["value"]
+        return key, value, better
+
+    # ---- loop -------------------------------------------------------------------------------------
+    def _reduce(self, sums: dict[str, torch.Tensor], count: int) -> dict[str, float]:
+        names = sorted(sums)
+        values = torch.stack([sums[k].float().to(self.device) for k in names]) / max(1, count)
+        if self.distributed:
+            torch.distributed.all_reduce(values)
+            values /= self.world
+        return dict(zip(names, values.cpu().tolist()))
+
+    def _record(self, record: dict, csv_log: CsvLog | None) -> None:
+        if not self.is_main:
+            return
+        with self.jsonl.open("a") as fh:
+            fh.write(json.dumps(record) + "\n")
+        if csv_log is not None:
+            csv_log.write(record)
+        if self.tb is not None:
+            prefix = "val" if record.get("kind") == "val" else "train"
+            for key, value in record.items():
+                if isinstance(value, (int, float)) and key not in ("step", "kind"):
+                    self.tb.add_scalar(f"{prefix}/{key}", value, record["step"])
+
+    def _run_validation(self) -> None:
+        if self.is_main and self.val_set is not None:
+            metrics = self.validate()
+            self.val_metrics = {**metrics, "step": self.step}
+            key, value, better = self._is_better(metrics)
+            self._record({"kind": "val", "step": self.step, **metrics}, self.val_csv)
+            if better:
+                self.best = {"metric": key, "value": value, "step": self.step}
+                self.save_checkpoint("best")
+                self.export("generator_best")
+            log.info("step %d validation %s (best %s %.4f at step %s)", self.step,
+                     ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()), key, self.best["value"],
+                     self.best["step"])
+        if self.distributed:
+            torch.distributed.barrier()
+
+    def run(self) -> int:
+        from tqdm import tqdm
+
+        cfg = self.cfg
+        total = cfg["steps"]
+        if self.step >= total:
+            log.info("already at step %d of %d", self.step, total)
+            return 0
+        bar = tqdm(total=total, initial=self.step, desc=f"train {cfg['mode']}", unit="step", dynamic_ncols=True,
+                   disable=self.quiet or not self.is_main, file=sys.stderr)
+        sums: dict[str, torch.Tensor] = {}
+        count = 0
+        t0 = time.perf_counter()
+        interrupted = False
+        self.generator.train()
+        try:
+            for batch in self.loader:
+                terms = self.train_step(batch)
+                self.step += 1
+                count += 1
+                for k, v in terms.items():
+                    sums[k] = sums[k] + v if k in sums else v.clone()
+                bar.update(1)
+                if self.step % cfg["log_every"] == 0 or self.step == total:
+                    means = self._reduce(sums, count)
+                    now = time.perf_counter()
+                    self.wall_s += now - t0
+                    rate = count / max(now - t0, 1e-9)
+                    t0, sums, count = now, {}, 0
+                    lr_now = self.g_opt.param_groups[0]["lr"]
+                    self._record({"kind": "train", "step": self.step, "lr": lr_now, "it_s": rate, **means},
+                                 self.train_csv if self.is_main else None)
+                    bar.set_postfix({k: f"{v:.4g}" for k, v in means.items()})
+                if self.step % cfg["val"]["every"] == 0 or self.step == total:
+                    self._run_validation()
+                    t0 = time.perf_counter()  # validation time is not training time
+                if self.step % cfg["checkpoint_every"] == 0 and self.step != total:
+                    self.save_checkpoint("last")
+        except KeyboardInterrupt:
+            interrupted = True
+        finally:
+            bar.close()
+        self.wall_s += time.perf_counter() - t0
+        self.save_checkpoint("last")
+        if interrupted:
+            log.warning("interrupted at step %d: saved %s (continue with --resume)", self.step, self.out / "last.pt")
+            return 130
+        self.export("generator")
+        if self.is_main:
+            log.info("done: %d steps, checkpoints in %s", self.step, self.out)
+        return 0
+
+    def close(self):
+        if self.tb is not None:
+            self.tb.close()
+        if self.distributed and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+
+
+# ------------------------------------------------------------------------------------------ command
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("config", help="YAML training config (see configs/)")
+    parser.add_argument("overrides", nargs="*", metavar="key=value",
+                        help="override config values, e.g. steps=5000 data.batch=32 optim.lr=2e-4")
+    parser.add_argument("--resume", action="store_true", help="continue from OUTPUT_DIR/last.pt exactly")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _setup_logging(quiet: bool) -> None:
+    rank = int(os.environ.get("RANK", "0"))
+    logger = logging.getLogger("mgbp")
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("mgbp train: %(message)s"))
+        logger.addHandler(handler)
+    logger.setLevel(logging.WARNING if (quiet or rank != 0) else logging.INFO)
+
+
+def run(args: argparse.Namespace) -> int:
+    _setup_logging(getattr(args, "quiet", False))
+    cfg = load_config(args.config, args.overrides)
+
+    def on_sigterm(signum, frame):  # a scheduler's SIGTERM saves like Ctrl-C
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, on_sigterm) if _in_main_thread() else None
+    trainer = None
+    try:
+        trainer = Trainer(cfg, resume=args.resume, quiet=getattr(args, "quiet", False))
+        return trainer.run()
+    finally:
+        if trainer is not None:
+            trainer.close()
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _in_main_thread() -> bool:
+    import threading
+    return threading.current_thread() is threading.main_thread()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m mgbp.train", description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        return run(args)
+    except MgbpError as exc:
+        print(f"mgbp train: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("mgbp train: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
