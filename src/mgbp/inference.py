@@ -292,16 +292,33 @@ def upscale(image, model=None, scale: int | None = None, noise: float = 0.0, til
     separately with MATLAB bicubic (`mgbp.resize.imresize`). PIL palette images come back RGB or RGBA.
     """
     model = resolve_model(model, scale, device, dtype)
-    to_kind, (rgb, alpha) = _from_any(image)
+    to_kind, x = _from_any(image)
+    return to_kind(upscale_tensor(model, x, noise=noise, tile=tile, overlap=overlap, progress=progress))
+
+
+def upscale_tensor(model, x: torch.Tensor, noise=0.0, tile: int | None = None, overlap: int | None = None,
+                   progress: bool = False, consistent: bool = False) -> torch.Tensor:
+    """(N,C,H,W) float in [0,1], C = 1 (grey), 2 (grey+alpha), 3 (RGB) or 4 (RGBA) -> upscaled, clamped.
+
+    Grey runs through the model as RGB and comes back as the channel mean; alpha is upscaled with MATLAB
+    bicubic and re-attached. `consistent`: project the output onto S_f(Y) = x (classic back-projection,
+    eqs. 4-5, `mgbp.consistency.enforce_consistency`) before clamping.
+    """
+    rgb, alpha, grey = _split_channels(x)
     out = run_model(model, rgb, noise_amp=noise, tile=tile, overlap=overlap, progress=progress,
-                    out_device=rgb.device).clamp(0.0, 1.0)
+                    out_device=rgb.device)
+    if consistent:
+        from mgbp.consistency import enforce_consistency
+
+        projected = enforce_consistency(rgb, out, model_scale(model))
+        out = projected[0] if isinstance(projected, tuple) else projected
     if alpha is not None:
         alpha = imresize(alpha.float(), scale=model_scale(model)).clamp(0.0, 1.0)
-    return to_kind(out, alpha)
+    return _merge_channels(out.clamp(0.0, 1.0), alpha, grey)
 
 
 def _from_any(image):
-    """(function mapping (rgb, alpha) outputs back to the input's kind, (rgb N3HW, alpha N1HW or None))."""
+    """(function mapping an (N,C,H,W) output back to the input's kind, the input as (N,C,H,W) float)."""
     if torch.is_tensor(image):
         return _from_tensor(image)
     if isinstance(image, np.ndarray):
@@ -338,14 +355,12 @@ def _from_tensor(image: torch.Tensor):
     x = image if batched else image[None]
     integer = not x.is_floating_point()
     x = x.float() / 255.0 if integer else x.float()
-    rgb, alpha, grey = _split_channels(x)
 
-    def back(out, alpha_out):
-        merged = _merge_channels(out, alpha_out, grey)
-        merged = (merged * 255.0).round().to(image.dtype) if integer else merged.to(image.dtype)
-        return merged if batched else merged[0]
+    def back(out):
+        out = (out * 255.0).round().to(image.dtype) if integer else out.to(image.dtype)
+        return out if batched else out[0]
 
-    return back, (rgb, alpha)
+    return back, x
 
 
 def _from_numpy(image: np.ndarray):
@@ -357,17 +372,16 @@ def _from_numpy(image: np.ndarray):
     x = torch.from_numpy(np.ascontiguousarray(image).astype(np.float32) / (peak or 1.0))
     x = x[..., None] if image.ndim == 2 else x
     x = (x if image.ndim == 4 else x[None]).permute(0, 3, 1, 2)
-    rgb, alpha, grey = _split_channels(x)
 
-    def back(out, alpha_out):
-        arr = _merge_channels(out, alpha_out, grey).permute(0, 2, 3, 1).numpy()
+    def back(out):
+        arr = out.permute(0, 2, 3, 1).numpy()
         arr = arr if image.ndim == 4 else arr[0]
         arr = arr[..., 0] if image.ndim == 2 else arr
         if peak is None:
             return arr.astype(image.dtype)
         return np.clip(np.round(arr * peak), 0, peak).astype(image.dtype)
 
-    return back, (rgb, alpha)
+    return back, x
 
 
 def _from_pil(image):
@@ -379,8 +393,8 @@ def _from_pil(image):
     elif mode in ("I;16", "I;16B", "I;16L", "I"):
         array = np.asarray(image).astype(np.uint16) if mode == "I" else np.asarray(image)
         back, tensors = _from_numpy(array.astype(np.uint16))
-        return (lambda out, alpha: Image.fromarray(back(out, alpha))), tensors
+        return (lambda out: Image.fromarray(back(out))), tensors
     elif mode not in ("L", "LA", "RGB", "RGBA"):
         image = image.convert("RGBA" if "A" in mode else "RGB")
     back, tensors = _from_numpy(np.asarray(image))
-    return (lambda out, alpha: Image.fromarray(back(out, alpha))), tensors
+    return (lambda out: Image.fromarray(back(out))), tensors

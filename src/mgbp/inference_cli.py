@@ -1,0 +1,236 @@
+"""`mgbp upscale`: the generator's forward pass (Algorithm 1) on image files, folders, globs and videos.
+
+Images go through `mgbp.inference` (tiled, exact) with the package's I/O (`mgbp.io`: alpha, 16-bit, grey, ICC
+and EXIF kept); videos and frame folders through `mgbp.video` (the paper's "Video Inference": overlapping
+windows of frames, overlap-add). A file that fails is reported on one line and skipped; the command finishes
+the rest and exits 1 with a summary. Inputs are never overwritten unless `--overwrite` is given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from mgbp.errors import ConfigError, MgbpError
+
+VIDEO_EXTENSIONS = (".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".ts", ".flv", ".wmv")
+OUTPUT_IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image/video files, folders (recursive), globs")
+    parser.add_argument("-o", "--output", required=True,
+                        help="output file (one input) or folder (several inputs; folder structure kept)")
+    parser.add_argument("-s", "--scale", type=int, help="upscaling factor (picks the shipped model for it)")
+    parser.add_argument("-m", "--model", help="shipped model name or weight file")
+    parser.add_argument("-W", "--noise", type=float, default=0.0, help="noise amplitude W (0: best PSNR)")
+    parser.add_argument("--tile", type=int, help="LR tile side in pixels (default: automatic from memory)")
+    parser.add_argument("--tile-overlap", type=int, help="LR pixels shared by neighbouring tiles "
+                        "(default: 2 * the model's border + 8)")
+    parser.add_argument("--device", help="torch device, e.g. cpu, cuda, cuda:1 (default: cuda if available)")
+    precision = parser.add_mutually_exclusive_group()
+    precision.add_argument("--half", action="store_true", help="run the model in float16")
+    precision.add_argument("--bf16", action="store_true", help="run the model in bfloat16")
+    parser.add_argument("--ext", default="auto", help="output image format: png, jpg or auto (same as the "
+                        "input where it can be written, else png)")
+    parser.add_argument("--suffix", default="", help="added to output file names before the extension")
+    existing = parser.add_mutually_exclusive_group()
+    existing.add_argument("--skip-existing", action="store_true", help="skip inputs whose output exists")
+    existing.add_argument("--overwrite", action="store_true",
+                          help="replace existing outputs (and allow writing over an input)")
+    parser.add_argument("--consistent", action="store_true",
+                        help="enforce S_f(output) = input by back-projection (paper eqs. 4-5)")
+    video = parser.add_argument_group("video")
+    video.add_argument("--codec", default=None, help="video codec (default: libx264, else mpeg4)")
+    video.add_argument("--crf", type=int, default=18, help="constant rate factor (x264/x265/vp9)")
+    video.add_argument("--pix-fmt", default="yuv420p", help="output pixel format")
+    video.add_argument("--window", type=int, help="frames per window (default: the model's clip length)")
+    video.add_argument("--stride", type=int, default=5, help="frames between windows (default 5, as the paper)")
+    video.add_argument("--max-frames", type=int, help="only the first N frames (audio cut to match)")
+    video.add_argument("--fps", type=float, default=25.0, help="frame rate of frame-folder inputs")
+    video.add_argument("--to-frames", action="store_true", help="write video outputs as folders of PNG frames")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+
+
+@dataclass
+class Job:
+    source: Path
+    target: Path
+    kind: str  # "image", "video" (a video file) or "frames" (a folder of frames treated as a clip)
+
+
+def run(args: argparse.Namespace) -> int:
+    from mgbp.inference import resolve_model
+
+    _check_args(args)
+    jobs, failures = plan_jobs(args)
+    device = args.device or _default_device()
+    dtype = "half" if args.half else "bf16" if args.bf16 else None
+    model = resolve_model(args.model, args.scale, device=device, dtype=dtype)
+    done = skipped = 0
+    for job in _progress(jobs, args, desc="files", unit="file"):
+        if job.target.exists() and not args.overwrite:
+            if args.skip_existing:
+                skipped += 1
+                continue
+            failures.append(f"{job.target}: output exists (use --overwrite or --skip-existing)")
+            _report(failures[-1])
+            continue
+        try:
+            _run_job(job, model, args)
+            done += 1
+        except (MgbpError, OSError) as exc:
+            failures.append(f"{job.source}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
+            _report(failures[-1])
+    print(f"mgbp upscale: {done} written, {skipped} skipped (existing), {len(failures)} failed",
+          file=sys.stderr)
+    return 1 if failures else 0
+
+
+def _check_args(args) -> None:
+    if args.ext.lower().lstrip(".") not in ("auto", "png", "jpg", "jpeg"):
+        raise ConfigError(f"--ext must be png, jpg or auto, got {args.ext!r}")
+    for name in ("tile", "window", "stride", "max_frames"):
+        value = getattr(args, name, None)
+        if value is not None and value < 1:
+            raise ConfigError(f"--{name.replace('_', '-')} must be positive, got {value}")
+    if args.model is None and args.scale is None:
+        raise ConfigError("give -s/--scale (to use the shipped model for that scale) or -m/--model")
+
+
+def _default_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _report(message: str) -> None:
+    print(f"mgbp upscale: skipped {message}", file=sys.stderr)
+
+
+def _progress(items, args, **kwargs):
+    if args.quiet or len(items) < 2:
+        return items
+    from tqdm import tqdm
+
+    return tqdm(items, **kwargs)
+
+
+# ------------------------------------------------------------------------------------------- what to do
+
+
+def expand_inputs(inputs: list[str]) -> tuple[list[tuple[Path, Path | None]], list[str]]:
+    """(path, root folder or None) for every input (globs expanded); unmatched inputs as error lines."""
+    found, errors = [], []
+    for text in inputs:
+        if Path(text).exists():
+            paths = [Path(text)]
+        elif glob.has_magic(text):
+            paths = [Path(p) for p in sorted(glob.glob(text, recursive=True))]
+        else:
+            paths = []
+        if not paths:
+            errors.append(f"{text}: no such file or folder")
+        found.extend((path, None) for path in paths)
+    return found, errors
+
+
+def plan_jobs(args) -> tuple[list[Job], list[str]]:
+    from mgbp.io import IMAGE_EXTENSIONS
+
+    sources, failures = expand_inputs(args.inputs)
+    for line in failures:
+        _report(line)
+    output = Path(args.output)
+    single = len(sources) == 1 and not sources[0][0].is_dir()
+    jobs = []
+    for path, _ in sources:
+        if path.is_dir() and (_is_video_path(output) or args.to_frames):
+            jobs.append(Job(path, output if _is_video_path(output) or len(sources) == 1
+                            else output / path.name, "frames"))
+        elif path.is_dir():
+            for file in sorted(p for p in path.rglob("*") if p.is_file()):
+                if file.suffix.lower() in IMAGE_EXTENSIONS + VIDEO_EXTENSIONS:
+                    target_dir = output / file.parent.relative_to(path)
+                    jobs.append(_file_job(file, target_dir, None, args))
+        else:
+            target = output if single and output.suffix and not output.is_dir() else None
+            jobs.append(_file_job(path, output, target, args))
+    return [job for job in jobs if _not_an_input(job, args, failures)], failures
+
+
+def _file_job(path: Path, out_dir: Path, target: Path | None, args) -> Job:
+    kind = "video" if _is_video_path(path) else "image"
+    if target is None:
+        if kind == "video":
+            extension = "" if args.to_frames else path.suffix
+        else:
+            extension = _image_extension(path, args.ext)
+        target = out_dir / f"{path.stem}{args.suffix}{extension}"
+    return Job(path, target, kind)
+
+
+def _image_extension(path: Path, ext: str) -> str:
+    ext = ext.lower().lstrip(".")
+    if ext != "auto":
+        return "." + ext
+    return path.suffix.lower() if path.suffix.lower() in OUTPUT_IMAGE_EXTENSIONS else ".png"
+
+
+def _is_video_path(path: Path) -> bool:
+    return path.suffix.lower() in VIDEO_EXTENSIONS
+
+
+def _not_an_input(job: Job, args, failures: list[str]) -> bool:
+    """Refuse to write over the input itself unless --overwrite."""
+    if args.overwrite or not job.target.exists():
+        return True
+    if os.path.samefile(job.source, job.target):
+        failures.append(f"{job.source}: output would overwrite the input (use --suffix or another -o)")
+        _report(failures[-1])
+        return False
+    return True
+
+
+# ------------------------------------------------------------------------------------------- doing it
+
+
+def _run_job(job: Job, model, args) -> None:
+    if job.kind == "image":
+        upscale_image_file(job.source, job.target, model, args)
+        return
+    from mgbp.video import VideoOptions, upscale_video
+
+    options = VideoOptions(codec=args.codec, crf=args.crf, pix_fmt=args.pix_fmt, window=args.window,
+                           stride=args.stride, max_frames=args.max_frames, fps=args.fps,
+                           noise=args.noise, tile=args.tile, overlap=args.tile_overlap,
+                           consistent=args.consistent, progress=not args.quiet)
+    upscale_video(job.source, job.target, model, options, to_frames=args.to_frames)
+
+
+def upscale_image_file(source: Path, target: Path, model, args) -> None:
+    """Read (alpha, 16-bit, grey, ICC, EXIF), upscale, write back with the same metadata."""
+    import numpy as np
+    import torch
+
+    from mgbp.inference import upscale_tensor
+    from mgbp.io import read_image, write_image
+
+    loaded = read_image(source)
+    planes = [loaded.rgb] if loaded.alpha is None else [loaded.rgb, loaded.alpha[..., None]]
+    x = torch.from_numpy(np.concatenate(planes, axis=2)).permute(2, 0, 1)[None].float()
+    out = upscale_tensor(model, x, noise=args.noise, tile=args.tile, overlap=args.tile_overlap,
+                         progress=not args.quiet, consistent=args.consistent)
+    out = out[0].permute(1, 2, 0).numpy()
+    colour_channels = loaded.rgb.shape[2]
+    alpha = out[..., colour_channels] if loaded.alpha is not None else None
+    jpeg = target.suffix.lower() in (".jpg", ".jpeg")
+    if jpeg and alpha is not None:
+        raise ConfigError(f"{source} has an alpha channel, which JPEG cannot store (use --ext png)")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    write_image(target, out[..., :colour_channels], bit_depth=8 if jpeg else loaded.bit_depth, alpha=alpha,
+                icc_profile=loaded.icc_profile, exif=loaded.exif)

@@ -1,0 +1,467 @@
+"""Streaming video upscaling: the paper's "Video Inference" (Section IV, Fig. 6) with PyAV.
+
+The paper cuts the stream into overlapping spatio-temporal patches of the training clip length, separated by 5
+frames, multiplies each output by a window and averages. Here, frames are decoded one at a time into a buffer of
+the last T frames (T = the MGBP-3D clip length; 1 for a per-frame 2D model); every `stride` frames the buffer
+runs through the model (spatially tiled by `mgbp.inference.run_model`) and its T output frames are added, times
+the temporal window, to per-frame accumulators together with the window weights. A frame is finished, divided by
+its weight sum and encoded as soon as no later window can reach it, so memory holds at most T LR and T HR frames
+whatever the video's length. The last window is moved back to end on the last frame (as the spatial tiles are).
+
+Window choice: the paper names a "Hadamard window" (each output is multiplied element-wise, a Hadamard product,
+by window weights) without giving its shape. We use a Hann window sampled at half-integer points,
+w_k = sin^2(pi (k + 1/2) / T): smooth, largest in the middle of the clip where a fully 3D network without
+temporal padding sees the most context, and never zero, so the first and last frames of the video (seen by one
+window only) keep a valid weight. Because every frame is divided by its own weight sum, any positive window
+gives a proper weighted average; with stride <= T/2 the window's decay toward clip ends hides clip borders.
+
+Audio and subtitle streams are re-muxed packet by packet (never re-encoded), frame timestamps are kept, so the
+frame rate, the frame count and the audio sync are preserved; rotation metadata is applied to the pixels
+(the output is upright without it). The output is written under a temporary name and renamed at the end.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import tempfile
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mgbp.errors import ConfigError, ImageReadError, MgbpError
+
+COPIED_STREAM_TYPES = ("audio", "subtitle")
+CRF_CODECS = ("libx264", "libx265", "libvpx-vp9", "libaom-av1", "libsvtav1")
+PAPER_CLIP_LENGTH = 37  # frames per training clip of MGBP-3D in the paper, when a model does not say
+
+
+@dataclass
+class VideoOptions:
+    codec: str | None = None
+    crf: int | None = 18
+    pix_fmt: str = "yuv420p"
+    window: int | None = None
+    stride: int = 5
+    max_frames: int | None = None
+    fps: float = 25.0  # for frame-folder inputs
+    noise: float = 0.0
+    tile: int | None = None
+    overlap: int | None = None
+    consistent: bool = False
+    progress: bool = True
+
+
+def temporal_window(length: int) -> torch.Tensor:
+    """Hann window at half-integer points, sin^2(pi (k + 1/2) / T): positive, symmetric (float64, (T,))."""
+    k = torch.arange(length, dtype=torch.float64)
+    return torch.sin(math.pi * (k + 0.5) / length) ** 2
+
+
+def model_clip_length(model) -> int:
+    """Frames per window: the 3D model's clip length (attribute or config field), 1 for 2D models."""
+    if not getattr(model, "is_video", False):
+        return 1
+    config = getattr(model, "config", None)
+    for source, name in ((model, "clip_length"), (config, "clip_length"), (config, "frames"),
+                         (config, "num_frames"), (config, "temporal_size")):
+        value = getattr(source, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return PAPER_CLIP_LENGTH
+
+
+class OverlapAdd:
+    """Per-frame accumulators of window-weighted outputs; frames leave in order once final."""
+
+    def __init__(self, window: torch.Tensor):
+        self.window = window
+        self.sums: dict[int, torch.Tensor] = {}
+        self.weights: dict[int, float] = {}
+        self.next_out = 0  # frames below this were already handed out
+
+    def add(self, first: int, frames: torch.Tensor) -> None:
+        for k, frame in enumerate(frames):
+            index = first + k
+            if index < self.next_out:  # the moved-back last window overlaps frames already finished
+                continue
+            weight = float(self.window[k])
+            if index in self.sums:
+                self.sums[index] += weight * frame
+                self.weights[index] += weight
+            else:
+                self.sums[index], self.weights[index] = weight * frame, weight
+
+    def pop(self, before: int) -> Iterator[torch.Tensor]:
+        while self.next_out < before:
+            index = self.next_out
+            yield self.sums.pop(index) / self.weights.pop(index)
+            self.next_out += 1
+
+
+def overlap_add_stream(frames: Iterable[torch.Tensor], run_window: Callable[[torch.Tensor], torch.Tensor],
+                       length: int, stride: int) -> Iterator[torch.Tensor]:
+    """(3,h,w) LR frames -> upscaled frames, in order: windows of `length` every `stride` frames, overlap-add.
+
+    `run_window` maps a (T,3,h,w) clip to (T,3,H,W). A video shorter than `length` is padded by repeating its
+    last frame (the padding's outputs are dropped).
+    """
+    if not 1 <= stride <= length:
+        raise ConfigError(f"the window stride must be between 1 and the window length {length}, got {stride}")
+    buffer: deque[torch.Tensor] = deque(maxlen=length)
+    blend = OverlapAdd(temporal_window(length))
+    count = next_start = covered = 0
+    for frame in frames:
+        buffer.append(frame)
+        count += 1
+        if count == next_start + length:
+            blend.add(next_start, run_window(torch.stack(tuple(buffer))))
+            covered, next_start = count, next_start + stride
+            yield from blend.pop(before=next_start)
+    if count == 0:
+        return
+    if covered < count:  # the tail: one more window, ending on the last frame
+        clip = list(buffer) + [buffer[-1]] * (length - len(buffer))
+        blend.add(max(0, count - length), run_window(torch.stack(clip))[: len(buffer)])
+    yield from blend.pop(before=count)
+
+
+def make_window_runner(model, options: VideoOptions) -> Callable[[torch.Tensor], torch.Tensor]:
+    """(T,3,h,w) clip -> (T,3,H,W): one (1,3,T,h,w) call for a 3D model, a batch of frames for a 2D one."""
+    from mgbp.inference import run_model
+
+    def run(clip: torch.Tensor) -> torch.Tensor:
+        if getattr(model, "is_video", False):
+            out = run_model(model, clip.permute(1, 0, 2, 3)[None], noise_amp=options.noise, tile=options.tile,
+                            overlap=options.overlap)[0].permute(1, 0, 2, 3)
+            if out.shape[0] != clip.shape[0]:
+                raise MgbpError(f"the video model returned {out.shape[0]} frames for {clip.shape[0]}; "
+                                "only frame-preserving (cube-to-cube) models are supported")
+        else:
+            out = run_model(model, clip, noise_amp=options.noise, tile=options.tile, overlap=options.overlap)
+        if options.consistent:
+            from mgbp.consistency import enforce_consistency
+
+            projected = enforce_consistency(clip, out, int(model.scale))
+            out = projected[0] if isinstance(projected, tuple) else projected
+        return out.clamp(0.0, 1.0)
+
+    return run
+
+
+# ----------------------------------------------------------------------------------------------- decoding
+
+
+def _import_av():
+    try:
+        import av
+    except ImportError as exc:  # only video needs PyAV; images work without it
+        raise ConfigError("video needs PyAV: pip install av") from exc
+    return av
+
+
+def apply_rotation(rgb: np.ndarray, degrees_ccw: float) -> np.ndarray:
+    """Turn a decoded frame upright: the display matrix rotates it `degrees_ccw` counterclockwise."""
+    quarter_turns = int(round((degrees_ccw or 0) / 90.0)) % 4
+    return np.ascontiguousarray(np.rot90(rgb, k=quarter_turns)) if quarter_turns else rgb
+
+
+@dataclass
+class DecodedFrame:
+    rgb: torch.Tensor  # (3,h,w) float32 in [0,1]
+    pts: int | None
+    time_base: Fraction | None
+
+
+def _middle(packet) -> float:
+    """Seconds at the middle of a packet (its start when it has no duration)."""
+    if packet.pts is None:
+        return -math.inf
+    return float((packet.pts + (packet.duration or 0) / 2) * packet.time_base)
+
+
+def _frame_tensor(rgb: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(rgb).permute(2, 0, 1).float() / 255.0
+
+
+class ContainerSource:
+    """Video frames of a media file, plus the packets of its audio/subtitle streams for re-muxing."""
+
+    def __init__(self, path: Path, max_frames: int | None):
+        av = _import_av()
+        try:
+            self.container = av.open(str(path))
+        except (av.FFmpegError, OSError) as exc:
+            raise ImageReadError(f"{path}: cannot open video ({str(exc).splitlines()[0]})") from None
+        if not self.container.streams.video:
+            self.container.close()
+            raise ImageReadError(f"{path}: no video stream")
+        self.path, self.max_frames = path, max_frames
+        self.video = self.container.streams.video[0]
+        self.video.thread_type = "AUTO"
+        self.copied = [s for s in self.container.streams if s.type in COPIED_STREAM_TYPES]
+        self.rate = self.video.average_rate or self.video.guessed_rate or Fraction(25)
+        total = self.video.frames or None
+        self.total = min(total, max_frames) if total and max_frames else (total or max_frames)
+        self.end_time: float | None = None  # seconds; set when max_frames cuts the video
+        self.queue: deque = deque()  # copied packets waiting for the video to pass their time
+
+    def frames(self, mux_packet: Callable) -> Iterator[DecodedFrame]:
+        """Decode video frames; hand audio/subtitle packets (those before the cut, if any) to `mux_packet`.
+
+        Copied packets wait in a queue until a decoded video frame passes their time: the decoder holds a
+        few packets back, so only then do we know whether `max_frames` cuts the video before them.
+        """
+        av = _import_av()
+        count, passed_cut = 0, set()
+        try:
+            for packet in self.container.demux(self.video, *self.copied):
+                if packet.stream.type != "video":
+                    if packet.dts is not None:  # the demuxer's flush packets carry no data
+                        self.queue.append(packet)
+                    if self.end_time is not None and _middle(packet) >= self.end_time:
+                        passed_cut.add(packet.stream.index)
+                    if self.end_time is not None and len(passed_cut) >= len(self.copied):
+                        break
+                    continue
+                if self.end_time is not None:
+                    if not self.copied:
+                        break
+                    continue
+                for frame in packet.decode():
+                    rgb = apply_rotation(frame.to_ndarray(format="rgb24"), getattr(frame, "rotation", 0))
+                    yield DecodedFrame(_frame_tensor(rgb), frame.pts, frame.time_base)
+                    self._release(mux_packet, before=float(frame.pts * frame.time_base) if frame.pts else 0.0)
+                    count += 1
+                    if self.max_frames is not None and count >= self.max_frames:
+                        self.end_time = self._time_after(frame)
+                        break
+        except av.FFmpegError as exc:
+            raise ImageReadError(f"{self.path}: cannot decode video ({str(exc).splitlines()[0]})") from None
+        self._release(mux_packet, before=math.inf if self.end_time is None else self.end_time, drop_rest=True)
+
+    def _release(self, mux_packet: Callable, before: float, drop_rest: bool = False) -> None:
+        """Mux queued packets whose middle lies before `before` (the cut is then within half a packet)."""
+        kept = deque()
+        while self.queue:
+            packet = self.queue.popleft()
+            if _middle(packet) < before:
+                mux_packet(packet)
+            elif not drop_rest:
+                kept.append(packet)
+        self.queue = kept
+
+    def _time_after(self, frame) -> float:
+        start = float(frame.pts * frame.time_base) if frame.pts is not None else 0.0
+        return start + 1.0 / float(self.rate)
+
+    def close(self) -> None:
+        self.container.close()
+
+
+class FolderSource:
+    """A folder of frames (sorted by name, numbers compared as numbers) played at `fps`."""
+
+    def __init__(self, path: Path, fps: float, max_frames: int | None):
+        from mgbp.io import IMAGE_EXTENSIONS
+
+        files = sorted((p for p in path.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS), key=_natural_key)
+        if not files:
+            raise ImageReadError(f"{path}: no image frames in the folder")
+        self.files = files[:max_frames] if max_frames else files
+        self.rate = Fraction(fps).limit_denominator(1001)
+        self.total, self.copied, self.end_time = len(self.files), [], None
+
+    def frames(self, mux_packet: Callable) -> Iterator[DecodedFrame]:
+        from mgbp.io import read_image
+
+        for index, file in enumerate(self.files):
+            rgb = read_image(file).rgb
+            rgb = np.repeat(rgb, 3, axis=2) if rgb.shape[2] == 1 else rgb
+            yield DecodedFrame(torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1), index, 1 / self.rate)
+
+    def close(self) -> None:
+        pass
+
+
+def _natural_key(path: Path):
+    import re
+
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", path.name)]
+
+
+# ----------------------------------------------------------------------------------------------- encoding
+
+
+def _to_uint8(frame: torch.Tensor) -> np.ndarray:
+    return (frame.clamp(0, 1) * 255.0).round().to(torch.uint8).permute(1, 2, 0).contiguous().numpy()
+
+
+class ContainerSink:
+    """Encodes frames (keeping their timestamps) and re-muxes copied streams into a media file."""
+
+    def __init__(self, path: Path, source, options: VideoOptions, size: tuple[int, int], format_name: str | None):
+        av = _import_av()
+        codec = options.codec or ("libx264" if "libx264" in av.codecs_available else "mpeg4")
+        height, width = size
+        if options.pix_fmt in ("yuv420p", "nv12", "yuv420p10le") and (height % 2 or width % 2):
+            raise ConfigError(f"{options.pix_fmt} needs even sizes, the output is {width}x{height}; "
+                              "use --pix-fmt yuv444p")
+        self.container = av.open(str(path), "w", format=format_name)
+        try:
+            self.stream = self.container.add_stream(codec, rate=source.rate)
+        except (av.FFmpegError, ValueError) as exc:
+            self.container.close()
+            raise ConfigError(f"cannot encode with codec {codec!r} ({str(exc).splitlines()[0]})") from None
+        self.stream.width, self.stream.height, self.stream.pix_fmt = width, height, options.pix_fmt
+        if options.crf is not None and codec in CRF_CODECS:
+            self.stream.options = {"crf": str(options.crf)}
+        self.copied = {s.index: self._template_stream(s) for s in source.copied}
+
+    def _template_stream(self, stream):
+        adder = getattr(self.container, "add_stream_from_template", None)  # PyAV >= 13
+        return adder(stream) if adder is not None else self.container.add_stream(template=stream)
+
+    def mux_packet(self, packet) -> None:
+        packet.stream = self.copied[packet.stream.index]
+        self.container.mux(packet)
+
+    def write(self, frame: torch.Tensor, decoded: DecodedFrame) -> None:
+        av = _import_av()
+        video_frame = av.VideoFrame.from_ndarray(_to_uint8(frame), format="rgb24")
+        if decoded.pts is not None and decoded.time_base is not None:
+            video_frame.pts, video_frame.time_base = decoded.pts, decoded.time_base
+        self.container.mux(self.stream.encode(video_frame))
+
+    def close(self) -> None:
+        self.container.mux(self.stream.encode(None))  # flush the encoder's delayed frames
+        self.container.close()
+
+    def abort(self) -> None:
+        self.container.close()
+
+
+class FolderSink:
+    """Writes frames as numbered PNGs (`00000000.png`, ...) into a folder."""
+
+    def __init__(self, path: Path):
+        self.path, self.index = path, 0
+
+    def mux_packet(self, packet) -> None:  # a frame folder has no audio
+        pass
+
+    def write(self, frame: torch.Tensor, decoded: DecodedFrame) -> None:
+        from mgbp.io import write_image
+
+        write_image(self.path / f"{self.index:08d}.png", _to_uint8(frame))
+        self.index += 1
+
+    def close(self) -> None:
+        pass
+
+    def abort(self) -> None:
+        pass
+
+
+# ----------------------------------------------------------------------------------------------- the command
+
+
+def upscale_video(source_path, target_path, model, options: VideoOptions | None = None,
+                  to_frames: bool = False) -> Path:
+    """Upscale a video file or a folder of frames into a video file or (`to_frames`) a folder of PNG frames."""
+    options = options or VideoOptions()
+    source_path, target_path = Path(source_path), Path(target_path)
+    length = options.window or model_clip_length(model)
+    stride = 1 if length == 1 else min(options.stride, length)
+    source = (FolderSource(source_path, options.fps, options.max_frames) if source_path.is_dir()
+              else ContainerSource(source_path, options.max_frames))
+    to_folder = to_frames or not target_path.suffix
+    target_path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = _temporary_path(target_path, folder=to_folder)
+    sink = None
+    try:
+        pending: deque[DecodedFrame] = deque()  # timestamps of frames in flight, in order
+        early_packets = []  # audio that comes before the first video frame, while the encoder does not exist
+
+        def mux(packet):
+            early_packets.append(packet) if sink is None else sink.mux_packet(packet)
+
+        decoded = source.frames(mux)
+        first = next(decoded, None)
+        if first is None:
+            raise ImageReadError(f"{source_path}: no video frames")
+        if to_folder:
+            sink = FolderSink(temporary)
+        else:  # the encoder needs the output size: the first (upright) frame's times the scale
+            size = (int(model.scale) * first.rgb.shape[1], int(model.scale) * first.rgb.shape[2])
+            sink = ContainerSink(temporary, source, options, size, _format_for(target_path))
+        for packet in early_packets:
+            sink.mux_packet(packet)
+
+        def lr_frames():
+            for item in _chain_first(first, decoded):
+                pending.append(item)
+                yield item.rgb
+
+        bar = _frame_bar(source.total, options.progress)
+        for frame in overlap_add_stream(lr_frames(), make_window_runner(model, options), length, stride):
+            sink.write(frame, pending.popleft())
+            if bar is not None:
+                bar.update(1)
+        if bar is not None:
+            bar.close()
+        sink.close()
+        source.close()
+        _publish(temporary, target_path)
+    except BaseException:
+        if sink is not None:
+            sink.abort()
+        source.close()
+        _remove(temporary)
+        raise
+    return target_path
+
+
+def _chain_first(first, rest):
+    yield first
+    yield from rest
+
+
+def _format_for(target: Path) -> str | None:
+    """Container format from the final name (the temporary name keeps the extension, this is belt and braces)."""
+    return {".mkv": "matroska", ".m4v": "mp4", ".ts": "mpegts"}.get(target.suffix.lower())
+
+
+def _temporary_path(target: Path, folder: bool) -> Path:
+    if folder:
+        return Path(tempfile.mkdtemp(prefix=f"{target.name}.tmp-", dir=target.parent))
+    handle, name = tempfile.mkstemp(prefix=f"{target.stem}.tmp-", suffix=target.suffix, dir=target.parent)
+    os.close(handle)
+    return Path(name)
+
+
+def _publish(temporary: Path, target: Path) -> None:
+    if temporary.is_dir() and target.is_dir():  # --overwrite of a frame folder: replace it whole
+        shutil.rmtree(target)
+    os.replace(temporary, target)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path, ignore_errors=True)
+    elif path.exists():
+        path.unlink()
+
+
+def _frame_bar(total: int | None, progress: bool):
+    if not progress:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc="frames", unit="frame")
