@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -167,7 +166,7 @@ def run_model(model, lr: torch.Tensor, noise_amp=0.0, tile: int | None = None, o
     while True:
         try:
             return _run_tiles(model, lr, noise_amp, plan, progress, out_device)
-        except Exception as exc:  # noqa: BLE001 - only out-of-memory is retried, anything else re-raised
+        except Exception as exc:
             if not is_out_of_memory(exc):
                 raise
             _shrink_after_oom(plan, lr, exc)
@@ -257,7 +256,7 @@ def resolve_model(model=None, scale: int | None = None, device=None, dtype=None)
 def default_model_for_scale(scale: int | None):
     """The shipped model for `scale`, or a ConfigError that lists the shipped weights that exist."""
     try:
-        import mgbp.models as models
+        from mgbp import models
     except ImportError as exc:
         raise ConfigError(f"no model given and the model registry is unavailable ({exc}); pass -m WEIGHTS") from exc
     finder = getattr(models, "default_model_for_scale", None)

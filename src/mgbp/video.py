@@ -168,7 +168,7 @@ def _import_av():
 
 def apply_rotation(rgb: np.ndarray, degrees_ccw: float) -> np.ndarray:
     """Turn a decoded frame upright: the display matrix rotates it `degrees_ccw` counterclockwise."""
-    quarter_turns = int(round((degrees_ccw or 0) / 90.0)) % 4
+    quarter_turns = round((degrees_ccw or 0) / 90.0) % 4
     return np.ascontiguousarray(np.rot90(rgb, k=quarter_turns)) if quarter_turns else rgb
 
 
