@@ -11,10 +11,10 @@ from mgbp.models.presets import PRESETS, build_model
 from mgbp.models.weights import SHIPPED, default_model_for_scale, load_model, save_model
 
 __all__ = [
-    "MGBPv2",
-    "MGBPv2Config",
     "PRESETS",
     "SHIPPED",
+    "MGBPv2",
+    "MGBPv2Config",
     "build_model",
     "default_model_for_scale",
     "load_model",

@@ -32,7 +32,8 @@ Details the paper leaves out, taken from the authors' code (facts only, our own 
   K-convolutions, so it lands on exactly the grid the Downscales reach); Analysis_L and Synthesis are 1x1.
 - `noise_features > 0`: the noise is not mixed into Analysis_k but analysed per level by its own
   convolution (AnalysisN_k, same geometry, always biased) whose `noise_features` maps are concatenated into
-  every Upscale of that level: Upscale([y_{k-1}, c, z_{k-1}]). `noise_features = 0` is Algorithm 1 as
+  every Upscale of that level: Upscale([y_{k-1}, c, z_{k-1}]). Only levels 1..L-1 feed an Upscale, so there
+  is no AnalysisN_L (the authors' code builds one that is never used: 2 dead parameters per noise feature). `noise_features = 0` is Algorithm 1 as
   printed: x = [X, W N] enters every Analysis_k.
 - `padding="valid"`: unpadded convolutions; the input is reflection-padded once to the nearest size n that
   the grid hierarchy divides exactly (n = 2^(L-1)(m-1) + (K-1)(2^(L-1)-1) + 1) and the output cropped back.
@@ -264,12 +265,7 @@ class MGBPv2(nn.Module):
             ]
         )
         self.noise_analysis = nn.ModuleList(
-            [
-                geometry.analysis(cfg.noise_channels, cfg.noise_features, k, True)
-                if k < L
-                else geometry.pointwise(cfg.noise_channels, cfg.noise_features, True)
-                for k in range(1, L + 1)
-            ]
+            [geometry.analysis(cfg.noise_channels, cfg.noise_features, k, True) for k in range(1, L)]
             if cfg.noise_features > 0
             else []
         )
@@ -436,7 +432,8 @@ def macs_per_output_pixel(cfg: MGBPv2Config) -> float:
     for k in range(1, L + 1):
         s = cfg.stride_to(k)
         volume = ((K - 1) * (s - 1) + 1) ** 2 * (1 + (L - k) * (kt - 1))
-        total += density[k] * volume * (analysis_in * cfg.width(k) + cfg.noise_channels * cfg.noise_features)
+        noise_out = cfg.noise_features if k < L else 0  # no noise analysis at the top level
+        total += density[k] * volume * (analysis_in * cfg.width(k) + cfg.noise_channels * noise_out)
     for k in range(2, L + 1):
         pairs = cfg.mu ** (L - k + 1)
         down = cfg.width(k) * cfg.width(k - 1)
@@ -460,12 +457,12 @@ def config_from_dict(values: dict) -> MGBPv2Config:
 
 
 __all__: Sequence[str] = (
-    "MGBPv2",
-    "MGBPv2Config",
     "BackProjection",
     "BackProjectionStep",
+    "MGBPv2",
+    "MGBPv2Config",
+    "config_from_dict",
     "count_parameters",
     "macs_per_output_pixel",
     "pair_count",
-    "config_from_dict",
 )

@@ -29,7 +29,9 @@ def run(args) -> int:
     summaries = [summarize(name) for name in PRESETS]
     if args.json:
         shipped = {name: dataclasses.asdict(entry) for name, entry in SHIPPED.items()}
-        print(json.dumps({"presets": [dataclasses.asdict(s) for s in summaries], "shipped": shipped}, indent=2))
+        print(
+            json.dumps({"presets": [dataclasses.asdict(s) for s in summaries], "shipped": shipped}, indent=2)
+        )
         return 0
     header = f"{'preset':<12} {'family':<7} {'scale':>5} {'L':>2} {'mu':>3}  {'channels (lowest first)':<24}"
     print(f"{header} {'params':>12} {'MACs/px':>10}  source")
@@ -41,7 +43,9 @@ def run(args) -> int:
         )
     print()
     if not SHIPPED:
-        print("shipped weights: none yet (build_model gives untrained networks; load_model reads weight files)")
+        print(
+            "shipped weights: none yet (build_model gives untrained networks; load_model reads weight files)"
+        )
     for name, entry in SHIPPED.items():
         print(f"shipped {name}: x{entry.scale} {entry.filename}  {entry.description}")
     return 0

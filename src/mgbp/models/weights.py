@@ -33,7 +33,16 @@ from mgbp.errors import MgbpError, WeightFileError
 
 FORMAT_NAME = "mgbp"
 FORMAT_VERSION = "1"
-RESERVED_KEYS = ("format", "format_version", "family", "preset", "scale", "noise_channels", "is_video", "config")
+RESERVED_KEYS = (
+    "format",
+    "format_version",
+    "family",
+    "preset",
+    "scale",
+    "noise_channels",
+    "is_video",
+    "config",
+)
 WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
 
 
@@ -137,7 +146,9 @@ def _resolve(name_or_path: str | os.PathLike) -> Path:
         if not entry.path.is_file():
             raise WeightFileError(f"shipped weights {name!r} are missing from the package ({entry.path})")
         if entry.sha256 and _sha256(entry.path) != entry.sha256:
-            raise WeightFileError(f"shipped weights {name!r} are corrupt: sha256 does not match ({entry.path})")
+            raise WeightFileError(
+                f"shipped weights {name!r} are corrupt: sha256 does not match ({entry.path})"
+            )
         return entry.path
     if path.exists():
         raise WeightFileError(f"{path} is not a file")
@@ -171,8 +182,8 @@ def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, st
     try:
         with safe_open(str(path), framework="pt") as handle:
             metadata = dict(handle.metadata() or {})
-            tensors = {key: handle.get_tensor(key) for key in handle.keys()}
-    except Exception as exc:  # the library raises several types for truncated or malformed files
+            tensors = {key: handle.get_tensor(key) for key in handle}
+    except Exception as exc:  # noqa: BLE001 - safetensors raises several types for malformed files
         raise WeightFileError(f"{path}: not a readable safetensors file ({_one_line(exc)})") from None
     return tensors, metadata
 
@@ -180,7 +191,7 @@ def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, st
 def _read_torch(path: Path) -> dict[str, torch.Tensor]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - unpickling/zip/EOF errors of any kind mean "not a state dict"
         raise WeightFileError(
             f"{path}: neither safetensors nor a PyTorch state dict that loads without running pickled code "
             f"({_unpickler_reason(exc)})"
@@ -192,7 +203,7 @@ def _read_torch(path: Path) -> dict[str, torch.Tensor]:
 
 def _unpickler_reason(exc: BaseException) -> str:
     """The specific reason inside torch's long weights_only message (never its advice to disable it)."""
-    found = re.search(r"WeightsUnpickler error:\s*(.+?)(?:\.\s|\n\n|$)", str(exc), flags=re.S)
+    found = re.search(r"WeightsUnpickler error:\s*(.+?)(?:\.\s|\n\n|$)", str(exc), flags=re.DOTALL)
     return _one_line(found.group(1)) if found else _one_line(exc)
 
 
@@ -214,11 +225,15 @@ def check_state_dict(model: nn.Module, state: dict[str, torch.Tensor], where: st
     if unexpected:
         problems.append(f"unexpected {_describe_keys(unexpected)}")
     if wrong:
-        k = sorted(wrong)[0]
+        k = min(wrong)
         more = f" (and {len(wrong) - 1} more)" if len(wrong) > 1 else ""
-        problems.append(f"shape of {k} is {tuple(state[k].shape)} in the file, {expected[k]} in the model{more}")
+        problems.append(
+            f"shape of {k} is {tuple(state[k].shape)} in the file, {expected[k]} in the model{more}"
+        )
     if problems:
-        raise WeightFileError(f"{where} does not match its {model.family} architecture: {'; '.join(problems)}")
+        raise WeightFileError(
+            f"{where} does not match its {model.family} architecture: {'; '.join(problems)}"
+        )
 
 
 def _parse_json(metadata: dict[str, str], key: str, path: Path):
@@ -247,9 +262,13 @@ def _build_from_metadata(metadata: dict[str, str], path: Path) -> nn.Module:
     except WeightFileError:
         raise
     except (MgbpError, TypeError, ValueError) as exc:
-        raise WeightFileError(f"{path}: config metadata does not describe a valid {family} ({_one_line(exc)})") from None
+        raise WeightFileError(
+            f"{path}: config metadata does not describe a valid {family} ({_one_line(exc)})"
+        ) from None
     if model.family != family:
-        raise WeightFileError(f"{path}: metadata says family {family!r} but its config builds {model.family!r}")
+        raise WeightFileError(
+            f"{path}: metadata says family {family!r} but its config builds {model.family!r}"
+        )
     return model
 
 
@@ -266,7 +285,9 @@ def _authors_model(state: dict[str, torch.Tensor], path: Path) -> nn.Module | No
     except WeightFileError:
         raise
     except (MgbpError, RuntimeError, ValueError) as exc:
-        raise WeightFileError(f"{path}: looks like the authors' MGBPv1 weights but {_one_line(exc)}") from None
+        raise WeightFileError(
+            f"{path}: looks like the authors' MGBPv1 weights but {_one_line(exc)}"
+        ) from None
 
 
 def load_model(
