@@ -37,6 +37,7 @@ from mgbp.resize import imresize
 CPU_OUTPUT_PIXEL_BUDGET = 2048 * 2048
 MIN_BORDER_LR = 2  # the bicubic upscale inside MGBPv2 reaches 2 LR pixels beyond the kept region
 DEFAULT_RAMP_LR = 8  # LR pixels of linear cross-fade between tiles, beyond the two border margins
+MIN_TILE_STRIDE = 8  # smallest tile advance; below it, tiles would be nearly all overlap
 GPU_MEMORY_FRACTION = 0.7  # of the free memory, for activations of one batch of tiles
 PROBE_SIZE = 64  # LR side of the probe tile that measures activation memory per pixel
 
@@ -92,6 +93,11 @@ def model_border(model) -> int:
     return max(int(getattr(model, "border_lr", MIN_BORDER_LR)), MIN_BORDER_LR)
 
 
+def min_tile(overlap: int) -> int:
+    """Smallest useful tile: each tile must add at least MIN_TILE_STRIDE new pixels beyond the overlap."""
+    return overlap + MIN_TILE_STRIDE
+
+
 def default_overlap(model) -> int:
     return 2 * model_border(model) + DEFAULT_RAMP_LR
 
@@ -120,10 +126,10 @@ def auto_plan(model, lr: torch.Tensor, tile: int | None, overlap: int, noise_amp
     device, _ = _model_device_dtype(model)
     if device.type != "cuda":
         lr_budget = CPU_OUTPUT_PIXEL_BUDGET // (model_scale(model) ** 2 * _frames(lr))
-        side = tile or max(math.isqrt(lr_budget), overlap + 2 * DEFAULT_RAMP_LR)
+        side = tile or max(math.isqrt(lr_budget), min_tile(overlap))
         return TilePlan(tile=side, overlap=overlap, batch=1)
     lr_budget = _gpu_pixel_budget(model, lr, noise_amp)
-    side = tile or max(min(math.isqrt(lr_budget), max(height, width)), overlap + 2 * DEFAULT_RAMP_LR)
+    side = tile or max(min(math.isqrt(lr_budget), max(height, width)), min_tile(overlap))
     tile_pixels = min(side, height) * min(side, width)
     return TilePlan(tile=side, overlap=overlap, batch=max(1, lr_budget // tile_pixels))
 
@@ -180,10 +186,10 @@ def _shrink_after_oom(plan: TilePlan, lr: torch.Tensor, exc: BaseException) -> N
         plan.batch //= 2
         return
     current = min(plan.tile, max(lr.shape[-2:]))
-    smaller = current // 2
-    if smaller < plan.overlap + 2 * DEFAULT_RAMP_LR:
+    if current <= min_tile(plan.overlap):
         raise MgbpError(f"out of memory even with {current}-pixel tiles; try --device cpu, --half or --bf16 "
                         f"({str(exc).splitlines()[0][:120]})") from exc
+    smaller = max(current // 2, min_tile(plan.overlap))
     plan.tile = smaller
 
 
@@ -254,21 +260,16 @@ def resolve_model(model=None, scale: int | None = None, device=None, dtype=None)
 
 
 def default_model_for_scale(scale: int | None):
-    """The shipped model for `scale`, or a ConfigError that lists the shipped weights that exist."""
+    """The shipped model for `scale` (first of `mgbp.models.SHIPPED` with that scale), or an MgbpError that says
+    which shipped weights exist."""
+    if scale is None:
+        raise ConfigError("give a scale (-s) or a model (-m)")
     try:
-        from mgbp import models
+        from mgbp.models import default_model_for_scale as shipped_name_for
+        from mgbp.models import load_model
     except ImportError as exc:
         raise ConfigError(f"no model given and the model registry is unavailable ({exc}); pass -m WEIGHTS") from exc
-    finder = getattr(models, "default_model_for_scale", None)
-    if finder is not None:
-        return finder(scale)
-    shipped = dict(getattr(models, "SHIPPED", {}) or {})
-    for name, entry in shipped.items():
-        entry_scale = entry.get("scale") if isinstance(entry, dict) else getattr(entry, "scale", None)
-        if scale is None or entry_scale == scale:
-            return models.load_model(name)
-    listing = ", ".join(shipped) if shipped else "none are shipped yet"
-    raise ConfigError(f"no shipped weights for x{scale} (shipped: {listing}); pass a weight file with -m")
+    return load_model(shipped_name_for(int(scale)))
 
 
 def resolve_dtype(dtype):

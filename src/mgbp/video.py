@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mgbp.errors import ConfigError, ImageReadError, MgbpError
+from mgbp.errors import ConfigError, ImageReadError
 
 COPIED_STREAM_TYPES = ("audio", "subtitle")
 CRF_CODECS = ("libx264", "libx265", "libvpx-vp9", "libaom-av1", "libsvtav1")
@@ -80,23 +80,22 @@ def model_clip_length(model) -> int:
 class OverlapAdd:
     """Per-frame accumulators of window-weighted outputs; frames leave in order once final."""
 
-    def __init__(self, window: torch.Tensor):
-        self.window = window
+    def __init__(self, first_out: int = 0):
         self.sums: dict[int, torch.Tensor] = {}
         self.weights: dict[int, float] = {}
-        self.next_out = 0  # frames below this were already handed out
+        self.next_out = first_out  # frames below this were already handed out (or are padding)
 
     def add(self, first: int, frames: torch.Tensor) -> None:
+        window = temporal_window(len(frames))
         for k, frame in enumerate(frames):
             index = first + k
             if index < self.next_out:  # the moved-back last window overlaps frames already finished
                 continue
-            weight = float(self.window[k])
             if index in self.sums:
-                self.sums[index] += weight * frame
-                self.weights[index] += weight
+                self.sums[index] += float(window[k]) * frame
+                self.weights[index] += float(window[k])
             else:
-                self.sums[index], self.weights[index] = weight * frame, weight
+                self.sums[index], self.weights[index] = float(window[k]) * frame, float(window[k])
 
     def pop(self, before: int) -> Iterator[torch.Tensor]:
         while self.next_out < before:
@@ -106,30 +105,45 @@ class OverlapAdd:
 
 
 def overlap_add_stream(frames: Iterable[torch.Tensor], run_window: Callable[[torch.Tensor], torch.Tensor],
-                       length: int, stride: int) -> Iterator[torch.Tensor]:
+                       length: int, stride: int, consumed: int = 0) -> Iterator[torch.Tensor]:
     """(3,h,w) LR frames -> upscaled frames, in order: windows of `length` every `stride` frames, overlap-add.
 
-    `run_window` maps a (T,3,h,w) clip to (T,3,H,W). A video shorter than `length` is padded by repeating its
-    last frame (the padding's outputs are dropped).
+    `run_window` maps a (T,3,h,w) clip to (T - 2 consumed, 3, H, W), the clip's middle frames (a 3D model
+    without temporal padding loses `consumed` frames at each end). The stream is extended by `consumed` copies
+    of its first and last frames so every frame is produced; a video shorter than a window is padded by
+    repeating its last frame (the padding's outputs are dropped).
     """
-    if not 1 <= stride <= length:
-        raise ConfigError(f"the window stride must be between 1 and the window length {length}, got {stride}")
+    if not 1 <= stride <= length - 2 * consumed:
+        raise ConfigError(f"the window stride must be between 1 and the frames a window produces "
+                          f"({length - 2 * consumed}), got {stride}")
     buffer: deque[torch.Tensor] = deque(maxlen=length)
-    blend = OverlapAdd(temporal_window(length))
-    count = next_start = covered = 0
-    for frame in frames:
+    blend = OverlapAdd(first_out=consumed)
+    count = next_start = covered = 0  # in the padded stream
+    for frame in _pad_ends(frames, consumed):
         buffer.append(frame)
         count += 1
         if count == next_start + length:
-            blend.add(next_start, run_window(torch.stack(tuple(buffer))))
-            covered, next_start = count, next_start + stride
-            yield from blend.pop(before=next_start)
-    if count == 0:
+            blend.add(next_start + consumed, run_window(torch.stack(tuple(buffer))))
+            covered, next_start = count - consumed, next_start + stride
+            yield from blend.pop(before=next_start + consumed)
+    if count <= 2 * consumed:
         return
-    if covered < count:  # the tail: one more window, ending on the last frame
+    if covered < count - consumed:  # the tail: one more window, ending on the last frame
         clip = list(buffer) + [buffer[-1]] * (length - len(buffer))
-        blend.add(max(0, count - length), run_window(torch.stack(clip))[: len(buffer)])
-    yield from blend.pop(before=count)
+        blend.add(max(0, count - length) + consumed, run_window(torch.stack(clip)))
+    yield from blend.pop(before=count - consumed)
+
+
+def _pad_ends(frames: Iterable[torch.Tensor], copies: int) -> Iterator[torch.Tensor]:
+    """The frames, with the first and the last repeated `copies` more times."""
+    last = None
+    for index, frame in enumerate(frames):
+        for _ in range(copies if index == 0 else 0):
+            yield frame
+        yield frame
+        last = frame
+    for _ in range(copies if last is not None else 0):
+        yield last
 
 
 def make_window_runner(model, options: VideoOptions) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -140,15 +154,13 @@ def make_window_runner(model, options: VideoOptions) -> Callable[[torch.Tensor],
         if getattr(model, "is_video", False):
             out = run_model(model, clip.permute(1, 0, 2, 3)[None], noise_amp=options.noise, tile=options.tile,
                             overlap=options.overlap)[0].permute(1, 0, 2, 3)
-            if out.shape[0] != clip.shape[0]:
-                raise MgbpError(f"the video model returned {out.shape[0]} frames for {clip.shape[0]}; "
-                                "only frame-preserving (cube-to-cube) models are supported")
         else:
             out = run_model(model, clip, noise_amp=options.noise, tile=options.tile, overlap=options.overlap)
         if options.consistent:
             from mgbp.consistency import enforce_consistency
 
-            projected = enforce_consistency(clip, out, int(model.scale))
+            middle = clip[(clip.shape[0] - out.shape[0]) // 2:][: out.shape[0]]
+            projected = enforce_consistency(middle, out, int(model.scale))
             out = projected[0] if isinstance(projected, tuple) else projected
         return out.clamp(0.0, 1.0)
 
@@ -378,7 +390,10 @@ def upscale_video(source_path, target_path, model, options: VideoOptions | None 
     options = options or VideoOptions()
     source_path, target_path = Path(source_path), Path(target_path)
     length = options.window or model_clip_length(model)
-    stride = 1 if length == 1 else min(options.stride, length)
+    consumed = int(getattr(model, "frames_consumed", 0) or 0)
+    if length - 2 * consumed < 1:
+        raise ConfigError(f"a window of {length} frames is too short: the model consumes {consumed} at each end")
+    stride = min(options.stride, length - 2 * consumed)
     source = (FolderSource(source_path, options.fps, options.max_frames) if source_path.is_dir()
               else ContainerSource(source_path, options.max_frames))
     to_folder = to_frames or not target_path.suffix
@@ -410,7 +425,7 @@ def upscale_video(source_path, target_path, model, options: VideoOptions | None 
                 yield item.rgb
 
         bar = _frame_bar(source.total, options.progress)
-        for frame in overlap_add_stream(lr_frames(), make_window_runner(model, options), length, stride):
+        for frame in overlap_add_stream(lr_frames(), make_window_runner(model, options), length, stride, consumed):
             sink.write(frame, pending.popleft())
             if bar is not None:
                 bar.update(1)

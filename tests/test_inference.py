@@ -1,0 +1,178 @@
+"""Tiled inference (`mgbp.inference`): exactness against the untiled forward pass, OOM fallback, the API."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from tiny_generators import OomGenerator, TinyGenerator
+
+from mgbp import inference
+from mgbp.errors import ConfigError, MgbpError
+from mgbp.inference import run_model, tile_starts, tile_weights_1d, upscale
+from mgbp.resize import imresize
+
+ONE_LEVEL = 1.0 / 255.0
+
+
+def whole_image(model, lr):
+    """The reference: one forward pass of the model on the whole image, no tiling code involved."""
+    with torch.no_grad():
+        return model(lr)
+
+
+@pytest.fixture(scope="module")
+def model():
+    return TinyGenerator(scale=2, seed=1).eval()
+
+
+@pytest.mark.parametrize(("shape", "tile", "batch"), [((1, 3, 45, 61), 30, 1), ((2, 3, 50, 37), 29, 3),
+                                                       ((1, 3, 33, 33), 32, 2)])
+def test_tiled_matches_untiled(model, shape, tile, batch):
+    lr = torch.rand(shape, generator=torch.Generator().manual_seed(3))
+    tiled = run_model(model, lr, tile=tile, batch=batch)
+    assert tiled.shape == (shape[0], 3, 2 * shape[2], 2 * shape[3])
+    assert (tiled - whole_image(model, lr)).abs().max() < ONE_LEVEL / 10
+
+
+def test_tiled_matches_untiled_for_a_clip():
+    model = TinyGenerator(scale=3, clip_length=4).eval()
+    clip = torch.rand(1, 3, 4, 30, 26, generator=torch.Generator().manual_seed(4))
+    tiled = run_model(model, clip, tile=24, overlap=12)
+    assert (tiled - whole_image(model, clip)).abs().max() < ONE_LEVEL / 10
+
+
+def test_too_small_an_overlap_shows_seams(model):
+    """The agreement above is not automatic: an overlap below the model's border gives visible errors."""
+    lr = torch.rand(1, 3, 40, 40, generator=torch.Generator().manual_seed(5))
+    with pytest.warns(UserWarning, match="overlap"):
+        tiled = run_model(model, lr, tile=16, overlap=2)
+    assert (tiled - whole_image(model, lr)).abs().max() > ONE_LEVEL
+
+
+def test_no_seams_on_a_gradient(model):
+    ramp = torch.linspace(0.1, 0.9, 72)
+    lr = torch.stack([ramp[None, :].expand(64, 72), ramp[:64, None].expand(64, 72), 0.5 * ramp[None, :72]
+                      .expand(64, 72)])[None]
+    tiled, untiled = run_model(model, lr, tile=36), whole_image(model, lr)
+    # a seam is a jump in the horizontal / vertical differences at a tile edge: compare them everywhere
+    for dim in (-1, -2):
+        assert (tiled.diff(dim=dim) - untiled.diff(dim=dim)).abs().max() < ONE_LEVEL / 10
+
+
+def test_tile_weights_cover_and_sum_to_one():
+    """Direct loop over HR pixels: every pixel has weight > 0; off the moved-in last tile, the sum is 1."""
+    length, extent, overlap, margin, scale = 100, 30, 12, 3, 2
+    starts = tile_starts(length, extent, overlap)
+    assert starts[0] == 0 and starts[-1] == length - extent and all(b - a <= extent - overlap
+                                                                   for a, b in zip(starts, starts[1:]))
+    total = np.zeros(scale * length)
+    for start in starts:
+        weights = tile_weights_1d(start, extent, length, scale, margin, overlap).numpy()
+        for j, w in enumerate(weights):
+            total[scale * start + j] += w
+        if start > 0:  # nothing within the margin of an inner edge is used
+            assert np.all(weights[: scale * margin] == 0)
+    assert total.min() > 0
+    assert np.allclose(total[: scale * starts[-1]], 1.0)  # before the last tile, placement is regular
+
+
+def test_oom_fallback_halves_tiles_until_it_fits():
+    model = OomGenerator(max_pixels=40 * 40, scale=2, seed=1).eval()
+    lr = torch.rand(1, 3, 70, 90, generator=torch.Generator().manual_seed(6))
+    out = run_model(model, lr, tile=128, batch=4)
+    reference = whole_image(TinyGenerator(scale=2, seed=1).eval(), lr)
+    assert (out - reference).abs().max() < ONE_LEVEL / 10
+    assert any(n * h * w > 40 * 40 for n, _, h, w in model.calls)  # it did run out of memory first
+
+
+def test_oom_with_the_smallest_tile_is_a_clear_error():
+    model = OomGenerator(max_pixels=10, scale=2).eval()
+    with pytest.raises(MgbpError, match="out of memory"):
+        run_model(model, torch.rand(1, 3, 64, 64), tile=48)
+
+
+def test_other_runtime_errors_are_not_retried():
+    class Broken(TinyGenerator):
+        def forward(self, lr, noise_amp=0.0, noise=None):
+            raise RuntimeError("shape mismatch")
+
+    with pytest.raises(RuntimeError, match="shape mismatch"):
+        run_model(Broken().eval(), torch.rand(1, 3, 20, 20))
+
+
+def test_cpu_tiles_follow_the_pixel_budget(monkeypatch):
+    """Automatic tiling on CPU: no forward pass is larger than the output-pixel budget allows."""
+    monkeypatch.setattr(inference, "CPU_OUTPUT_PIXEL_BUDGET", 4 * 40 * 40)
+    model = OomGenerator(max_pixels=10**9, scale=2, seed=1).eval()
+    lr = torch.rand(1, 3, 90, 100, generator=torch.Generator().manual_seed(7))
+    out = run_model(model, lr)
+    assert max(h * w for _, _, h, w in model.calls) <= 40 * 40
+    assert (out - whole_image(TinyGenerator(scale=2, seed=1).eval(), lr)).abs().max() < ONE_LEVEL / 10
+
+
+def reference_uint8(model, rgb_uint8):
+    x = torch.from_numpy(np.array(rgb_uint8)).permute(2, 0, 1)[None].double().div(255).float()
+    y = whole_image(model, x).clamp(0, 1)
+    return np.round(y[0].permute(1, 2, 0).numpy() * 255).astype(np.uint8)
+
+
+def test_numpy_uint8_uint16_and_float(model):
+    rng = np.random.default_rng(8)
+    image = rng.integers(0, 256, (20, 24, 3), dtype=np.uint8)
+    out = upscale(image, model=model)
+    assert out.dtype == np.uint8 and out.shape == (40, 48, 3)
+    assert np.abs(out.astype(int) - reference_uint8(model, image)).max() <= 1
+    deep = rng.integers(0, 65536, (20, 24, 3), dtype=np.uint16)
+    out16 = upscale(deep, model=model)
+    assert out16.dtype == np.uint16 and len(np.unique(out16 % 257)) > 1  # not flattened to 8 bits
+    as_float = upscale(image.astype(np.float32) / 255, model=model)
+    assert as_float.dtype == np.float32 and np.abs(as_float * 255 - out).max() <= 0.51
+
+
+def test_grey_and_alpha(model):
+    rng = np.random.default_rng(9)
+    grey = rng.integers(0, 256, (18, 22), dtype=np.uint8)
+    out = upscale(grey, model=model)
+    assert out.shape == (36, 44)
+    expected = reference_uint8(model, np.repeat(grey[..., None], 3, axis=2)).astype(float).mean(axis=2)
+    assert np.abs(out - expected).max() <= 1
+    rgba = rng.integers(0, 256, (18, 22, 4), dtype=np.uint8)
+    out = upscale(rgba, model=model)
+    alpha = imresize(torch.from_numpy(rgba[..., 3]).double() / 255, scale=2).clamp(0, 1).numpy() * 255
+    assert out.shape == (36, 44, 4) and np.abs(out[..., 3] - alpha).max() <= 1
+    assert np.abs(out[..., :3].astype(int) - reference_uint8(model, rgba[..., :3])).max() <= 1
+
+
+def test_pil_images(model):
+    rng = np.random.default_rng(10)
+    rgb = Image.fromarray(rng.integers(0, 256, (16, 20, 3), dtype=np.uint8))
+    out = upscale(rgb, model=model)
+    assert isinstance(out, Image.Image) and out.mode == "RGB" and out.size == (40, 32)
+    palette = rgb.convert("P", palette=Image.Palette.ADAPTIVE, colors=16)
+    out = upscale(palette, model=model)
+    assert out.mode == "RGB" and out.size == (40, 32)
+    expected = reference_uint8(model, np.asarray(palette.convert("RGB")))
+    assert np.abs(np.asarray(out).astype(int) - expected).max() <= 1
+    assert upscale(rgb.convert("LA"), model=model).mode == "LA"
+
+
+def test_tensors_single_and_batched(model):
+    batch = torch.rand(2, 3, 14, 18, generator=torch.Generator().manual_seed(11))
+    out = upscale(batch, model=model)
+    assert out.shape == (2, 3, 28, 36)
+    assert (out - whole_image(model, batch).clamp(0, 1)).abs().max() < 1e-5
+    single = upscale(batch[1], model=model)
+    assert single.shape == (3, 28, 36) and (single - out[1]).abs().max() < 1e-5
+
+
+def test_user_errors(model):
+    with pytest.raises(ConfigError, match="x2"):
+        upscale(np.zeros((8, 8, 3), np.uint8), model=model, scale=4)
+    with pytest.raises(ConfigError):
+        upscale([[0, 1]], model=model)
+    with pytest.raises(ConfigError, match="overlap"):
+        run_model(model, torch.rand(1, 3, 40, 40), tile=8, overlap=10)
+    with pytest.raises(MgbpError, match="x7"):  # no shipped weights for x7: says so (and lists what exists)
+        inference.resolve_model(None, scale=7)
