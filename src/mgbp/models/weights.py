@@ -182,7 +182,7 @@ def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, st
     try:
         with safe_open(str(path), framework="pt") as handle:
             metadata = dict(handle.metadata() or {})
-            tensors = {key: handle.get_tensor(key) for key in handle}
+            tensors = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118 - not iterable
     except Exception as exc:  # noqa: BLE001 - safetensors raises several types for malformed files
         raise WeightFileError(f"{path}: not a readable safetensors file ({_one_line(exc)})") from None
     return tensors, metadata

@@ -1,0 +1,270 @@
+"""Tests of the weight files (safetensors + JSON config metadata), load_model, mgbp convert and mgbp models."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from mgbp.cli import main
+from mgbp.errors import WeightFileError
+from mgbp.models import PRESETS, SHIPPED, MGBPv2, build_model, default_model_for_scale, load_model, save_model
+from mgbp.models import weights as weights_module
+from mgbp.models.mgbpv2 import count_parameters
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+PIRM = SHARED / "reference" / "pirm2018"
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def make(name="tiny", **overrides) -> MGBPv2:
+    torch.manual_seed(0)
+    return build_model(name, **overrides).eval()
+
+
+def sample_input(model, n=2):
+    torch.manual_seed(3)
+    return torch.rand((n, 3, 3, 5, 6) if model.is_video else (n, 3, 5, 6))
+
+
+# ---- round trips ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name,overrides", [("tiny", {}), ("tiny", {"padding": "same"}), ("tiny-3d", {})])
+def test_round_trip_rebuilds_from_the_file_alone(tmp_path, name, overrides):
+    model = make(name, **overrides)
+    path = save_model(
+        model, tmp_path / "m.safetensors", {"training": {"steps": 5}, "metrics": {"psnr": 27.9}}
+    )
+    loaded = load_model(path)
+    assert type(loaded) is MGBPv2 and loaded.config == model.config and not loaded.training
+    assert (loaded.family, loaded.scale, loaded.is_video) == (model.family, model.scale, model.is_video)
+    assert loaded.metadata["metrics"] == {"psnr": 27.9} and loaded.metadata["training"] == {"steps": 5}
+    assert loaded.preset == name
+    lr = sample_input(model)
+    noise_shape = (lr.shape[0], 1, *lr.shape[2:-2], lr.shape[-2] * model.scale, lr.shape[-1] * model.scale)
+    noise = torch.randn(noise_shape)
+    with torch.no_grad():
+        assert torch.equal(loaded(lr), model(lr))
+        assert torch.equal(loaded(lr, noise_amp=0.8, noise=noise), model(lr, noise_amp=0.8, noise=noise))
+
+
+def test_metadata_is_plain_json_strings(tmp_path):
+    path = save_model(make(), tmp_path / "m.safetensors")
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as handle:
+        metadata = handle.metadata()
+    assert metadata["format"] == "mgbp" and metadata["family"] == "mgbpv2"
+    assert json.loads(metadata["config"])["channels"] == [12, 8, 4]
+    assert metadata["scale"] == "4" and metadata["noise_channels"] == "1"
+
+
+def test_fp16_files_load_as_float32_unless_asked(tmp_path):
+    model = make()
+    path = save_model(model, tmp_path / "half.safetensors", dtype=torch.float16)
+    assert all(t.dtype == torch.float16 for t in load_file(path).values())
+    loaded = load_model(path)
+    assert all(p.dtype == torch.float32 for p in loaded.parameters())
+    rounded = make().half().float()
+    lr = sample_input(model)
+    with torch.no_grad():
+        assert torch.equal(loaded(lr), rounded(lr))
+    assert all(p.dtype == torch.float64 for p in load_model(path, dtype=torch.float64).parameters())
+
+
+def test_save_is_atomic_and_keeps_no_temp_files(tmp_path):
+    target = tmp_path / "m.safetensors"
+    target.write_bytes(b"old")
+    save_model(make(), target)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.safetensors"]
+    with pytest.raises(WeightFileError, match="reserved"):
+        save_model(make(), tmp_path / "x.safetensors", {"config": "mine"})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.safetensors"]
+
+
+# ---- bad files -----------------------------------------------------------------------------------------------
+
+
+def one_line_error(path) -> str:
+    with pytest.raises(WeightFileError) as info:
+        load_model(path)
+    message = str(info.value)
+    assert "\n" not in message
+    return message
+
+
+def test_missing_file_and_unknown_name(tmp_path):
+    assert "no weight file" in one_line_error(tmp_path / "absent.safetensors")
+    assert "no shipped weights" in one_line_error("mgbp-x99")
+
+
+def test_truncated_and_garbage_files(tmp_path):
+    good = save_model(make(), tmp_path / "good.safetensors")
+    truncated = tmp_path / "truncated.safetensors"
+    truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    assert "not a readable safetensors file" in one_line_error(truncated)
+    garbage = tmp_path / "garbage.model"
+    garbage.write_bytes(b"\x00not weights" * 50)
+    assert "neither safetensors nor a PyTorch state dict" in one_line_error(garbage)
+    empty = tmp_path / "empty.safetensors"
+    empty.write_bytes(b"")
+    one_line_error(empty)
+
+
+def _rewrite(path: Path, out: Path, tensors=None, **metadata_changes) -> Path:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as handle:
+        metadata = dict(handle.metadata())
+    tensors = load_file(path) if tensors is None else tensors
+    metadata.update(metadata_changes)
+    save_file(tensors, out, metadata=metadata)
+    return out
+
+
+def test_mismatched_files_name_what_did_not_match(tmp_path):
+    good = save_model(make(), tmp_path / "good.safetensors")
+    config = {**json.loads(_metadata(good)["config"]), "channels": [12, 8, 5]}
+    message = one_line_error(_rewrite(good, tmp_path / "shape.safetensors", config=json.dumps(config)))
+    assert "shape of" in message and "in the file" in message
+
+    tensors = load_file(good)
+    tensors.pop("bp.L3.s2.up.weight")
+    tensors["extra.weight"] = torch.zeros(1)
+    message = one_line_error(_rewrite(good, tmp_path / "keys.safetensors", tensors=tensors))
+    assert "missing bp.L3.s2.up.weight" in message and "unexpected extra.weight" in message
+
+    assert "unknown model family" in one_line_error(_rewrite(good, tmp_path / "f.safetensors", family="gan"))
+    assert "not JSON" in one_line_error(_rewrite(good, tmp_path / "j.safetensors", config="{oops"))
+    bad_config = json.dumps({**json.loads(_metadata(good)["config"]), "padding": "full"})
+    assert "valid mgbpv2" in one_line_error(_rewrite(good, tmp_path / "c.safetensors", config=bad_config))
+
+    bare = tmp_path / "bare.safetensors"
+    save_file({"weight": torch.zeros(2)}, bare)
+    assert "match no known network" in one_line_error(bare)
+
+
+def _metadata(path: Path) -> dict:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as handle:
+        return dict(handle.metadata())
+
+
+class _RunsCode:
+    """A pickle that would create a folder when unpickled without weights_only."""
+
+    def __init__(self, target: str):
+        self.target = target
+
+    def __reduce__(self):
+        return (os.mkdir, (self.target,))
+
+
+def test_pickled_code_is_never_executed(tmp_path):
+    marker = tmp_path / "was-executed"
+    evil = tmp_path / "evil.model"
+    torch.save({"weight": _RunsCode(str(marker))}, evil)
+    message = one_line_error(evil)
+    assert "without running pickled code" in message
+    assert not marker.exists()
+    listy = tmp_path / "list.model"
+    torch.save([torch.zeros(1)], listy)
+    assert "not a state dict" in one_line_error(listy)
+
+
+# ---- shipped registry ----------------------------------------------------------------------------------------
+
+
+def test_shipped_registry_is_empty_and_default_model_says_so():
+    assert SHIPPED == {}
+    with pytest.raises(WeightFileError, match="no shipped weights for scale x4"):
+        default_model_for_scale(4)
+
+
+def test_a_shipped_entry_is_one_line(tmp_path, monkeypatch):
+    path = save_model(make(), tmp_path / "mgbp-x4.safetensors")
+    digest = weights_module._sha256(path)
+    monkeypatch.setattr(weights_module, "WEIGHTS_DIR", tmp_path)
+    monkeypatch.setitem(
+        SHIPPED, "mgbp-x4", weights_module.Shipped("mgbp-x4.safetensors", scale=4, sha256=digest)
+    )
+    assert default_model_for_scale(4) == "mgbp-x4"
+    assert load_model("mgbp-x4").config == make().config
+    monkeypatch.setitem(
+        SHIPPED, "mgbp-x4", weights_module.Shipped("mgbp-x4.safetensors", scale=4, sha256="0" * 64)
+    )
+    assert "sha256 does not match" in one_line_error("mgbp-x4")
+
+
+# ---- the authors' MGBPv1 files and mgbp convert ------------------------------------------------------------------
+
+
+def _pirm_file() -> Path:
+    pytest.importorskip("mgbp.models.mgbpv1", reason="MGBPv1 module not available")
+    path = PIRM / "BOE-R1.model"
+    if not path.is_file():
+        pytest.skip(f"the authors' PIRM weights are not here ({path}); ../shared is absent")
+    return path
+
+
+def test_authors_model_files_are_recognised_by_their_keys():
+    model = load_model(_pirm_file())
+    assert model.family == "mgbpv1" and model.scale == 4 and not model.is_video
+    assert count_parameters(model) == 281_084  # Table V / reference README
+
+
+def test_convert_writes_our_format_and_outputs_are_identical(tmp_path, capsys):
+    source = _pirm_file()
+    target = tmp_path / "boe-r1.safetensors"
+    assert main(["convert", str(source), str(target)]) == 0
+    assert "281,084 parameters" in capsys.readouterr().out
+    direct, converted = load_model(source), load_model(target)
+    assert converted.family == "mgbpv1" and converted.metadata["converted_from"] == "BOE-R1.model"
+    torch.manual_seed(0)
+    lr = torch.rand(1, 3, 6, 7)
+    with torch.no_grad():
+        assert torch.equal(direct(lr), converted(lr))
+    assert main(["convert", str(source), str(target)]) == 2  # refuses to overwrite without --force
+    assert "exists" in capsys.readouterr().err
+
+
+def test_convert_reports_bad_input_in_one_line(tmp_path, capsys):
+    bad = tmp_path / "bad.model"
+    bad.write_bytes(b"nope")
+    assert main(["convert", str(bad), str(tmp_path / "out.safetensors")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("mgbp convert: error:") and "\n" not in err
+    assert not (tmp_path / "out.safetensors").exists()
+
+
+# ---- mgbp models ------------------------------------------------------------------------------------------
+
+
+def test_models_command_lists_every_preset(capsys):
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    for name in PRESETS:
+        assert name in out
+    assert "shipped weights: none yet" in out
+
+
+def test_models_command_json_counts(capsys):
+    assert main(["models", "--json"]) == 0
+    listing = json.loads(capsys.readouterr().out)
+    by_name = {p["name"]: p for p in listing["presets"]}
+    assert set(by_name) == set(PRESETS)
+    assert by_name["tiny"]["parameters"] == count_parameters(build_model("tiny"))
+    assert listing["shipped"] == {}
