@@ -106,9 +106,7 @@ def forward_with_noise(model: torch.nn.Module, lr: torch.Tensor, noise_amp: floa
             return model(lr, noise_amp=float(noise_amp))
         from mgbp.inference import run_model
 
-        if overlap is None:
-            overlap = int(getattr(model, "border_lr", 8))
-        return run_model(model, lr, float(noise_amp), tile, overlap)
+        return run_model(model, lr, float(noise_amp), tile, overlap)  # overlap None: its safe default
 
 
 def image_extensions() -> tuple[str, ...]:
