@@ -256,8 +256,15 @@ def test_wrong_noise_or_input_raises_config_error():
         model(torch.rand(1, 1, 8, 8))
 
 
-def test_gradients_reach_every_parameter():
-    model = tiny_model()
+@pytest.mark.parametrize(
+    "layout",
+    [{}, {"upscaling_layers": 3, "upscaling_pre_layers": 0, "downscaling_pre_layers": 1, "leak": 0.2}],
+    ids=["pirm-layout", "post_up-pre_down-leaky"],
+)
+def test_gradients_reach_every_parameter(layout):
+    model = tiny_model(**layout)
+    names = {name.split(".")[1] for name, _ in model.named_parameters() if name.count(".") > 1}
+    assert ("post_up" in names and "pre_down" in names) == bool(layout)
     lr = torch.rand(1, 3, 9, 10)
     out = model(lr, noise_amp=0.3)
     (out * torch.randn_like(out)).sum().backward()
@@ -292,3 +299,28 @@ def test_reflect_pad_matches_torch_and_extends_to_tiny_images(size):
         expected = torch.tensor([mirror[(i - 4) % len(mirror)] for i in range(n + 8)])
         centre = ours.narrow(other, 4, x.shape[other])
         assert torch.equal(centre, x.index_select(axis, expected))
+
+
+def test_recursion_depth_limits_the_back_projection():
+    lr = torch.rand(1, 3, 6, 7)
+    outputs = {}
+    for depth in (1, 2, 3):
+        model = tiny_model(recursion_depth=depth)  # same seed: same weights
+        with torch.no_grad():
+            outputs[depth] = model(lr)
+    # x4 has two levels: depth 2 already reaches level 0 (the authors' default 3 changes nothing), depth 1 not.
+    assert torch.equal(outputs[2], outputs[3])
+    assert (outputs[1] - outputs[2]).abs().max() > 1e-5
+
+
+def test_safetensors_round_trip_rebuilds_mgbpv1(tmp_path):
+    weights = pytest.importorskip(
+        "mgbp.models.weights", reason="mgbp.models.weights (load_model) not there yet"
+    )
+    model = tiny_model(scale=2).eval()
+    path = weights.save_model(model, tmp_path / "tiny.safetensors", {})
+    loaded = weights.load_model(path)
+    assert isinstance(loaded, MGBPv1) and loaded.config == model.config
+    lr = torch.rand(1, 3, 7, 8)
+    with torch.no_grad():
+        assert torch.equal(loaded(lr), model(lr))

@@ -19,7 +19,8 @@ released `.model` state dicts load strictly and reproduce the reference outputs:
 - Forward (factor 2^L, mu = 2): x0 = LR; f0 = Analysis(x0); y0 = x0 + Synthesis(f0). Then for k = 1..L:
   y_k = ClassicUpscale(y_{k-1}); f_k = Upscaling([f_{k-1}, Downscaling(Analysis(y_k)), W n_{k-1}]);
   f_k = BP_k(f_k); y_k = y_k + Synthesis(f_k). The back-projection BP_k(h) repeats mu times
-  h <- h + Upscaling([f_{k-1}, BP_{k-1}(Downscaling(h)), W n_{k-1}]), and BP_0 is the identity.
+  h <- h + Upscaling([f_{k-1}, BP_{k-1}(Downscaling(h)), W n_{k-1}]), and BP_0 is the identity (the authors'
+  `max_levels` = 3 also stops the recursion 3 levels below the current one, which matters only from x16).
 - Noise: n_k is a standard-normal map of one channel at level k's resolution; the original code draws
   n_0 first (before level 1), then n_k right after level k has been computed, so it draws L + 1 maps of which
   the last one is never used.
@@ -73,6 +74,7 @@ class MGBPv1Config:
     downscaling_pre_layers: int = 0
     synthesis_layers: int = 4
     mu: int = 2
+    recursion_depth: int = 3  # the authors' `max_levels`: back-projection descends at most this many levels
     leak: float = 0.0
     pad: bool = True
 
@@ -89,6 +91,7 @@ class MGBPv1Config:
             "downscaling_layers",
             "synthesis_layers",
             "mu",
+            "recursion_depth",
         )
         for name in positive:
             if int(getattr(self, name)) < 1:
@@ -424,7 +427,8 @@ class MGBPv1(nn.Module):
             out = self.ClassicUpscale(out, replicate_border=pad)
             correction = self.Downscaling(self.Analysis(out))
             lifted = self.Upscaling(torch.cat([features[level - 1], correction, maps[level - 1]], 1))
-            features.append(self._back_project(lifted, level, features, maps))
+            lowest = max(0, level - self.config.recursion_depth)
+            features.append(self._back_project(lifted, level, lowest, features, maps))
             out = out + self.Synthesis(features[level])
 
         if pad:
@@ -432,12 +436,13 @@ class MGBPv1(nn.Module):
             out = out[:, :, cut:-cut, cut:-cut]
         return out
 
-    def _back_project(self, hr: torch.Tensor, level: int, features, maps) -> torch.Tensor:
-        """mu back-projection steps at `level` against the (fixed) features of the level below (eq. 6)."""
-        if level == 0:
+    def _back_project(self, hr: torch.Tensor, level: int, lowest: int, features, maps) -> torch.Tensor:
+        """mu back-projection steps at `level` against the (fixed) features of the level below (eq. 6),
+        recursing down to level `lowest` (identity there)."""
+        if level <= lowest:
             return hr
         for _ in range(self.config.mu):
-            update = self._back_project(self.Downscaling(hr), level - 1, features, maps)
+            update = self._back_project(self.Downscaling(hr), level - 1, lowest, features, maps)
             hr = hr + self.Upscaling(torch.cat([features[level - 1], update, maps[level - 1]], 1))
         return hr
 
