@@ -87,8 +87,9 @@ def contextual_loss(features_y: torch.Tensor, features_x: torch.Tensor, bandwidt
     w_ij = exp((1 - d~_ij) / h), CX_ij = w_ij / sum_k w_ik, CX = mean_j max_i CX_ij.
     """
     n, c = features_x.shape[:2]
-    y = features_y.reshape(n, c, -1).float()
-    x = features_x.reshape(n, c, -1).float()
+    dtype = torch.promote_types(features_x.dtype, torch.float32)  # at least float32, even under autocast
+    y = features_y.reshape(n, c, -1).to(dtype)
+    x = features_x.reshape(n, c, -1).to(dtype)
     mean_x = x.mean(dim=(0, 2), keepdim=True)  # centring by the target statistics, as in the reference
     y = F.normalize(y - mean_x, dim=1)
     x = F.normalize(x - mean_x, dim=1)

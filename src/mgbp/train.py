@@ -51,6 +51,7 @@ DEFAULTS: dict = {
     "device": "auto",  # auto | cpu | cuda | cuda:N
     "amp": "auto",  # auto (bf16 on GPU, off on CPU) | off | bf16 | fp16
     "compile": False,  # torch.compile the training forward
+    "cpu_threads": None,  # torch intra-op threads on CPU (null: torch's default)
     "log_every": 50,
     "checkpoint_every": 1000,
     "export": True,  # write generator.safetensors (and generator_best.safetensors) via mgbp.models.save_model
@@ -345,6 +346,8 @@ class Trainer:
             torch.backends.cudnn.benchmark = True
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
+        if self.cfg["cpu_threads"]:
+            torch.set_num_threads(int(self.cfg["cpu_threads"]))
         self.distributed = self.world > 1
         if self.distributed and not torch.distributed.is_initialized():
             backend = "nccl" if self.device.type == "cuda" else "gloo"

@@ -41,8 +41,8 @@ class VNSC(nn.Module):
     def __init__(self, window: int = 7, sigma: float = 1.17, shifts: int = 3):
         super().__init__()
         self.shifts = shifts
-        self.register_buffer("gauss", gaussian_kernel(window, sigma).float()[None, None], persistent=False)
-        self.register_buffer("luma", torch.tensor(LUMA_WEIGHTS).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("gauss", gaussian_kernel(window, sigma)[None, None], persistent=False)
+        self.register_buffer("luma", torch.tensor(LUMA_WEIGHTS, dtype=torch.float64).view(1, 3, 1, 1), persistent=False)
 
     def normalise(self, rgb: torch.Tensor) -> torch.Tensor:
         """Eq. 7 on the luminance of `rgb`, in [0, 255] units: (N, 1, H, W)."""
