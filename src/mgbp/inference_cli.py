@@ -64,13 +64,16 @@ class Job:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mgbp.inference import resolve_model
+    from mgbp.inference import default_overlap, resolve_model
 
     _check_args(args)
-    jobs, failures = plan_jobs(args)
     device = args.device or _default_device()
     dtype = "half" if args.half else "bf16" if args.bf16 else None
     model = resolve_model(args.model, args.scale, device=device, dtype=dtype)
+    overlap = default_overlap(model) if args.tile_overlap is None else args.tile_overlap
+    if args.tile is not None and args.tile <= overlap:
+        raise ConfigError(f"--tile {args.tile} must exceed the tile overlap ({overlap} LR pixels for this model)")
+    jobs, failures = plan_jobs(args, video_model=bool(getattr(model, "is_video", False)))
     done = skipped = 0
     for job in _progress(jobs, args, desc="files", unit="file"):
         if job.target.exists() and not args.overwrite:
@@ -123,8 +126,8 @@ def _progress(items, args, **kwargs):
 # ------------------------------------------------------------------------------------------- what to do
 
 
-def expand_inputs(inputs: list[str]) -> tuple[list[tuple[Path, Path | None]], list[str]]:
-    """(path, root folder or None) for every input (globs expanded); unmatched inputs as error lines."""
+def expand_inputs(inputs: list[str]) -> tuple[list[Path], list[str]]:
+    """Every input path (globs expanded, recursive `**` allowed), and one error line per unmatched input."""
     found, errors = [], []
     for text in inputs:
         if Path(text).exists():
@@ -135,28 +138,28 @@ def expand_inputs(inputs: list[str]) -> tuple[list[tuple[Path, Path | None]], li
             paths = []
         if not paths:
             errors.append(f"{text}: no such file or folder")
-        found.extend((path, None) for path in paths)
+        found.extend(paths)
     return found, errors
 
 
-def plan_jobs(args) -> tuple[list[Job], list[str]]:
+def plan_jobs(args, video_model: bool = False) -> tuple[list[Job], list[str]]:
+    """One job per output. A folder is a tree of images (structure kept under -o), except that it is one clip
+    of frames when the output is a video file, with --to-frames, or for a video (3D) model."""
     from mgbp.io import IMAGE_EXTENSIONS
 
     sources, failures = expand_inputs(args.inputs)
     for line in failures:
         _report(line)
     output = Path(args.output)
-    single = len(sources) == 1 and not sources[0][0].is_dir()
+    single = len(sources) == 1
     jobs = []
-    for path, _ in sources:
-        if path.is_dir() and (_is_video_path(output) or args.to_frames):
-            jobs.append(Job(path, output if _is_video_path(output) or len(sources) == 1
-                            else output / path.name, "frames"))
+    for path in sources:
+        if path.is_dir() and (_is_video_path(output) or args.to_frames or video_model):
+            jobs.append(Job(path, output if single else output / f"{path.name}{args.suffix}", "frames"))
         elif path.is_dir():
             for file in sorted(p for p in path.rglob("*") if p.is_file()):
                 if file.suffix.lower() in IMAGE_EXTENSIONS + VIDEO_EXTENSIONS:
-                    target_dir = output / file.parent.relative_to(path)
-                    jobs.append(_file_job(file, target_dir, None, args))
+                    jobs.append(_file_job(file, output / file.parent.relative_to(path), None, args))
         else:
             target = output if single and output.suffix and not output.is_dir() else None
             jobs.append(_file_job(path, output, target, args))
@@ -201,6 +204,8 @@ def _not_an_input(job: Job, args, failures: list[str]) -> bool:
 
 def _run_job(job: Job, model, args) -> None:
     if job.kind == "image":
+        if getattr(model, "is_video", False):
+            raise ConfigError("a video (3D) model upscales videos and frame folders, not single images")
         upscale_image_file(job.source, job.target, model, args)
         return
     from mgbp.video import VideoOptions, upscale_video
