@@ -281,6 +281,11 @@ class MGBPv2(nn.Module):
         self.border_lr = self._border_lr()
         self.border_frames = self._border_frames() if self.is_video else 0
 
+    @classmethod
+    def from_config(cls, config: dict | MGBPv2Config) -> MGBPv2:
+        """Rebuild from a config dataclass or its JSON dict (as stored in our weight files)."""
+        return cls(config if isinstance(config, MGBPv2Config) else config_from_dict(dict(config)))
+
     # ---- Algorithm 1 ------------------------------------------------------------------------------------
 
     def forward(

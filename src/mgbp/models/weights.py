@@ -250,9 +250,9 @@ def _build_from_metadata(metadata: dict[str, str], path: Path) -> nn.Module:
         raise WeightFileError(f"{path}: metadata 'config' is not a JSON object")
     try:
         if family in ("mgbpv2", "mgbp3d"):
-            from mgbp.models.mgbpv2 import MGBPv2, config_from_dict
+            from mgbp.models.mgbpv2 import MGBPv2
 
-            model = MGBPv2(config_from_dict(config))
+            model = MGBPv2.from_config(config)
         elif family == "mgbpv1":
             from mgbp.models.mgbpv1 import MGBPv1
 
