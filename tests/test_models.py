@@ -311,6 +311,8 @@ def test_no_temporal_padding_frame_arithmetic_and_the_papers_37_to_29():
     # the 6-level Table I x16 layout loses one more level step: 37 -> 27
     six = MGBPv2(MGBPv2Config(dims=3, scale=16, levels=6, mu=1, channels=(2,) * 6, temporal_padding="none"))
     assert six.frames_consumed == 5
+    preset = build_model("mgbp3d-x16", device="meta", temporal_padding="none")
+    assert preset.frames_consumed == 5 and build_model("mgbp3d-x16", device="meta").frames_consumed == 0
     # temporal kernel 5 loses 4 frames per level
     k5 = tiny(dims=3, temporal_padding="none", temporal_kernel=5)
     levels, out_frames = frames_per_level(k5, 11)
