@@ -222,7 +222,7 @@ def write_image(path, rgb, bit_depth: int = 8, alpha=None, icc_profile: bytes | 
         alpha_samples = _quantise(alpha[..., None], bit_depth)[..., 0]
     if bit_depth == 16:
         payload = encode_png16(samples, alpha_samples, icc_profile, exif)
-        return _write_atomically(path, lambda handle: handle.write(payload))
+        return write_atomically(path, lambda handle: handle.write(payload))
     pil_image = _pil_image_8bit(samples, alpha_samples)
     options = {"icc_profile": icc_profile} if icc_profile else {}
     if exif:
@@ -230,7 +230,7 @@ def write_image(path, rgb, bit_depth: int = 8, alpha=None, icc_profile: bytes | 
     if is_jpeg:
         options.update(quality=int(quality))
     pil_format = "JPEG" if is_jpeg else "PNG"
-    return _write_atomically(path, lambda handle: pil_image.save(handle, format=pil_format, **options))
+    return write_atomically(path, lambda handle: pil_image.save(handle, format=pil_format, **options))
 
 
 def _as_hwc(rgb, path: Path) -> np.ndarray:
@@ -289,8 +289,11 @@ def encode_png16(samples: np.ndarray, alpha: np.ndarray | None = None, icc_profi
     return PNG_SIGNATURE + b"".join(chunks)
 
 
-def _write_atomically(path: Path, write) -> Path:
-    """Write through `write(handle)` into a temporary file beside `path`, then rename it into place."""
+def write_atomically(path, write) -> Path:
+    """Write through `write(handle)` (binary) into a temporary file beside `path`, then rename it into place.
+
+    Readers never see a half-written file, and a failed write leaves any previous file untouched."""
+    path = Path(path)
     folder = path.parent
     folder.mkdir(parents=True, exist_ok=True)
     descriptor, temporary = tempfile.mkstemp(dir=folder, prefix=f"{path.name}.tmp-")

@@ -1,0 +1,411 @@
+"""`mgbp eval`: the quantitative evaluation of the paper's Table II (PSNR-Y / SSIM-Y), with NIQE and RMSE
+(the perception and distortion axes of Fig. 14) on request.
+
+Protocol (`shared/data/README.md`, the one that reproduces published bicubic figures):
+HR -> modcrop(scale) -> LR = MATLAB `imresize(HR, 1/scale, 'bicubic')` on uint8 (or a paired LR image)
+-> method -> round to uint8 -> PSNR-Y and SSIM-Y with `scale` pixels ignored at every border, averaged over
+the images of a dataset. RMSE (0-255 scale) is measured as the PIRM-2018 scripts behind Fig. 14 do (rounded
+uint8 Y, same border crop); NIQE on the whole output.
+Grey images (Set14 `bridge`) are replicated to RGB first; an alpha channel is ignored.
+
+Methods: `bicubic` (MATLAB bicubic upscale of the uint8 LR image) and any generator `mgbp.models.load_model`
+accepts (shipped names, our .safetensors files, the authors' `.model` files), run by
+`mgbp.inference.run_model` (tiled for large images). With noise W > 0 the noise is drawn from torch's RNG
+seeded with `seed + image index` for every image, so results do not depend on the order of evaluation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mgbp.errors import ConfigError, ImageReadError, MgbpError
+from mgbp.io import IMAGE_EXTENSIONS, read_image, write_image
+from mgbp.resize import imresize_uint8, modcrop, to_uint8_range
+
+PROTOCOL = ("HR -> modcrop(scale) -> LR = MATLAB bicubic 1/scale on uint8 (or paired LR) -> method -> round "
+            "to uint8; PSNR-Y / SSIM-Y (MATLAB rgb2ycbcr Y, 11x11 Gaussian SSIM) and RMSE (0-255, rounded "
+            "uint8 Y as in PIRM-2018) ignoring `scale` border pixels; NIQE on the whole output; means over "
+            "images")
+BICUBIC = "bicubic"
+
+
+@dataclass
+class ImageScore:
+    dataset: str
+    scale: int
+    method: str
+    image: str
+    psnr_y: float
+    ssim_y: float
+    niqe: float | None = None
+    rmse: float | None = None
+
+
+@dataclass
+class Summary:
+    dataset: str
+    scale: int
+    method: str
+    count: int
+    psnr_y: float
+    ssim_y: float
+    niqe: float | None = None
+    rmse: float | None = None
+
+
+@dataclass
+class EvalResults:
+    """Everything one evaluation produced; `to_dict()` is the JSON document."""
+
+    images: list[ImageScore] = field(default_factory=list)
+    summary: list[Summary] = field(default_factory=list)
+    skipped: list[dict] = field(default_factory=list)  # {"path", "reason"}
+    image_counts: dict[str, int] = field(default_factory=dict)
+    settings: dict = field(default_factory=dict)
+
+    def mean(self, dataset: str, scale: int, method: str) -> Summary:
+        for row in self.summary:
+            if (row.dataset, row.scale, row.method) == (dataset, scale, method):
+                return row
+        raise KeyError((dataset, scale, method))
+
+    def to_dict(self) -> dict:
+        return {
+            "protocol": PROTOCOL,
+            "settings": self.settings,
+            "image_counts": self.image_counts,
+            "summary": [asdict(s) for s in self.summary],
+            "images": [asdict(s) for s in self.images],
+            "skipped": self.skipped,
+        }
+
+
+# ------------------------------------------------------------------------------------------------- methods
+
+
+@dataclass
+class Method:
+    """A way to upscale a uint8 LR image: `bicubic`, or a generator (`model`) with a fixed scale."""
+
+    label: str
+    spec: str
+    model: torch.nn.Module | None = None
+
+    def supports(self, scale: int) -> bool:
+        return self.model is None or int(self.model.scale) == scale
+
+    def upscale(self, lr: np.ndarray, scale: int, noise: float, tile: int | None, seed: int) -> np.ndarray:
+        """uint8 HxWx3 LR -> uint8 (scale*H)x(scale*W)x3 output, rounded as MATLAB rounds to uint8."""
+        if self.model is None:
+            return imresize_uint8(lr, scale=float(scale))
+        from mgbp.inference import run_model
+
+        lr_tensor = torch.from_numpy(np.ascontiguousarray(lr)).permute(2, 0, 1)[None].float() / 255.0
+        with torch.random.fork_rng(devices=_cuda_devices(self.model)):
+            torch.manual_seed(seed)  # same noise maps for an image whatever else ran before
+            output = run_model(self.model, lr_tensor, float(noise), tile, None, out_device="cpu")
+        expected = (1, 3, scale * lr.shape[0], scale * lr.shape[1])
+        if tuple(output.shape) != expected:
+            raise MgbpError(f"method {self.label}: output shape {tuple(output.shape)}, expected {expected}")
+        return to_uint8_range(output[0].double() * 255.0).permute(1, 2, 0).numpy().astype(np.uint8)
+
+
+def _cuda_devices(model: torch.nn.Module) -> list:
+    parameter = next(iter(model.parameters()), None)
+    return [parameter.device] if parameter is not None and parameter.device.type == "cuda" else []
+
+
+def method_label(spec: str) -> str:
+    """`Bicubic`, a shipped model's name, or a weight file's stem."""
+    if spec.lower() == BICUBIC:
+        return "Bicubic"
+    path = Path(spec)
+    return path.stem if path.suffix else spec
+
+
+def load_methods(specs: Sequence[str], device: str | None) -> list[Method]:
+    methods, labels = [], set()
+    for spec in specs:
+        label = method_label(spec)
+        if label in labels:  # two weight files with the same stem: keep both, told apart by path
+            label = spec
+        labels.add(label)
+        if spec.lower() == BICUBIC:
+            methods.append(Method(label, BICUBIC))
+            continue
+        model = _load_model(spec, device)
+        model.eval()
+        methods.append(Method(label, spec, model))
+    return methods
+
+
+def _load_model(spec: str, device: str) -> torch.nn.Module:
+    """A generator from a shipped name or weight file (imported late: bicubic needs no model code)."""
+    from mgbp.models import load_model
+
+    model = load_model(spec, device=device)
+    if not hasattr(model, "scale"):
+        raise ConfigError(f"method {spec}: the loaded model has no `scale`, so it is not a generator")
+    return model
+
+
+def resolve_device(device: str | None) -> str:
+    if device is None:
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"--device {device}: CUDA is not available on this machine")
+    return device
+
+
+# ------------------------------------------------------------------------------------------------- data
+
+
+def list_dataset(folder: Path) -> list[Path]:
+    """The images of a dataset folder (sorted by name); a missing or empty folder is a user error."""
+    folder = Path(folder)
+    if not folder.exists():
+        raise ConfigError(f"dataset folder {folder} does not exist")
+    if not folder.is_dir():
+        raise ConfigError(f"dataset {folder} is not a folder")
+    images = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+    if not images:
+        raise ConfigError(f"dataset folder {folder} holds no images ({', '.join(IMAGE_EXTENSIONS)})")
+    return images
+
+
+def dataset_names(folders: Sequence[Path]) -> list[str]:
+    """Folder names; when two folders share a name, their parent's name tells them apart."""
+    names = [Path(f).resolve().name for f in folders]
+    return [f"{Path(f).resolve().parent.name}/{n}" if names.count(n) > 1 else n for f, n in zip(folders, names)]
+
+
+def find_paired_lr(lr_root: Path, hr_path: Path, scale: int) -> Path:
+    """The LR image of `hr_path` in a paired folder: `X4/`-style subfolder or the folder itself, and the
+    HR stem with or without the usual `x4` / `_x4` / `_LR` suffixes (DIV2K, Set5 benchmark layouts)."""
+    folders = [lr_root / f"X{scale}", lr_root / f"x{scale}", lr_root]
+    stems = [hr_path.stem, f"{hr_path.stem}x{scale}", f"{hr_path.stem}_x{scale}", f"{hr_path.stem}_LR",
+             f"{hr_path.stem}_LRBI_x{scale}"]
+    for folder in folders:
+        if not folder.is_dir():
+            continue
+        for stem in stems:
+            for extension in IMAGE_EXTENSIONS:
+                for candidate in (folder / f"{stem}{extension}", folder / f"{stem}{extension.upper()}"):
+                    if candidate.is_file():
+                        return candidate
+    raise ImageReadError(f"{hr_path}: no paired LR image for x{scale} in {lr_root}")
+
+
+def protocol_pair(hr: np.ndarray, scale: int, lr_path: Path | None, hr_path: Path):
+    """(modcropped HR, LR) uint8 arrays: LR made by the MATLAB-exact bicubic, or read and size-checked."""
+    hr = modcrop(hr, scale)
+    if min(hr.shape[:2]) < scale:
+        raise ImageReadError(f"{hr_path}: {hr.shape[1]}x{hr.shape[0]} is too small for x{scale}")
+    if lr_path is None:
+        return hr, imresize_uint8(hr, scale=1.0 / scale)
+    lr = read_image(lr_path).rgb_uint8()
+    if (lr.shape[0] * scale, lr.shape[1] * scale) != hr.shape[:2]:
+        raise ImageReadError(f"{lr_path}: LR {lr.shape[1]}x{lr.shape[0]} times {scale} does not match HR "
+                             f"{hr_path.name} {hr.shape[1]}x{hr.shape[0]} (after modcrop)")
+    return hr, lr
+
+
+# ------------------------------------------------------------------------------------------------- metrics
+
+
+def to_tensor_255(image: np.ndarray) -> torch.Tensor:
+    """uint8 HxWx3 -> float64 (1,3,H,W) in [0, 1] (float64: the metrics accumulate in float64 anyway)."""
+    return torch.from_numpy(image).permute(2, 0, 1)[None].to(torch.float64) / 255.0
+
+
+def score(output: np.ndarray, reference: np.ndarray, scale: int, with_niqe: bool, with_rmse: bool) -> dict:
+    """PSNR-Y, SSIM-Y (and RMSE, NIQE) of one uint8 output against its uint8 reference.
+
+    RMSE follows the PIRM-2018 scripts that Fig. 14 comes from: Y of MATLAB's uint8 `rgb2ycbcr` (rounded),
+    `scale` border pixels ignored. NIQE is None when the image is too small for it (96x96 blocks)."""
+    from mgbp import metrics
+
+    out, ref = to_tensor_255(output), to_tensor_255(reference)
+    values = {
+        "psnr_y": float(metrics.psnr(out, ref, crop=scale, y_channel=True)[0]),
+        "ssim_y": float(metrics.ssim(out, ref, crop=scale, y_channel=True)[0]),
+    }
+    if with_rmse:
+        values["rmse"] = float(metrics.rmse(out, ref, crop=scale, y_channel=True, round_y=True)[0])
+    if with_niqe:
+        try:
+            values["niqe"] = float(metrics.niqe(out)[0])
+        except MgbpError:  # too small for NIQE's blocks: the other metrics still stand
+            values["niqe"] = None
+    return values
+
+
+def summarise(images: Sequence[ImageScore]) -> list[Summary]:
+    """Means over the images of each (dataset, scale, method), in first-seen order."""
+    groups: dict[tuple, list[ImageScore]] = {}
+    for row in images:
+        groups.setdefault((row.dataset, row.scale, row.method), []).append(row)
+
+    def mean(rows, key):  # over the images that have the metric (NIQE skips images below 96x96)
+        values = [getattr(r, key) for r in rows if getattr(r, key) is not None]
+        return float(np.mean(values)) if values else None
+
+    return [Summary(d, s, m, len(rows), mean(rows, "psnr_y"), mean(rows, "ssim_y"), mean(rows, "niqe"),
+                    mean(rows, "rmse")) for (d, s, m), rows in groups.items()]
+
+
+# ------------------------------------------------------------------------------------------------- API
+
+
+def evaluate(datasets: Sequence, scales: Sequence[int] = (4,), methods: Sequence[str] = (BICUBIC,),
+             noise: float = 0.0, niqe: bool = False, rmse: bool = False, lr_dirs: Sequence | None = None,
+             tile: int | None = None, device: str | None = None, save_images=None, seed: int = 0,
+             strict: bool = False, progress: bool = True, warn=None) -> EvalResults:
+    """Evaluate `methods` on every image of every dataset folder at every scale (see the module docstring).
+
+    An unreadable image is skipped and listed in `results.skipped` (and passed to `warn`), unless `strict`,
+    in which case it raises `ImageReadError`. Missing or empty folders and bad options raise `MgbpError`s.
+    """
+    folders = [Path(d) for d in datasets]
+    scales = _check_options(folders, scales, noise, lr_dirs, tile)
+    device = resolve_device(device)
+    loaded = load_methods(list(methods) or [BICUBIC], device)
+    jobs = _method_scale_jobs(loaded, scales)
+    names = dataset_names(folders)
+    listings = [list_dataset(f) for f in folders]  # fail fast on a bad folder, before any work
+    results = EvalResults(settings={
+        "datasets": [str(f) for f in folders], "scales": scales, "methods": [m.spec for m in loaded],
+        "noise": float(noise), "seed": int(seed), "tile": tile, "device": device,
+        "lr_dirs": None if lr_dirs is None else [str(d) for d in lr_dirs],
+    })
+    warn = warn or (lambda message: print(f"mgbp eval: warning: {message}", file=sys.stderr))
+    for index, (name, paths) in enumerate(zip(names, listings)):
+        lr_root = None if lr_dirs is None else Path(lr_dirs[index])
+        done = _evaluate_dataset(name, paths, jobs, lr_root, results, noise=noise, niqe=niqe, rmse=rmse,
+                                 tile=tile, save_images=save_images, seed=seed, strict=strict,
+                                 progress=progress, warn=warn)
+        if done == 0:
+            raise ImageReadError(f"dataset {folders[index]}: none of its {len(paths)} images could be read")
+        results.image_counts[name] = done
+    results.summary = summarise(results.images)
+    return results
+
+
+def _check_options(folders, scales, noise, lr_dirs, tile) -> list[int]:
+    if not folders:
+        raise ConfigError("give at least one dataset folder")
+    scales = list(dict.fromkeys(int(s) for s in scales))
+    if not scales or min(scales) < 1:
+        raise ConfigError(f"scales must be integers >= 1, got {scales}")
+    if not (math.isfinite(noise) and noise >= 0):
+        raise ConfigError(f"--noise must be a finite number >= 0, got {noise}")
+    if lr_dirs is not None and len(lr_dirs) != len(folders):
+        raise ConfigError(f"--lr needs one folder per --data folder ({len(folders)}), got {len(lr_dirs)}")
+    if lr_dirs is not None:
+        for folder in lr_dirs:
+            if not Path(folder).is_dir():
+                raise ConfigError(f"paired LR folder {folder} does not exist")
+    if tile is not None and tile < 1:
+        raise ConfigError(f"--tile must be a positive number of LR pixels, got {tile}")
+    return scales
+
+
+def _method_scale_jobs(methods: Sequence[Method], scales: Sequence[int]) -> list[tuple[int, Method]]:
+    """(scale, method) pairs to run: a generator runs only at its own scale."""
+    for method in methods:
+        if not any(method.supports(s) for s in scales):
+            raise ConfigError(f"method {method.label} upscales x{method.model.scale}, but the scales asked "
+                              f"for are {', '.join(f'x{s}' for s in scales)}")
+    return [(s, m) for s in scales for m in methods if m.supports(s)]
+
+
+def _evaluate_dataset(name, paths, jobs, lr_root, results: EvalResults, *, noise, niqe, rmse, tile,
+                      save_images, seed, strict, progress, warn) -> int:
+    """Score every (image, scale, method) of one dataset into `results`; returns the images evaluated."""
+    from tqdm import tqdm
+
+    done = 0
+    bar = tqdm(paths, desc=name, unit="img", disable=True if not progress else None, file=sys.stderr)
+    for index, path in enumerate(bar):
+        try:
+            hr_full = read_image(path).rgb_uint8()
+            pairs = {s: protocol_pair(hr_full, s, None if lr_root is None else find_paired_lr(lr_root, path, s),
+                                      path) for s in dict.fromkeys(s for s, _ in jobs)}
+        except ImageReadError as exc:
+            if strict:
+                raise
+            results.skipped.append({"path": str(path), "reason": str(exc)})
+            warn(f"skipped: {exc}")
+            continue
+        for scale, method in jobs:
+            hr, lr = pairs[scale]
+            output = method.upscale(lr, scale, noise, tile, seed + index)
+            values = score(output, hr, scale, niqe, rmse)
+            if niqe and values["niqe"] is None:
+                warn(f"{path}: x{scale} {method.label} output is too small for NIQE (needs 96x96); left out")
+            results.images.append(ImageScore(name, scale, method.label, path.stem, **values))
+            if save_images is not None:
+                target = Path(save_images) / name / f"x{scale}" / method.label / f"{path.stem}.png"
+                write_image(target, output)
+        done += 1
+    bar.close()
+    return done
+
+
+# ------------------------------------------------------------------------------------------------- CLI
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", nargs="+", required=True, metavar="DIR",
+                        help="dataset folders of HR images (e.g. ../shared/data/images/Set5)")
+    parser.add_argument("--scale", nargs="+", type=int, default=[4], metavar="F", help="upscaling factors (4)")
+    parser.add_argument("--method", action="extend", nargs="+", metavar="NAME_OR_FILE",
+                        help="bicubic (default), a shipped model name, a .safetensors or an authors' .model "
+                             "file; repeat or list several")
+    parser.add_argument("--noise", type=float, default=0.0, metavar="W", help="noise amplitude W (0)")
+    parser.add_argument("--seed", type=int, default=0, help="noise seed (image i uses seed + i)")
+    parser.add_argument("--niqe", action="store_true", help="also measure NIQE (no reference)")
+    parser.add_argument("--rmse", action="store_true", help="also measure RMSE (0-255, Y, border cropped)")
+    parser.add_argument("--per-image", action="store_true", help="print and write per-image rows")
+    parser.add_argument("--json", type=Path, metavar="FILE", help="write all results as JSON")
+    parser.add_argument("--csv", type=Path, metavar="FILE", help="write the table as CSV")
+    parser.add_argument("--markdown", type=Path, metavar="FILE", help="write the table as Markdown")
+    parser.add_argument("--save-images", type=Path, metavar="DIR",
+                        help="write outputs as DIR/<dataset>/x<scale>/<method>/<image>.png")
+    parser.add_argument("--lr", nargs="+", metavar="DIR",
+                        help="paired LR folders, one per --data folder (instead of bicubic downscaling)")
+    parser.add_argument("--tile", type=int, metavar="N", help="LR tile size for model inference (auto)")
+    parser.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    parser.add_argument("--strict", action="store_true", help="stop at an unreadable image instead of skipping")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    from mgbp import tables
+
+    results = evaluate(args.data, args.scale, args.method or [BICUBIC], noise=args.noise, niqe=args.niqe,
+                       rmse=args.rmse, lr_dirs=args.lr, tile=args.tile, device=args.device,
+                       save_images=args.save_images, seed=args.seed, strict=args.strict,
+                       progress=not args.quiet)
+    document = results.to_dict()
+    print(tables.text_table(*tables.summary_grid(document["summary"])))
+    if args.per_image:
+        print()
+        print(tables.text_table(*tables.image_grid(document["images"])))
+    if results.skipped:
+        print(f"\n{len(results.skipped)} image(s) skipped (see warnings above)")
+    if args.json:
+        tables.write_text(args.json, tables.json_document(document))
+    if args.csv:
+        tables.write_text(args.csv, tables.csv_document(document, args.per_image))
+    if args.markdown:
+        tables.write_text(args.markdown, tables.markdown_document(document, args.per_image))
+    return 0
