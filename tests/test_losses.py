@@ -184,4 +184,4 @@ def test_discriminator_loss_uses_detached_fakes():
     with torch.no_grad():
         c_real = disc([x, losses.downscale(x, 2)])
         c_fake = disc([y1, losses.downscale(y1, 2)])
-    assert float(loss) == pytest.approx(float(np.mean(np.log1p(np.exp(-(c_real - c_fake).numpy())))), rel=1e-9)
+    assert float(loss.detach()) == pytest.approx(float(np.mean(np.log1p(np.exp(-(c_real - c_fake).numpy())))), rel=1e-9)

@@ -60,12 +60,12 @@ def read_rgb_uint8(path: str | Path) -> np.ndarray:
                 arr = np.asarray(img, dtype=np.float64) / 257.0
                 arr = np.clip(np.round(arr), 0, 255).astype(np.uint8)
                 return np.repeat(arr[..., None], 3, axis=2)
-            arr = np.asarray(img.convert("RGB"))
+            arr = np.array(img.convert("RGB"))  # a writable copy (torch.from_numpy wants one)
     except Exception as exc:  # PIL raises many types for bad files; the user needs the name
         raise ImageReadError(f"cannot read image {path}: {exc}") from exc
     if arr.size == 0:
         raise ImageReadError(f"empty image {path}")
-    return np.ascontiguousarray(arr)
+    return arr
 
 
 def image_size(path: Path) -> tuple[int, int]:
