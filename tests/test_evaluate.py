@@ -250,6 +250,16 @@ def test_niqe_is_measured_on_the_whole_output(tmp_path):
     assert results.summary[0].niqe == results.images[0].niqe
 
 
+def test_default_data_is_the_bundled_sample(tmp_path, capsys):
+    assert main(["eval", "--quiet", "--json", str(tmp_path / "s.json")]) == 0
+    row = json.loads((tmp_path / "s.json").read_text())["images"][0]
+    sample = Path(evaluate_module.__file__).parent / "assets" / "sample.png"
+    hr, lr = protocol_by_hand(sample, 4)
+    assert (row["dataset"], row["image"], row["scale"]) == ("sample", "sample", 4)
+    assert row["psnr_y"] == pytest.approx(direct_psnr_y(imresize_uint8(lr, scale=4.0), hr, 4), abs=1e-6)
+    assert "Bicubic" in capsys.readouterr().out
+
+
 def test_without_niqe_and_rmse_there_are_no_such_columns(dataset, tmp_path, capsys):
     assert main(["eval", "--data", str(dataset), "--scale", "4", "--quiet",
                  "--markdown", str(tmp_path / "t.md")]) == 0

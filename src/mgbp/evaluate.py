@@ -168,11 +168,20 @@ def resolve_device(device: str | None) -> str:
 # ------------------------------------------------------------------------------------------------- data
 
 
+def sample_image() -> Path:
+    """The bundled 128x128 sample (a crop of Set5 `butterfly`), the default data of `mgbp eval`."""
+    return Path(__file__).resolve().parent / "assets" / "sample.png"
+
+
 def list_dataset(folder: Path) -> list[Path]:
-    """The images of a dataset folder (sorted by name); a missing or empty folder is a user error."""
+    """The images of a dataset folder (sorted by name), or one image file; missing or empty is an error."""
     folder = Path(folder)
     if not folder.exists():
         raise ConfigError(f"dataset folder {folder} does not exist")
+    if folder.is_file():
+        if folder.suffix.lower() not in IMAGE_EXTENSIONS:
+            raise ConfigError(f"dataset {folder} is neither a folder nor an image ({', '.join(IMAGE_EXTENSIONS)})")
+        return [folder]
     if not folder.is_dir():
         raise ConfigError(f"dataset {folder} is not a folder")
     images = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
@@ -182,8 +191,8 @@ def list_dataset(folder: Path) -> list[Path]:
 
 
 def dataset_names(folders: Sequence[Path]) -> list[str]:
-    """Folder names; when two folders share a name, their parent's name tells them apart."""
-    names = [Path(f).resolve().name for f in folders]
+    """Folder names (an image file: its stem); when two share a name, their parent's name tells them apart."""
+    names = [Path(f).resolve().stem if Path(f).is_file() else Path(f).resolve().name for f in folders]
     return [f"{Path(f).resolve().parent.name}/{n}" if names.count(n) > 1 else n for f, n in zip(folders, names)]
 
 
@@ -364,8 +373,9 @@ def _evaluate_dataset(name, paths, jobs, lr_root, results: EvalResults, *, noise
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data", nargs="+", required=True, metavar="DIR",
-                        help="dataset folders of HR images (e.g. ../shared/data/images/Set5)")
+    parser.add_argument("--data", nargs="+", metavar="DIR",
+                        help="dataset folders (or single images) of HR images, e.g. ../shared/data/images/Set5 "
+                             "(default: the bundled 128x128 sample image)")
     parser.add_argument("--scale", nargs="+", type=int, default=[4], metavar="F", help="upscaling factors (4)")
     parser.add_argument("--method", action="extend", nargs="+", metavar="NAME_OR_FILE",
                         help="bicubic (default), a shipped model name, a .safetensors or an authors' .model "
@@ -391,7 +401,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from mgbp import tables
 
-    results = evaluate(args.data, args.scale, args.method or [BICUBIC], noise=args.noise, niqe=args.niqe,
+    results = evaluate(args.data or [sample_image()], args.scale, args.method or [BICUBIC], noise=args.noise, niqe=args.niqe,
                        rmse=args.rmse, lr_dirs=args.lr, tile=args.tile, device=args.device,
                        save_images=args.save_images, seed=args.seed, strict=args.strict,
                        progress=not args.quiet)

@@ -69,8 +69,11 @@ def summary_grid(summary: Sequence[dict]) -> tuple[list[str], list[list[str]]]:
 
 
 def image_grid(images: Sequence[dict]) -> tuple[list[str], list[list[str]]]:
-    """Header and rows of the per-image table."""
+    """Header and rows of the per-image table, grouped by dataset, scale and method (in first-seen order)."""
     columns = measured_columns(images)
+    orders = {key: {v: k for k, v in enumerate(_unique(r[key] for r in images))}
+              for key in ("dataset", "scale", "method")}
+    images = sorted(images, key=lambda r: tuple(orders[key][r[key]] for key in ("dataset", "scale", "method")))
     header = ["Dataset", "Scale", "Method", "Image"] + [c.header for c in columns]
     rows = [[r["dataset"], f"x{r['scale']}", r["method"], r["image"]]
             + [_format(r.get(c.key), c.digits) for c in columns] for r in images]
