@@ -19,7 +19,7 @@ def write_png(path: Path, h: int, w: int, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
     # smooth-ish content so the bicubic LR is not dominated by rounding
     base = rng.integers(0, 256, (h // 4 + 2, w // 4 + 2, 3)).astype(np.uint8)
-    arr = np.asarray(Image.fromarray(base).resize((w, h), Image.BILINEAR))
+    arr = np.array(Image.fromarray(base).resize((w, h), Image.BILINEAR))
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(arr).save(path)
     return arr

@@ -28,6 +28,7 @@ import logging
 import math
 import os
 import random
+import re
 import signal
 import sys
 import tempfile
@@ -116,7 +117,7 @@ def _merge(base: dict, update: dict, where: str = "") -> dict:
     out = copy.deepcopy(base)
     for key, value in update.items():
         if key not in base:
-            raise ConfigError(f"unknown config key {where}{key!r}")
+            raise ConfigError(f"unknown config key '{where}{key}'")
         if isinstance(base[key], dict) and key not in ("overrides",) and base[key] is not None:
             if not isinstance(value, dict):
                 raise ConfigError(f"config key {where}{key} must be a mapping")
@@ -126,13 +127,27 @@ def _merge(base: dict, update: dict, where: str = "") -> dict:
     return out
 
 
+_SCIENTIFIC = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+$")
+
+
+def _numbers(value):
+    """YAML 1.1 reads `1e-4` (no dot) as a string: turn such strings into floats, recursively."""
+    if isinstance(value, dict):
+        return {k: _numbers(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_numbers(v) for v in value]
+    if isinstance(value, str) and _SCIENTIFIC.match(value):
+        return float(value)
+    return value
+
+
 def parse_override(text: str) -> dict:
     """`a.b=value` -> {"a": {"b": value}} with the value parsed as YAML."""
     if "=" not in text:
         raise ConfigError(f"override {text!r} is not key=value")
     key, raw = text.split("=", 1)
     try:
-        value = yaml.safe_load(raw) if raw != "" else None
+        value = _numbers(yaml.safe_load(raw)) if raw != "" else None
     except yaml.YAMLError as exc:
         raise ConfigError(f"override {text!r}: bad value: {exc}") from exc
     node: dict = {}
@@ -159,7 +174,7 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> dict:
         if not isinstance(loaded, dict):
             raise ConfigError(f"{path} must hold a mapping")
         loaded.pop("description", None)
-        cfg = _merge(cfg, loaded)
+        cfg = _merge(cfg, _numbers(loaded))
     for text in overrides:
         cfg = _merge(cfg, parse_override(text))
     validate_config(cfg)
