@@ -198,6 +198,13 @@ def _format_table(rows: list[dict], mean: dict) -> str:
     return "\n".join(lines)
 
 
+def _saved_psnr_y(output: torch.Tensor, hr, scale: int) -> float:
+    """PSNR-Y against the ground truth of the output as it is saved (rounded to uint8), Table II protocol."""
+    from mgbp.sweep import from_uint8, psnr_y, to_uint8
+
+    return float(psnr_y(from_uint8(to_uint8(output), torch.float64), from_uint8(hr, torch.float64), scale)[0])
+
+
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
@@ -207,7 +214,6 @@ def run(args: argparse.Namespace) -> int:
         list_images,
         load_generator,
         load_rgb_uint8,
-        psnr_y,
         to_uint8,
         write_csv_atomic,
         write_json_atomic,
@@ -228,11 +234,11 @@ def run(args: argparse.Namespace) -> int:
         args.output_dir.mkdir(parents=True, exist_ok=True)
     rows = []
     for name, lr, hr in tqdm(pairs, desc="consistency", disable=args.quiet, file=sys.stderr):
-        x = from_uint8(lr)
+        x = from_uint8(lr, torch.float64)
         if model is not None:
             y = forward_with_noise(model, x, args.noise, seed=args.seed, tile=args.tile).cpu().to(torch.float64)
         else:
-            y = from_uint8(load_rgb_uint8(_match_output(name, outputs))).to(torch.float64)
+            y = from_uint8(load_rgb_uint8(_match_output(name, outputs)), torch.float64)
         if scale is None:
             ratio = y.shape[-2] / x.shape[-2]
             if ratio != int(ratio) or y.shape[-1] != x.shape[-1] * int(ratio):
@@ -243,7 +249,7 @@ def run(args: argparse.Namespace) -> int:
         row.update({"max_abs": float(before["max_abs"][0]), "rmse": float(before["rmse"][0]),
                     "max_abs_uint8": float(before["max_abs_uint8"][0])})
         if hr is not None:
-            row["psnr_y"] = float(psnr_y(from_uint8(to_uint8(y)), from_uint8(hr), scale)[0])
+            row["psnr_y"] = _saved_psnr_y(y, hr, scale)
         if args.enforce:
             y, info = enforce_consistency(x, y, scale, tol=args.tol / 255, max_iter=args.max_iter, step=args.step)
             after = measure_consistency(x, y, scale)
@@ -251,7 +257,7 @@ def run(args: argparse.Namespace) -> int:
                         "max_abs_after": float(after["max_abs"][0]),
                         "max_abs_uint8_after": float(after["max_abs_uint8"][0])})
             if hr is not None:
-                row["psnr_y_after"] = float(psnr_y(from_uint8(to_uint8(y)), from_uint8(hr), scale)[0])
+                row["psnr_y_after"] = _saved_psnr_y(y, hr, scale)
                 row["psnr_y_change"] = row["psnr_y_after"] - row["psnr_y"]
             if args.output_dir is not None:
                 from mgbp.io import write_image

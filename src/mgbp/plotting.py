@@ -35,8 +35,11 @@ def save_figure(figure, path: Path, dpi: int = 150) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(prefix=path.name + ".tmp-", dir=path.parent)
     os.close(handle)
+    plt = require_pyplot()
     try:
-        figure.savefig(temporary, format=path.suffix.lstrip("."), dpi=dpi, bbox_inches="tight")
+        # svg.fonttype none: SVG text stays text (editable and searchable labels)
+        with plt.rc_context({"svg.fonttype": "none"}):
+            figure.savefig(temporary, format=path.suffix.lstrip("."), dpi=dpi, bbox_inches="tight")
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)

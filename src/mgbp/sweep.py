@@ -7,7 +7,8 @@ the outputs, then draws the parametric curve NIQE against RMSE with each point l
 Several models (for example the authors' PIRM-2018 R1/R2/R3 weights, Fig. 11) are overlaid in one figure.
 
 Evaluation protocol (`shared/data/README.md`): HR -> modcrop(f) -> LR = MATLAB bicubic 1/f on uint8 ->
-model -> round to uint8 -> PSNR-Y / SSIM-Y / RMSE with `f` border pixels ignored; NIQE on the whole output.
+model -> round to uint8 -> scores with `f` border pixels shaved: PSNR-Y / SSIM-Y as in Table II, RMSE (uint8 Y)
+and NIQE as in the PIRM-SR 2018 scoring scripts, so R1/R2/R3 land in the challenge's RMSE regions.
 
 Smooth curves need the same noise at every W: before each forward the global RNG is re-seeded (inside
 `torch.random.fork_rng`, so the caller's RNG state is untouched) with `seed + image index`. A generator that
@@ -151,9 +152,9 @@ def protocol_lr(hr: np.ndarray, scale: int) -> tuple[np.ndarray, np.ndarray]:
     return hr, imresize_uint8(hr, scale=1.0 / scale)
 
 
-def from_uint8(array: np.ndarray) -> torch.Tensor:
-    """uint8 HxWx3 -> float32 (1,3,H,W) in [0,1]."""
-    return torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1)[None].to(torch.float32) / 255.0
+def from_uint8(array: np.ndarray, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """uint8 HxWx3 -> (1,3,H,W) in [0,1] (float64 keeps k/255 exact for the metrics)."""
+    return torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1)[None].to(dtype) / 255.0
 
 
 def to_uint8(image: torch.Tensor) -> np.ndarray:
@@ -201,17 +202,19 @@ MetricFn = Callable[[torch.Tensor, torch.Tensor, int], float]
 
 
 def default_metrics() -> dict[str, MetricFn]:
-    """RMSE (0-255), PSNR-Y and SSIM-Y with `scale` border pixels ignored; NIQE on the whole output."""
+    """The PIRM-SR 2018 scores (their `calc_scores.m`, behind Fig. 11 and Table V): `scale` border pixels
+    shaved (4 at x4), RMSE on the uint8 Y channel (rounded like MATLAB's rgb2ycbcr of uint8), NIQE on the
+    shaved output; PSNR-Y and SSIM-Y as in Table II (same shave)."""
     from mgbp import metrics
 
-    def crop(x, c):
-        return x[..., c:-c, c:-c] if c > 0 else x
+    def shave(x, border):
+        return x[..., border:-border, border:-border] if border > 0 else x
 
     return {
-        "rmse": lambda out, hr, f: float(metrics.rmse(crop(out, f), crop(hr, f))[0]),
+        "rmse": lambda out, hr, f: float(metrics.rmse(out, hr, crop=f, y_channel=True, round_y=True)[0]),
         "psnr_y": lambda out, hr, f: float(metrics.psnr(out, hr, crop=f, y_channel=True)[0]),
         "ssim_y": lambda out, hr, f: float(metrics.ssim(out, hr, crop=f, y_channel=True)[0]),
-        "niqe": lambda out, hr, f: float(metrics.niqe(out)[0]),
+        "niqe": lambda out, hr, f: float(metrics.niqe(shave(out, f))[0]),
     }
 
 
@@ -263,8 +266,9 @@ class SweepResult:
 
     def to_json(self) -> dict:
         return {"scale": self.scale, "seed": self.seed, "amplitudes": self.amplitudes, "images": self.images,
-                "units": {"rmse": "0-255, border of `scale` pixels ignored", "psnr_y": "dB",
-                          "ssim_y": "", "niqe": "lower is better"},
+                "units": {"rmse": "uint8 Y channel, 0-255", "psnr_y": "dB", "ssim_y": "",
+                          "niqe": "lower is better"},
+                "shave": self.scale,
                 "curves": self.curves(), "rows": self.rows()}
 
 
@@ -291,11 +295,11 @@ def sweep(models: dict[str, torch.nn.Module], dataset: Sequence[tuple[str, np.nd
     with tqdm(total=total, desc="sweep", disable=not progress, file=sys.stderr) as bar:
         for i, (_, image) in enumerate(dataset):
             hr_array, lr_array = protocol_lr(image, scale)
-            hr, lr = from_uint8(hr_array).to(torch.float64), from_uint8(lr_array)
+            hr, lr = from_uint8(hr_array, torch.float64), from_uint8(lr_array)
             for label, model in models.items():
                 for j, w in enumerate(amplitudes):
                     output = forward_with_noise(model, lr, w, seed=seed + i, tile=tile)
-                    output = from_uint8(to_uint8(output)).to(torch.float64)  # the protocol's uint8 rounding
+                    output = from_uint8(to_uint8(output), torch.float64)  # the protocol's uint8 rounding
                     for name, fn in metrics.items():
                         result.per_image[label][name][i, j] = fn(output, hr, scale)
                     bar.update(1)
