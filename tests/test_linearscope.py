@@ -137,3 +137,11 @@ def test_command_writes_npy_json_and_figure(tmp_path):
     np.testing.assert_allclose(array[0], expected, atol=1e-6)
     assert (out / summary["pixels"][1]["figure"]).stat().st_size > 0
     assert np.abs(np.load(out / "in_bicubic_x10_y9_offset.npy")).max() < 1e-5
+    # with a context window the network sees only a crop; bicubic's interior kernel is unchanged by it
+    args = parser.parse_args([str(path), "--pixel", "10,9", "--scale", "3", "--radius", "4", "--context", "6",
+                              "--no-plot", "-o", str(tmp_path / "ctx"), "-q"])
+    assert linearscope.run(args) == 0
+    entry = json.loads((tmp_path / "ctx" / "linearscope.json").read_text())["pixels"][0]
+    assert entry["context_lr"] == {"top": 3, "left": 4, "height": 13, "width": 13}
+    assert entry["window_lr"] == {"top": 5, "left": 6, "bottom": 14, "right": 15}
+    np.testing.assert_allclose(np.load(tmp_path / "ctx" / entry["file"])[0], expected, atol=1e-6)

@@ -151,6 +151,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--radius", type=int, default=16,
                         help="half-size in LR pixels of the crop shown and saved (default 16)")
     parser.add_argument("--full", action="store_true", help="save the whole response, not the crop")
+    parser.add_argument("--context", type=int, default=None,
+                        help="run the network on only this many LR pixels around each pixel (default: the "
+                             "whole image); ReLU states near the cut differ, so keep it >= the model's border")
     parser.add_argument("--device", default=None, help="torch device (default: cuda if present, else cpu)")
     parser.add_argument("-o", "--output-dir", type=Path, default=Path("linearscope"))
     parser.add_argument("--no-plot", action="store_true", help="only the .npy arrays and the JSON summary")
@@ -172,18 +175,59 @@ def _save_npy(path: Path, array: np.ndarray) -> None:
     _atomic_write_bytes(path, buffer.getvalue())
 
 
+def _analyse_pixel(model, image: np.ndarray, pixel, args, scale: int, out: Path) -> dict:
+    """Linearscope at one pixel: arrays, figure and the JSON entry (coordinates in the full LR image)."""
+    from mgbp.sweep import from_uint8, model_label
+
+    height, width = image.shape[:2]
+    if not (0 <= pixel[0] < width and 0 <= pixel[1] < height):
+        raise ConfigError(f"pixel ({pixel[0]},{pixel[1]}) is outside the {width}x{height} input")
+    # the network sees the whole image, or only `context` LR pixels around the pixel (large images, CPU)
+    if args.context is None:
+        c_top, c_bottom, c_left, c_right = 0, height, 0, width
+    else:
+        c_top, c_bottom, c_left, c_right = _window(pixel, args.context, (height, width))
+    seen = image[c_top:c_bottom, c_left:c_right]
+    local = (pixel[0] - c_left, pixel[1] - c_top)
+    lr = from_uint8(seen)
+    result = impulse_response(model, lr, local, args.noise, args.seed, args.channel, args.offset)
+    response = result.response.cpu().to(torch.float64).numpy()
+    bicubic = bicubic_response(lr.shape[-2:], local, scale, args.channel).numpy()
+    top, bottom, left, right = (0, lr.shape[-2], 0, lr.shape[-1]) if args.full else \
+        _window(local, args.radius, lr.shape[-2:])
+    hr_window = (slice(None), slice(top * scale, bottom * scale), slice(left * scale, right * scale))
+    stem = f"{args.image.stem}_{model_label(args.model)}_x{pixel[0]}_y{pixel[1]}"
+    _save_npy(out / f"{stem}.npy", response[hr_window].astype(np.float32))
+    if result.offset is not None:
+        _save_npy(out / f"{stem}_offset.npy", result.offset.cpu().numpy()[hr_window].astype(np.float32))
+    shown, bicubic_shown = response.mean(axis=0), bicubic.mean(axis=0)
+    entry = {"pixel": list(pixel), "file": f"{stem}.npy",
+             "window_lr": {"top": top + c_top, "left": left + c_left, "bottom": bottom + c_top,
+                           "right": right + c_left},
+             "context_lr": {"top": c_top, "left": c_left, "height": lr.shape[-2], "width": lr.shape[-1]},
+             "network": filter_statistics(shown, local, scale),
+             "bicubic": filter_statistics(bicubic_shown, local, scale)}
+    if result.offset is not None:
+        entry["offset_file"] = f"{stem}_offset.npy"
+    if not args.no_plot:
+        from mgbp.plotting import plot_linearscope
+
+        crop = seen[top:bottom, left:right].astype(np.float64) / 255.0
+        plot_linearscope(crop, (local[0] - left, local[1] - top), shown[hr_window[1:]],
+                         bicubic_shown[hr_window[1:]], out / f"{stem}.png", scale=scale,
+                         title=f"{args.image.name} ({pixel[0]},{pixel[1]})  {model_label(args.model)}"
+                               f"  W={args.noise:g}")
+        entry["figure"] = f"{stem}.png"
+    return entry
+
+
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from mgbp.sweep import (
-        from_uint8,
-        load_generator,
-        load_rgb_uint8,
-        model_label,
-        protocol_lr,
-        write_json_atomic,
-    )
+    from mgbp.sweep import load_generator, load_rgb_uint8, protocol_lr, write_json_atomic
 
+    if args.radius < 0 or (args.context is not None and args.context < 1):
+        raise ConfigError("--radius must be >= 0 and --context >= 1")
     model = load_generator(args.model, scale=args.scale, device=args.device)
     if args.scale is not None and args.scale != model.scale:
         raise ConfigError(f"--scale {args.scale} does not match the model's scale {model.scale}")
@@ -191,42 +235,21 @@ def run(args: argparse.Namespace) -> int:
     image = load_rgb_uint8(args.image)
     if args.degrade:
         image = protocol_lr(image, scale)[1]
-    lr = from_uint8(image)
     if not args.no_plot:
-        from mgbp.plotting import plot_linearscope, require_pyplot
+        from mgbp.plotting import require_pyplot
 
-        require_pyplot()
+        require_pyplot()  # fail before the long part
     out = args.output_dir
     out.mkdir(parents=True, exist_ok=True)
     summary = {"image": str(args.image), "model": args.model, "scale": scale, "noise": args.noise,
-               "seed": args.seed, "channel": args.channel, "degrade": bool(args.degrade), "pixels": []}
+               "seed": args.seed, "channel": args.channel, "degrade": bool(args.degrade),
+               "context": args.context, "pixels": []}
     for pixel in tqdm(args.pixels, desc="linearscope", disable=args.quiet, file=sys.stderr):
-        result = impulse_response(model, lr, pixel, args.noise, args.seed, args.channel, args.offset)
-        response = result.response.cpu().to(torch.float64).numpy()
-        bicubic = bicubic_response(lr.shape[-2:], pixel, scale, args.channel).numpy()
-        top, bottom, left, right = (0, lr.shape[-2], 0, lr.shape[-1]) if args.full else \
-            _window(pixel, args.radius, lr.shape[-2:])
-        hr_window = (slice(None), slice(top * scale, bottom * scale), slice(left * scale, right * scale))
-        stem = f"{args.image.stem}_{model_label(args.model)}_x{pixel[0]}_y{pixel[1]}"
-        _save_npy(out / f"{stem}.npy", response[hr_window].astype(np.float32))
-        if result.offset is not None:
-            _save_npy(out / f"{stem}_offset.npy", result.offset.cpu().numpy()[hr_window].astype(np.float32))
-        shown = response.mean(axis=0)
-        entry = {"pixel": list(pixel), "file": f"{stem}.npy",
-                 "window_lr": {"top": top, "left": left, "bottom": bottom, "right": right},
-                 "network": filter_statistics(shown, pixel, scale),
-                 "bicubic": filter_statistics(bicubic.mean(axis=0), pixel, scale)}
-        if not args.no_plot:
-            crop = image[top:bottom, left:right].astype(np.float64) / 255.0
-            plot_linearscope(crop, (pixel[0] - left, pixel[1] - top), shown[hr_window[1:]],
-                             bicubic.mean(axis=0)[hr_window[1:]], out / f"{stem}.png", scale=scale,
-                             title=f"{args.image.name} ({pixel[0]},{pixel[1]})  {model_label(args.model)}"
-                                   f"  W={args.noise:g}")
-            entry["figure"] = f"{stem}.png"
+        entry = _analyse_pixel(model, image, pixel, args, scale, out)
         summary["pixels"].append(entry)
         net, bic = entry["network"], entry["bicubic"]
         print(f"({pixel[0]},{pixel[1]}): gain {net['gain']:.4f} (bicubic {bic['gain']:.4f}), "
               f"rms radius {net['rms_radius']:.2f} px (bicubic {bic['rms_radius']:.2f}), "
-              f"centroid shift {net['centroid_shift']:.2f} px -> {out / stem}.npy")
+              f"centroid shift {net['centroid_shift']:.2f} px -> {out / entry['file']}")
     write_json_atomic(out / "linearscope.json", summary)
     return 0
