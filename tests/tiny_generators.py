@@ -71,3 +71,16 @@ class OomGenerator(TinyGenerator):
         if pixels > self.max_pixels:
             raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB (simulated)")
         return super().forward(lr, noise_amp, noise)
+
+
+class NearestGenerator(torch.nn.Module):
+    """The cheapest stand-in: nearest-neighbour upscaling (for container tests on real HD video)."""
+
+    family, noise_channels, is_video, border_lr = "nearest", 0, False, 0
+
+    def __init__(self, scale: int = 2):
+        super().__init__()
+        self.scale, self.config = scale, TinyConfig(scale, 1)
+
+    def forward(self, lr, noise_amp=0.0, noise=None):
+        return lr.repeat_interleave(self.scale, dim=-2).repeat_interleave(self.scale, dim=-1)

@@ -161,7 +161,9 @@ def plan_jobs(args, video_model: bool = False) -> tuple[list[Job], list[str]]:
                 if file.suffix.lower() in IMAGE_EXTENSIONS + VIDEO_EXTENSIONS:
                     jobs.append(_file_job(file, output / file.parent.relative_to(path), None, args))
         else:
-            target = output if single and output.suffix and not output.is_dir() else None
+            # one input: -o names the output file (or, with --to-frames, the frame folder) unless it is a folder
+            names_target = output.suffix and not output.is_dir() or (args.to_frames and _is_video_path(path))
+            target = output if single and names_target else None
             jobs.append(_file_job(path, output, target, args))
     return [job for job in jobs if _not_an_input(job, args, failures)], failures
 

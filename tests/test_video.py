@@ -1,0 +1,234 @@
+"""Streaming video upscaling (`mgbp.video`): temporal overlap-add, containers, audio, frame folders, atomicity."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from mgbp import inference
+from mgbp.cli import main
+from mgbp.video import VideoOptions, apply_rotation, overlap_add_stream, upscale_video
+from tiny_generators import NearestGenerator, TinyGenerator
+
+av = pytest.importorskip("av")
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+BUNNY = SHARED / "data" / "video" / "bigbuckbunny.mp4"
+
+
+# ------------------------------------------------------------------------------------ temporal overlap-add
+
+
+def reference_overlap_add(values, length, stride, consumed):
+    """Direct re-computation: list every window of the padded sequence, average with sin^2 weights.
+
+    Window j (starting at padded frame a) outputs clip[consumed + k] + 1000 j for k < length - 2 consumed.
+    The last window is moved back to end on the last frame; it only adds to frames that no regular window
+    before it could still reach (frames at or after the start of the would-be next regular window).
+    """
+    padded = [values[0]] * consumed + list(values) + [values[-1]] * consumed
+    total = len(padded)
+    starts = list(range(0, total - length + 1, stride))
+    tail_from = (starts[-1] + stride + consumed) if starts else 0
+    tail = max(0, total - length) if not starts or starts[-1] + length < total else None
+    produced = length - 2 * consumed
+    weights = np.sin(np.pi * (np.arange(produced) + 0.5) / produced) ** 2
+    sums, norms = np.zeros(total), np.zeros(total)
+    windows = [(a, j, 0) for j, a in enumerate(starts)]
+    if tail is not None:
+        windows.append((tail, len(starts), tail_from))
+    for a, j, first_allowed in windows:
+        clip = (padded[a:a + length] + [padded[-1]] * length)[:length]
+        for k in range(produced):
+            index = a + consumed + k
+            if index < total and index >= first_allowed:
+                sums[index] += weights[k] * (clip[consumed + k] + 1000 * j)
+                norms[index] += weights[k]
+    return sums[consumed:total - consumed] / norms[consumed:total - consumed]
+
+
+@pytest.mark.parametrize(("count", "length", "stride", "consumed"),
+                         [(12, 5, 2, 0), (3, 5, 2, 0), (11, 4, 4, 0), (13, 7, 3, 1), (2, 7, 3, 1), (6, 1, 1, 0),
+                          (20, 9, 5, 2)])
+def test_overlap_add_matches_a_direct_loop(count, length, stride, consumed):
+    values = [float(v) for v in np.random.default_rng(count).random(count)]
+    calls = []
+
+    def run_window(clip):
+        assert clip.shape[0] == length
+        calls.append(clip)
+        return clip[consumed:length - consumed] + 1000 * (len(calls) - 1)
+
+    frames = (torch.full((3, 1, 1), v, dtype=torch.float64) for v in values)
+    out = [f[0, 0, 0].item() for f in overlap_add_stream(frames, run_window, length, stride, consumed)]
+    assert np.allclose(out, reference_overlap_add(values, length, stride, consumed), atol=1e-9)
+
+
+def test_overlap_add_is_an_average_and_streams():
+    """Same output from every window -> the input comes back exactly; frames leave before the stream ends."""
+    seen, emitted_at = [], []
+
+    def frames():
+        for i in range(30):
+            seen.append(i)
+            yield torch.full((1, 1, 1), float(i))
+
+    out = []
+    for frame in overlap_add_stream(frames(), lambda clip: clip, length=8, stride=5):
+        out.append(frame.item())
+        emitted_at.append(len(seen))
+    assert np.allclose(out, np.arange(30), rtol=0, atol=1e-5)
+    assert emitted_at[0] == 8  # the first frame is out after one window, not after the whole video
+
+
+# ------------------------------------------------------------------------------------ real containers
+
+
+def make_clip(path, frames=10, fps=25, size=(32, 48), audio=True, codec="mpeg4"):
+    """A small moving-gradient clip with a 440 Hz sine on AAC, made with PyAV."""
+    container = av.open(str(path), "w")
+    video = container.add_stream(codec, rate=fps)
+    video.height, video.width, video.pix_fmt = size[0], size[1], "yuv420p"
+    sound = container.add_stream("aac", rate=48000) if audio else None
+    if sound is not None:
+        sound.layout = "mono"
+    for i in range(frames):
+        image = np.zeros((*size, 3), np.uint8)
+        image[..., 0] = (np.arange(size[1]) * 5 + 12 * i) % 256
+        image[..., 1] = (np.arange(size[0])[:, None] * 6) % 256
+        image[..., 2] = 40 + 15 * i
+        frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+        frame.pts = i
+        container.mux(video.encode(frame))
+    container.mux(video.encode(None))
+    if sound is not None:
+        samples = int(48000 * frames / fps)
+        wave = (0.3 * np.sin(2 * np.pi * 440 * np.arange(samples) / 48000)).astype(np.float32)[None]
+        for start in range(0, samples, 1024):
+            chunk = av.AudioFrame.from_ndarray(wave[:, start:start + 1024], format="fltp", layout="mono")
+            chunk.sample_rate, chunk.pts = 48000, start
+            container.mux(sound.encode(chunk))
+        container.mux(sound.encode(None))
+    container.close()
+    return path
+
+
+def describe(path):
+    """Frame count (decoded), frame rate, size, audio duration in seconds (None without audio)."""
+    with av.open(str(path)) as container:
+        video = container.streams.video[0]
+        rate, size = video.average_rate, (video.codec_context.height, video.codec_context.width)
+        audio = container.streams.audio[0] if container.streams.audio else None
+        audio_seconds = float(audio.duration * audio.time_base) if audio is not None else None
+        frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+    return frames, rate, size, audio_seconds
+
+
+@pytest.fixture
+def clip(tmp_path):
+    return make_clip(tmp_path / "clip.mp4")
+
+
+@pytest.fixture
+def tiny(monkeypatch):
+    """`mgbp upscale -m tiny-test` gets the x2 stand-in generator (no weights needed)."""
+    model = TinyGenerator(scale=2, seed=2).eval()
+    real = inference.resolve_model
+    monkeypatch.setattr(inference, "resolve_model",
+                        lambda name, scale, **kw: model if name == "tiny-test" else real(name, scale, **kw))
+    return model
+
+
+def test_clip_with_audio_keeps_frames_rate_and_sound(clip, tmp_path, tiny):
+    target = tmp_path / "out" / "clip_x2.mp4"
+    assert main(["upscale", "-q", str(clip), "-o", str(target), "-m", "tiny-test"]) == 0
+    source_frames, rate, size, audio = describe(clip)
+    frames, out_rate, out_size, out_audio = describe(target)
+    assert len(frames) == len(source_frames) == 10 and out_rate == rate == 25
+    assert out_size == (2 * size[0], 2 * size[1])
+    assert out_audio is not None and abs(out_audio - audio) <= 1 / 25
+    # frame i of the output is the model applied to frame i of the input (codec loss aside), in order
+    errors = np.zeros((3, 3))
+    for i in range(3):
+        x = torch.from_numpy(source_frames[i + 3]).permute(2, 0, 1)[None].float() / 255
+        with torch.no_grad():
+            expected = (tiny(x).clamp(0, 1)[0].permute(1, 2, 0).numpy() * 255)
+        for j in range(3):
+            errors[i, j] = np.abs(frames[j + 3].astype(float) - expected).mean()
+    assert np.all(np.diag(errors) < 4) and np.all(np.diag(errors) <= errors.min(axis=1))
+    assert not list(target.parent.glob("*.tmp*"))
+
+
+def test_max_frames_cuts_audio_with_the_video(clip, tmp_path, tiny):
+    target = tmp_path / "cut.mov"
+    assert main(["upscale", "-q", str(clip), "-o", str(target), "-m", "tiny-test", "--max-frames", "6"]) == 0
+    frames, rate, _, audio = describe(target)
+    assert len(frames) == 6 and rate == 25
+    assert audio is not None and abs(audio - 6 / 25) <= 1 / 25
+
+
+def test_video_model_windows(clip, tmp_path):
+    """A 3D model (window 4, stride 2) on a 10-frame clip: frame count, rate and audio kept."""
+    model = TinyGenerator(scale=2, clip_length=4).eval()
+    target = upscale_video(clip, tmp_path / "v.mp4", model, VideoOptions(stride=2, progress=False))
+    frames, rate, size, audio = describe(target)
+    assert len(frames) == 10 and rate == 25 and size == (64, 96) and abs(audio - 0.4) <= 1 / 25
+
+
+def test_frame_folders_in_and_out(clip, tmp_path, tiny):
+    folder = tmp_path / "frames"
+    assert main(["upscale", "-q", str(clip), "-o", str(folder), "-m", "tiny-test", "--to-frames"]) == 0
+    written = sorted(folder.glob("*.png"))
+    assert len(written) == 10
+    back = tmp_path / "from_frames.mp4"
+    assert main(["upscale", "-q", str(folder), "-o", str(back), "-m", "tiny-test", "--fps", "10"]) == 0
+    frames, rate, size, audio = describe(back)
+    assert len(frames) == 10 and rate == 10 and size == (128, 192) and audio is None
+
+
+def test_interrupted_run_leaves_no_output(clip, tmp_path):
+    class Interrupted(TinyGenerator):
+        calls = 0
+
+        def forward(self, lr, noise_amp=0.0, noise=None):
+            Interrupted.calls += 1
+            if Interrupted.calls == 4:
+                raise KeyboardInterrupt
+            return super().forward(lr, noise_amp, noise)
+
+    target = tmp_path / "out.mp4"
+    with pytest.raises(KeyboardInterrupt):
+        upscale_video(clip, target, Interrupted().eval(), VideoOptions(progress=False))
+    assert list(tmp_path.iterdir()) == [clip]
+
+
+def test_bad_video_is_one_line(tmp_path, tiny, capsys):
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"\x00\x00\x00\x18ftypmp42 not a real movie")
+    assert main(["upscale", "-q", str(broken), "-o", str(tmp_path / "o.mp4"), "-m", "tiny-test"]) == 1
+    err = capsys.readouterr().err
+    assert "broken.mp4" in err and "Traceback" not in err and not (tmp_path / "o.mp4").exists()
+
+
+def test_rotation_turns_frames_upright():
+    frame = np.arange(6).reshape(2, 3)[..., None]
+    # display matrix "rotate 90 degrees counterclockwise": the top row becomes the left column, read upward
+    assert apply_rotation(frame, 90)[..., 0].tolist() == [[2, 5], [1, 4], [0, 3]]
+    assert apply_rotation(frame, -90)[..., 0].tolist() == [[3, 0], [4, 1], [5, 2]]
+    assert apply_rotation(frame, 0) is frame
+
+
+@pytest.mark.skipif(not BUNNY.is_file(), reason=f"shared clip not found: {BUNNY}")
+def test_big_buck_bunny_first_frames(tmp_path):
+    """Real H.264 + AAC, 1280x720 at 25 fps: 5 frames through a nearest-neighbour x2 stand-in."""
+    target = upscale_video(BUNNY, tmp_path / "bunny_x2.mp4", NearestGenerator(scale=2),
+                           VideoOptions(max_frames=5, progress=False))
+    frames, rate, size, audio = describe(target)
+    with av.open(str(BUNNY)) as source:
+        source_rate = source.streams.video[0].average_rate
+    assert len(frames) == 5 and rate == source_rate == Fraction(25) and size == (1440, 2560)
+    assert audio is not None and abs(audio - 5 / 25) <= 1 / 25
