@@ -160,21 +160,43 @@ def parse_override(text: str) -> dict:
     return node
 
 
+def _read_yaml(path: Path, seen: tuple = ()) -> dict:
+    """A config file as a dict; a `base: other.yaml` key (relative to the file) is loaded first."""
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    if path.resolve() in seen:
+        raise ConfigError(f"config {path} includes itself through 'base'")
+    try:
+        loaded = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"cannot parse {path}: {exc}") from exc
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{path} must hold a mapping")
+    loaded.pop("description", None)
+    base = loaded.pop("base", None)
+    loaded = _numbers(loaded)
+    if base is None:
+        return loaded
+    parent = _read_yaml(path.parent / base, seen + (path.resolve(),))
+    return _merge_loose(parent, loaded)
+
+
+def _merge_loose(base: dict, update: dict) -> dict:
+    """Recursive dict merge without key checks (both sides are checked against DEFAULTS afterwards)."""
+    out = copy.deepcopy(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict) and key != "overrides":
+            out[key] = _merge_loose(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
 def load_config(path: str | Path | None, overrides: list[str] = ()) -> dict:
-    """DEFAULTS <- YAML file <- key=value overrides, validated."""
+    """DEFAULTS <- YAML file (and its `base` chain) <- key=value overrides, validated."""
     cfg = copy.deepcopy(DEFAULTS)
     if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file not found: {path}")
-        try:
-            loaded = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"cannot parse {path}: {exc}") from exc
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"{path} must hold a mapping")
-        loaded.pop("description", None)
-        cfg = _merge(cfg, _numbers(loaded))
+        cfg = _merge(cfg, _read_yaml(Path(path)))
     for text in overrides:
         cfg = _merge(cfg, parse_override(text))
     validate_config(cfg)
