@@ -232,3 +232,29 @@ def test_big_buck_bunny_first_frames(tmp_path):
         source_rate = source.streams.video[0].average_rate
     assert len(frames) == 5 and rate == source_rate == Fraction(25) and size == (1440, 2560)
     assert audio is not None and abs(audio - 5 / 25) <= 1 / 25
+
+
+def test_rotation_metadata_is_applied_to_the_pixels(tmp_path):
+    """A clip whose display matrix says 'rotate 90 degrees counterclockwise' comes out upright, unrotated."""
+    container = av.open(str(tmp_path / "turned.mp4"), "w")
+    stream = container.add_stream("mpeg4", rate=25)
+    stream.width, stream.height, stream.pix_fmt = 48, 32, "yuv420p"
+    stream.set_display_rotation(90)
+    for i in range(3):
+        image = np.zeros((32, 48, 3), np.uint8)
+        image[:8, :8] = 255  # a marker in the stored frame's top-left corner
+        frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+        frame.pts = i
+        container.mux(stream.encode(frame))
+    container.mux(stream.encode(None))
+    container.close()
+    target = upscale_video(tmp_path / "turned.mp4", tmp_path / "upright.mp4", NearestGenerator(scale=2),
+                           VideoOptions(progress=False))
+    with av.open(str(target)) as result:
+        frame = next(result.decode(video=0))
+        assert frame.rotation == 0
+        pixels = frame.to_ndarray(format="rgb24")[..., 0]
+    assert pixels.shape == (96, 64)  # portrait now
+    rows, cols = np.nonzero(pixels > 128)
+    # turned 90 degrees counterclockwise, the top-left corner lands bottom-left
+    assert rows.min() >= 96 - 18 and cols.max() < 18
