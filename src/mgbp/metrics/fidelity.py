@@ -21,7 +21,6 @@ import functools
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from mgbp.color import rgb_to_y
 from mgbp.errors import ConfigError
@@ -98,15 +97,26 @@ def gaussian_profile(size: int = SSIM_WINDOW_SIZE, sigma: float = SSIM_SIGMA) ->
     return profile / profile.sum()
 
 
+def _valid_filter_1d(x: torch.Tensor, taps: list[float], dim: int) -> torch.Tensor:
+    """Correlate along `dim` with `taps`, 'valid' part only: a sum of len(taps) shifted slices.
+
+    Faster than conv2d for float64 on CPU (no fast kernel there), and the same on every device.
+    """
+    length = x.shape[dim] - len(taps) + 1
+    out = x.narrow(dim, 0, length) * taps[0]
+    for k in range(1, len(taps)):  # 11 taps, never pixels
+        out.add_(x.narrow(dim, k, length), alpha=taps[k])  # in place: no temporary per tap
+    return out
+
+
 def ssim_map(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """SSIM map of float64 images (N, C, H, W) on [0, 255], 'valid' size (N, C, H - 10, W - 10)."""
-    n, channels, h, w = x.shape
     # The normalised 2-D Gaussian is the outer product of a normalised 1-D one: filter rows, then columns.
-    profile = torch.as_tensor(gaussian_profile(), dtype=torch.float64, device=x.device)
-    # The five local statistics of every channel as one stack of planes, filtered at once.
-    planes = torch.stack([x, y, x * x, y * y, x * y], dim=2).reshape(n * channels * 5, 1, h, w)
-    filtered = F.conv2d(F.conv2d(planes, profile.view(1, 1, -1, 1)), profile.view(1, 1, 1, -1))
-    mu_x, mu_y, xx, yy, xy = filtered.reshape(n, channels, 5, *filtered.shape[-2:]).unbind(dim=2)
+    profile = gaussian_profile().tolist()
+    # The five local statistics of every channel as one stack, filtered at once.
+    planes = torch.stack([x, y, x * x, y * y, x * y], dim=0)
+    filtered = _valid_filter_1d(_valid_filter_1d(planes, profile, dim=-2), profile, dim=-1)
+    mu_x, mu_y, xx, yy, xy = filtered.unbind(dim=0)
 
     c1, c2 = (SSIM_K1 * PEAK) ** 2, (SSIM_K2 * PEAK) ** 2
     var_x, var_y, cov_xy = xx - mu_x * mu_x, yy - mu_y * mu_y, xy - mu_x * mu_y
