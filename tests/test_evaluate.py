@@ -131,6 +131,22 @@ def test_scores_match_direct_float64_computation(dataset, stand_in_models):
     assert results.mean("Tiny", 4, "nearest4").count == 3
 
 
+def test_saved_generator_file_runs_through_load_model(dataset, tmp_path):
+    models = pytest.importorskip("mgbp.models", reason="mgbp.models is not written yet")
+    torch.manual_seed(0)
+    model = models.build_model("tiny").eval()
+    path = models.save_model(model, tmp_path / "tiny_net.safetensors")
+    results = evaluate([dataset], [model.scale], ["bicubic", str(path)], progress=False, device="cpu")
+    rows = [r for r in results.images if r.method == "tiny_net"]
+    assert len(rows) == 3
+    for row in rows:
+        hr, lr = protocol_by_hand(dataset / f"{row.image}.png", model.scale)
+        with torch.no_grad():
+            out = model(torch.from_numpy(lr).permute(2, 0, 1)[None].float() / 255.0)
+        out = np.clip(np.floor(out[0].permute(1, 2, 0).double().numpy() * 255.0 + 0.5), 0, 255).astype(np.uint8)
+        assert row.psnr_y == pytest.approx(direct_psnr_y(out, hr, model.scale), abs=1e-6)
+
+
 def test_grey_image_scores_as_its_rgb_copy(tmp_path):
     grey = smooth_image(24, 28, 5, grey=True)[..., 0]
     for name, image in (("grey", Image.fromarray(grey)), ("rgb", Image.fromarray(grey).convert("RGB"))):
