@@ -46,7 +46,7 @@ def make_config(tmp_path, images, name, **extra) -> dict:
         "optim": {"lr": 2e-3},
     }
     for key, value in extra.items():
-        cfg = train._merge(cfg, {key: value}) if key in cfg else {**cfg, key: value}
+        cfg = train._merge_loose(cfg, {key: value})
     return train.load_config(None, [f"{k}={json.dumps(v)}" for k, v in _flatten(cfg)])
 
 
@@ -198,3 +198,13 @@ def test_command_line_errors_and_no_pyav_needed(tmp_path):
                          text=True, cwd=ROOT)
     assert res.returncode == 2 and "steps must be a positive integer" in res.stderr
     assert res.stderr.count("\n") == 1
+
+
+def test_video_fidelity_steps_on_frame_folders(tmp_path):
+    for t in range(5):
+        smooth_image(tmp_path / "clips" / "a" / f"{t:08d}.png", 24, 28, 20 + t)
+    cfg = make_config(tmp_path, tmp_path / "clips", "video", steps=2, log_every=1, val={"folder": None},
+                      model={"preset": "tiny-3d"}, data={"video": True, "frames": 3, "batch": 2})
+    trainer = train.Trainer(cfg, quiet=True)
+    assert trainer.is_video and trainer.run() == 0
+    assert len(records(Path(cfg["output_dir"]), "train")) == 2

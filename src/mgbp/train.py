@@ -430,13 +430,14 @@ class Trainer:
 
     def _build_optimisers(self):
         o = self.cfg["optim"]
+        fused = {"fused": True} if self.device.type == "cuda" else {}  # one kernel per step on GPU
         self.g_opt = torch.optim.Adam(self.generator.parameters(), lr=float(o["lr"]), betas=tuple(o["betas"]),
-                                      weight_decay=float(o["weight_decay"]))
+                                      weight_decay=float(o["weight_decay"]), **fused)
         self.d_opt = None
         if self.discriminator is not None:
             d = self.cfg["d_optim"]
             self.d_opt = torch.optim.Adam(self.discriminator.parameters(), lr=float(d["lr"]),
-                                          betas=tuple(d["betas"]), weight_decay=float(d["weight_decay"]))
+                                          betas=tuple(d["betas"]), weight_decay=float(d["weight_decay"]), **fused)
 
     def _wrap_models(self):
         """DDP wrappers (the raw modules stay for saving, EMA and the frozen-D generator step)."""
@@ -657,8 +658,13 @@ class Trainer:
             return
         # warm-up of the decay so the EMA is not dominated by the random initialisation early on
         decay = min(float(self.cfg["ema"]), (1.0 + self.step) / (10.0 + self.step))
-        for ema_p, p in zip(self.ema.parameters(), self.generator.parameters()):
-            ema_p.lerp_(p.detach(), 1.0 - decay)
+        ema_params = list(self.ema.parameters())
+        params = [p.detach() for p in self.generator.parameters()]
+        if hasattr(torch, "_foreach_lerp_"):  # one fused launch instead of one per tensor (GPU)
+            torch._foreach_lerp_(ema_params, params, 1.0 - decay)
+        else:
+            for ema_p, p in zip(ema_params, params):
+                ema_p.lerp_(p, 1.0 - decay)
         for ema_b, b in zip(self.ema.buffers(), self.generator.buffers()):
             ema_b.copy_(b)
 
