@@ -94,17 +94,22 @@ def plot_perception_distortion(curves: dict[str, dict[str, Sequence[float]]], am
 def plot_linearscope(crop: np.ndarray, marker_xy: tuple[float, float], response: np.ndarray,
                      bicubic: np.ndarray, path: Path, title: str = "", scale: int = 1) -> Path:
     """Fig. 16-style panel: the input crop with the pixel marked, the network's filter and the bicubic filter
-    as heat maps at output resolution (shared symmetric colour scale, so the two compare directly)."""
+    as heat maps at output resolution (one shared symmetric-log colour scale, so the two compare directly)."""
     plt = require_pyplot()
     figure, axes = plt.subplots(1, 3, figsize=(13, 4.5))
     axes[0].imshow(np.clip(crop, 0, 1), interpolation="nearest")
     axes[0].plot([marker_xy[0]], [marker_xy[1]], "o", markersize=10, markerfacecolor="none",
                  markeredgecolor="tab:blue", markeredgewidth=2)
     axes[0].set_title("input (LR crop)")
+    from matplotlib.colors import SymLogNorm
+
     limit = float(max(np.abs(response).max(), np.abs(bicubic).max(), 1e-12))
+    # symmetric log scale: linear within 1e-3 of the peak, logarithmic beyond, so the long, weak tails of an
+    # adaptive filter (the receptive field of Fig. 16) show next to its core
     for axis, data, name in ((axes[1], response, "network filter (frozen ReLUs)"),
                              (axes[2], bicubic, f"bicubic x{scale} filter")):
-        image = axis.imshow(data, cmap="RdBu_r", vmin=-limit, vmax=limit, interpolation="nearest")
+        norm = SymLogNorm(linthresh=1e-3 * limit, vmin=-limit, vmax=limit)
+        image = axis.imshow(data, cmap="RdBu_r", norm=norm, interpolation="nearest")
         axis.set_title(name)
         figure.colorbar(image, ax=axis, fraction=0.046, pad=0.04)
     for axis in axes:
