@@ -276,6 +276,18 @@ def test_default_data_is_the_bundled_sample(tmp_path, capsys):
     assert "Bicubic" in capsys.readouterr().out
 
 
+def test_exact_output_gives_infinite_psnr_and_strict_json(tmp_path, capsys):
+    (tmp_path / "flat").mkdir()
+    Image.fromarray(np.full((20, 20, 3), 77, np.uint8)).save(tmp_path / "flat" / "f.png")
+    Image.fromarray(np.full((19, 40, 3), 77, np.uint8)).save(tmp_path / "flat" / "small.png")
+    assert main(["eval", "--quiet", "--data", str(tmp_path / "flat"), "--json", str(tmp_path / "f.json")]) == 0
+    text = (tmp_path / "f.json").read_text()
+    assert "Infinity" not in text and json.loads(text)["summary"][0]["psnr_y"] is None
+    captured = capsys.readouterr()
+    assert "inf" in captured.out
+    assert "small.png: 40x19 is too small for the x4 protocol (needs at least 20x20)" in captured.err
+
+
 def test_without_niqe_and_rmse_there_are_no_such_columns(dataset, tmp_path, capsys):
     assert main(["eval", "--data", str(dataset), "--scale", "4", "--quiet",
                  "--markdown", str(tmp_path / "t.md")]) == 0

@@ -35,6 +35,7 @@ PROTOCOL = ("HR -> modcrop(scale) -> LR = MATLAB bicubic 1/scale on uint8 (or pa
             "uint8 Y as in PIRM-2018) ignoring `scale` border pixels; NIQE on the whole output; means over "
             "images")
 BICUBIC = "bicubic"
+SSIM_WINDOW = 11
 
 
 @dataclass
@@ -215,9 +216,12 @@ def find_paired_lr(lr_root: Path, hr_path: Path, scale: int) -> Path:
 
 def protocol_pair(hr: np.ndarray, scale: int, lr_path: Path | None, hr_path: Path):
     """(modcropped HR, LR) uint8 arrays: LR made by the MATLAB-exact bicubic, or read and size-checked."""
+    # SSIM's 11x11 window must fit inside the image once `scale` border pixels are ignored.
+    smallest = (SSIM_WINDOW + 2 * scale + scale - 1) // scale * scale
+    if min(hr.shape[:2]) < smallest:
+        raise ImageReadError(f"{hr_path}: {hr.shape[1]}x{hr.shape[0]} is too small for the x{scale} protocol "
+                             f"(needs at least {smallest}x{smallest})")
     hr = modcrop(hr, scale)
-    if min(hr.shape[:2]) < scale:
-        raise ImageReadError(f"{hr_path}: {hr.shape[1]}x{hr.shape[0]} is too small for x{scale}")
     if lr_path is None:
         return hr, imresize_uint8(hr, scale=1.0 / scale)
     lr = read_image(lr_path).rgb_uint8()

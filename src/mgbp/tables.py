@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -150,7 +151,18 @@ def csv_document(results: dict, per_image: bool) -> str:
 
 
 def json_document(results: dict) -> str:
-    return json.dumps(results, indent=2) + "\n"
+    """Strict JSON: a non-finite score (PSNR of an exact output is +inf) becomes null."""
+    return json.dumps(_finite_or_none(results), indent=2, allow_nan=False) + "\n"
+
+
+def _finite_or_none(value):
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite_or_none(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite_or_none(v) for v in value]
+    return value
 
 
 def write_text(path, text: str):
