@@ -187,3 +187,13 @@ def test_tiled_matches_untiled_for_the_real_mgbpv2():
     lr = torch.rand(1, 3, 40, 52, generator=torch.Generator().manual_seed(12))
     tiled = run_model(model, lr, tile=2 * model.border_lr + 20)
     assert (tiled - whole_image(model, lr)).abs().max() < ONE_LEVEL / 10
+
+
+def test_gpu_plan_uses_the_memory_budget(monkeypatch, model):
+    """On a GPU the tile side is the square root of the pixel budget, and leftover budget batches tiles."""
+    monkeypatch.setattr(inference, "_model_device_dtype", lambda m: (torch.device("cuda"), torch.float32))
+    monkeypatch.setattr(inference, "_gpu_pixel_budget", lambda m, lr, amp: 10_000)
+    plan = inference.auto_plan(model, torch.zeros(1, 3, 400, 500), None, 18, 0.0)
+    assert (plan.tile, plan.batch) == (100, 1)
+    plan = inference.auto_plan(model, torch.zeros(1, 3, 30, 1000), None, 18, 0.0)
+    assert (plan.tile, plan.batch) == (100, 3)  # 30x100 tiles: three fit in the budget

@@ -134,19 +134,28 @@ def auto_plan(model, lr: torch.Tensor, tile: int | None, overlap: int, noise_amp
     return TilePlan(tile=side, overlap=overlap, batch=max(1, lr_budget // tile_pixels))
 
 
+_BYTES_PER_PIXEL: dict[tuple, float] = {}  # (model id, channels/frames, device, dtype) -> probe measurement
+
+
 def _gpu_pixel_budget(model, lr: torch.Tensor, noise_amp) -> int:
-    """LR pixels one forward pass may hold: free memory over the peak memory per pixel of a probe tile."""
-    device, _ = _model_device_dtype(model)
-    probe = lr[:1, ..., : min(PROBE_SIZE, lr.shape[-2]), : min(PROBE_SIZE, lr.shape[-1])]
-    torch.cuda.synchronize(device)
-    before = torch.cuda.memory_allocated(device)
-    torch.cuda.reset_peak_memory_stats(device)
-    amp = noise_amp if isinstance(noise_amp, (int, float)) else noise_amp[:1]
-    _forward(model, probe, amp)
-    per_pixel = max(torch.cuda.max_memory_allocated(device) - before, 1) / probe[0, 0].numel()
+    """LR pixels (per clip) one forward pass may hold: free memory over the peak memory per pixel of a probe.
+
+    The probe (one PROBE_SIZE tile) runs once per model and input layout; a small tile overestimates the
+    memory per pixel (fixed costs, padding to the model's grid), which errs on the safe side.
+    """
+    device, dtype = _model_device_dtype(model)
+    key = (id(model), tuple(lr.shape[1:-2]), str(device), dtype)
+    if key not in _BYTES_PER_PIXEL:
+        probe = lr[:1, ..., : min(PROBE_SIZE, lr.shape[-2]), : min(PROBE_SIZE, lr.shape[-1])]
+        torch.cuda.synchronize(device)
+        before = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        _forward(model, probe, noise_amp if isinstance(noise_amp, (int, float)) else noise_amp[:1])
+        peak = torch.cuda.max_memory_allocated(device) - before
+        _BYTES_PER_PIXEL[key] = max(peak, 1) / (probe.shape[-2] * probe.shape[-1])
     free, _total = torch.cuda.mem_get_info(device)
     free += torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)  # PyTorch's own cache
-    return max(int(GPU_MEMORY_FRACTION * free / per_pixel), 1)
+    return max(int(GPU_MEMORY_FRACTION * free / _BYTES_PER_PIXEL[key]), 1)
 
 
 def run_model(model, lr: torch.Tensor, noise_amp=0.0, tile: int | None = None, overlap: int | None = None,
