@@ -70,6 +70,35 @@ def test_16bit_png_round_trip(tmp_path, channels, with_alpha):
         np.testing.assert_array_equal(high, pixels[..., 0])
 
 
+def adam7_png16(values: np.ndarray) -> bytes:
+    """An interlaced (Adam7) 16-bit RGB(A) PNG written here from the PNG spec, rows unfiltered (type 0)."""
+    height, width, channels = values.shape
+    passes = [(0, 0, 8, 8), (0, 4, 8, 8), (4, 0, 8, 4), (0, 2, 4, 4), (2, 0, 4, 2), (0, 1, 2, 2), (1, 0, 2, 1)]
+    raw = b""
+    for y0, x0, dy, dx in passes:
+        sub = values[y0::dy, x0::dx]
+        if sub.size:
+            rows = sub.astype(">u2").reshape(sub.shape[0], -1).view(np.uint8)
+            raw += np.hstack([np.zeros((sub.shape[0], 1), np.uint8), rows]).tobytes()
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 16, {3: 2, 4: 6}[channels], 0, 0, 1)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw))
+            + chunk(b"IEND", b""))
+
+
+@pytest.mark.parametrize("channels", [3, 4])
+def test_interlaced_16bit_png_reads_exactly(tmp_path, channels):
+    values = random_image((11, 13, channels), 16, seed=11)
+    (tmp_path / "i.png").write_bytes(adam7_png16(values))
+    image = read_image(tmp_path / "i.png")
+    np.testing.assert_array_equal(as_int(image.rgb, 16), values[..., :3])
+    if channels == 4:
+        np.testing.assert_array_equal(as_int(image.alpha, 16), values[..., 3])
+
+
 def test_16bit_float_input_is_quantised_to_nearest_level(tmp_path):
     levels = np.array([0, 1, 2, 32767, 65534, 65535], dtype=np.float64)
     pixels = (levels / 65535.0).reshape(1, 6, 1).repeat(3, axis=2).astype(np.float32)
