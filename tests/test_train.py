@@ -208,3 +208,14 @@ def test_video_fidelity_steps_on_frame_folders(tmp_path):
     trainer = train.Trainer(cfg, quiet=True)
     assert trainer.is_video and trainer.run() == 0
     assert len(records(Path(cfg["output_dir"]), "train")) == 2
+
+
+def test_perceptual_validation_reports_niqe_at_w1(tmp_path, images):
+    smooth_image(tmp_path / "val" / "v.png", 200, 200, 7)
+    cfg = make_config(tmp_path, images, "pval", steps=1, mode="perceptual", val={"folder": str(tmp_path / "val")},
+                      discriminator={"features": 8})
+    trainer = train.Trainer(cfg, quiet=True)
+    assert trainer.run() == 0
+    val = records(Path(cfg["output_dir"]), "val")[-1]
+    assert np.isfinite(val["niqe_w1"]) and np.isfinite(val["psnr_y"])
+    assert trainer.best["metric"] == "niqe_w1"

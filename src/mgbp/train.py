@@ -304,22 +304,6 @@ def load_generator_weights(model: torch.nn.Module, source: str) -> None:
                               f"{str(exc).splitlines()[0]}") from exc
 
 
-def psnr_y(output: torch.Tensor, target: torch.Tensor, crop: int) -> torch.Tensor:
-    """PSNR on the Y channel (per image); `mgbp.metrics.psnr` when present, else the same protocol here."""
-    try:
-        from mgbp.metrics import psnr
-        return psnr(output, target, crop=crop, y_channel=True)
-    except ImportError:
-        pass
-    weights = torch.tensor([65.481, 128.553, 24.966], dtype=torch.float64).view(1, 3, 1, 1)
-    y_out = 16.0 + (output.double() * weights).sum(1)
-    y_tgt = 16.0 + (target.double() * weights).sum(1)
-    if crop:
-        y_out, y_tgt = y_out[..., crop:-crop, crop:-crop], y_tgt[..., crop:-crop, crop:-crop]
-    mse = ((y_out - y_tgt) ** 2).mean(dim=(-2, -1))
-    return 10.0 * torch.log10(255.0**2 / mse)
-
-
 class CsvLog:
     """Append-only CSV whose columns are fixed by the first record (later extra keys are dropped)."""
 
@@ -673,26 +657,22 @@ class Trainer:
     def validate(self) -> dict:
         """Fidelity: PSNR-Y, L1 and L2 (eq. 10) at W=0; perceptual: NIQE at W (eq. 14) as well."""
         from mgbp.data import quantise
+        from mgbp.metrics import niqe, psnr
 
         model = self.ema if self.ema is not None else self.generator
         was_training = model.training
         model.eval()
         psnrs, l1s, l2s, niqes = [], [], [], []
-        niqe = None
-        if self.cfg["mode"] == "perceptual":
-            try:
-                from mgbp.metrics import niqe
-            except ImportError:
-                log.warning("mgbp.metrics.niqe is unavailable: perceptual validation uses PSNR only")
+        perceptual = self.cfg["mode"] == "perceptual"
         for _name, lr, hr in self.val_set:
             lr = lr.to(self.device)
             with self._autocast():
                 y = model(lr, noise_amp=0.0).float()
             y = quantise(y.clamp(0, 1)).cpu()
-            psnrs.append(float(psnr_y(y, hr, self.scale)[0]))
+            psnrs.append(float(psnr(y, hr, crop=self.scale, y_channel=True)[0]))
             l1s.append(float(F.l1_loss(y, hr)))
             l2s.append(float(F.mse_loss(y, hr)))
-            if niqe is not None:
+            if perceptual:
                 with self._autocast():
                     y1 = model(lr, noise_amp=float(self.cfg["val"]["noise_amp"])).float()
                 niqes.append(float(niqe(quantise(y1.clamp(0, 1)).cpu())[0]))
