@@ -165,6 +165,8 @@ def run_model(model, lr: torch.Tensor, noise_amp=0.0, tile: int | None = None, o
     `tile`: LR tile side (None: automatic); `overlap`: LR pixels shared by neighbouring tiles (None:
     2*border_lr + 8). `noise_amp` is passed to the model (float or (N,) tensor); for W > 0 each tile draws its
     own noise, so only W = 0 is exactly tile-independent. The output lives on `out_device` (default: lr's).
+    Out of memory (CUDA's error, or a RuntimeError saying so): the batch, then the tile, is halved and the
+    image restarted; MgbpError when even the smallest useful tile does not fit.
     """
     if lr.dim() not in (4, 5):
         raise ConfigError(f"run_model expects (N,C,H,W) or (N,C,T,H,W), got shape {tuple(lr.shape)}")
@@ -184,10 +186,12 @@ def run_model(model, lr: torch.Tensor, noise_amp=0.0, tile: int | None = None, o
         except Exception as exc:
             if not is_out_of_memory(exc):
                 raise
-            _shrink_after_oom(plan, lr, exc)
+            reason = str(exc).splitlines()[0][:120]
+        # outside the except block: the traceback, and the tiles it holds on the device, are gone
+        _shrink_after_oom(plan, lr, reason)
 
 
-def _shrink_after_oom(plan: TilePlan, lr: torch.Tensor, exc: BaseException) -> None:
+def _shrink_after_oom(plan: TilePlan, lr: torch.Tensor, reason: str) -> None:
     """Halve the batch, else the tile; give up (MgbpError) when a tile would be mostly overlap."""
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
@@ -197,9 +201,8 @@ def _shrink_after_oom(plan: TilePlan, lr: torch.Tensor, exc: BaseException) -> N
     current = min(plan.tile, max(lr.shape[-2:]))
     if current <= min_tile(plan.overlap):
         raise MgbpError(f"out of memory even with {current}-pixel tiles; try --device cpu, --half or --bf16 "
-                        f"({str(exc).splitlines()[0][:120]})") from exc
-    smaller = max(current // 2, min_tile(plan.overlap))
-    plan.tile = smaller
+                        f"({reason})")
+    plan.tile = max(current // 2, min_tile(plan.overlap))
 
 
 def _run_tiles(model, lr, noise_amp, plan: TilePlan, progress: bool, out_device) -> torch.Tensor:
@@ -213,21 +216,24 @@ def _run_tiles(model, lr, noise_amp, plan: TilePlan, progress: bool, out_device)
     jobs = [(n, i, j) for n in range(lr.shape[0]) for i in range(len(rows)) for j in range(len(cols))]
     out = None
     bar = _tile_bar(len(jobs), progress)
-    for first in range(0, len(jobs), plan.batch):
-        chunk = jobs[first:first + plan.batch]
-        tiles = torch.cat([lr[n:n + 1, ..., rows[i]:rows[i] + ext_h, cols[j]:cols[j] + ext_w] for n, i, j in chunk])
-        amp = noise_amp if not torch.is_tensor(noise_amp) else noise_amp[[n for n, _, _ in chunk]]
-        result = _forward(model, tiles, amp).to(out_device)
-        if out is None:
-            out = result.new_zeros((lr.shape[0], *result.shape[1:-2], scale * height, scale * width))
-        for k, (n, i, j) in enumerate(chunk):
-            weight = (wy[i][:, None] * wx[j][None, :]).to(device=out_device, dtype=result.dtype)
-            ys, xs = scale * rows[i], scale * cols[j]
-            out[n, ..., ys:ys + scale * ext_h, xs:xs + scale * ext_w] += result[k] * weight
+    try:
+        for first in range(0, len(jobs), plan.batch):
+            chunk = jobs[first:first + plan.batch]
+            tiles = torch.cat([lr[n:n + 1, ..., rows[i]:rows[i] + ext_h, cols[j]:cols[j] + ext_w]
+                               for n, i, j in chunk])
+            amp = noise_amp if not torch.is_tensor(noise_amp) else noise_amp[[n for n, _, _ in chunk]]
+            result = _forward(model, tiles, amp).to(out_device)
+            if out is None:
+                out = result.new_zeros((lr.shape[0], *result.shape[1:-2], scale * height, scale * width))
+            for k, (n, i, j) in enumerate(chunk):
+                weight = (wy[i][:, None] * wx[j][None, :]).to(device=out_device, dtype=result.dtype)
+                ys, xs = scale * rows[i], scale * cols[j]
+                out[n, ..., ys:ys + scale * ext_h, xs:xs + scale * ext_w] += result[k] * weight
+            if bar is not None:
+                bar.update(len(chunk))
+    finally:
         if bar is not None:
-            bar.update(len(chunk))
-    if bar is not None:
-        bar.close()
+            bar.close()
     return out / _weight_sum(wy, rows, ext_h, height, scale, out_device)[:, None] \
         / _weight_sum(wx, cols, ext_w, width, scale, out_device)[None, :]
 
