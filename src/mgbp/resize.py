@@ -136,7 +136,7 @@ def imresize_uint8(image: np.ndarray, scale=None, size=None) -> np.ndarray:
     """MATLAB's `imresize` on a uint8 HxW or HxWxC array: float64 resize, then round and clip to uint8."""
     if image.dtype != np.uint8:
         raise ConfigError(f"imresize_uint8 expects uint8, got {image.dtype}")
-    tensor = torch.from_numpy(np.ascontiguousarray(image)).to(torch.float64)
+    tensor = torch.from_numpy(image.astype(np.float64))  # a fresh writable copy (inputs may be read-only)
     if image.ndim == 3:
         tensor = tensor.permute(2, 0, 1)
     out = imresize(tensor, scale=scale, size=size)

@@ -272,6 +272,13 @@ class MGBPv2(nn.Module):
         # The dry run of BP^mu_L: builds every tagged Downscale/Upscale once.
         self.bp = nn.ModuleDict({f"L{L}": BackProjection(L, cfg, geometry)} if L > 1 else {})
         self.synthesis = geometry.pointwise(cfg.width(L), cfg.image_channels, cfg.bias)
+        if cfg.residual:
+            # Start close to the bicubic answer: a small residual branch at initialisation (not zero, so
+            # gradients still reach every layer at step 0) spares a short training run its first phase.
+            with torch.no_grad():
+                self.synthesis.weight.mul_(0.01)
+                if self.synthesis.bias is not None:
+                    self.synthesis.bias.zero_()
 
         self.frames_consumed = (
             (L - 1) * (cfg.temporal_kernel - 1) // 2
