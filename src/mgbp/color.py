@@ -1,7 +1,8 @@
 """MATLAB `rgb2ycbcr` / `ycbcr2rgb` and luminance: the Y channel on which every PSNR/SSIM of the paper is measured.
 
-The paper (Section VII, Tables II-V) reports PSNR and SSIM "on the Y channel", which in the SR literature means
-the luma of MATLAB's `rgb2ycbcr` (ITU-R BT.601, studio swing). For RGB in [0, 1]:
+The PSNR/SSIM of the paper's Tables II-IV (Section V-A) follow the SR literature's protocol
+(`../shared/data/README.md`): they are measured on the luma of MATLAB's `rgb2ycbcr` (ITU-R BT.601, studio
+swing). For RGB in [0, 1]:
 
     Y  = (16  +  65.481 R + 128.553 G +  24.966 B) / 255
     Cb = (128 -  37.797 R -  74.203 G + 112.000 B) / 255

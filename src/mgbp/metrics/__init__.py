@@ -1,4 +1,4 @@
-"""Image quality metrics of the paper's evaluation: PSNR, SSIM, RMSE (Tables II-V, Fig. 12) and NIQE (Section VI).
+"""Image quality metrics of the paper: PSNR, SSIM (Tables II-IV), RMSE (Fig. 11, 12, 14, Table V), NIQE (eq. 14).
 
 `fidelity` holds the full-reference metrics (MATLAB conventions, Y channel, border crop), `niqe_release` the
 no-reference NIQE of LIVE's niqe_release. All take batched tensors (N, C, H, W) in [0, 1] and return per-image

@@ -1,4 +1,4 @@
-"""Full-reference fidelity metrics of the paper's tables: PSNR, SSIM (Tables II-V) and RMSE (Fig. 12, PIRM regions).
+"""Full-reference fidelity metrics: PSNR, SSIM (Section V-A, Tables II-IV) and RMSE (Fig. 11, 12, 14, Table V).
 
 Conventions of the SR literature, as in `../shared/data/README.md`:
 - PSNR and SSIM on the Y channel of MATLAB `rgb2ycbcr` on the [0, 255] scale (Y = 16 + (65.481 R + 128.553 G +

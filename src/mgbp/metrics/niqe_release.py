@@ -1,7 +1,8 @@
-"""NIQE, the no-reference naturalness score of the perception-distortion plane (paper Section VI, Fig. 12).
+"""NIQE: the validation metric of eq. 14 (Section IV-C) and half of the PIRM perceptual index (Fig. 11, 14, Table V).
 
-The paper places its perceptual outputs with the PIRM-2018 perceptual index, whose second half is NIQE
-(Mittal, Soundararajan, Bovik, "Making a completely blind image quality analyzer", IEEE SPL 2013). This is a
+The paper selects perceptual models by V = E[NIQE(Y_{W=1})] (eq. 14) and places its outputs on the
+perception-distortion plane with the PIRM-2018 perceptual index, whose second half is NIQE (Mittal,
+Soundararajan, Bovik, "Making a completely blind image quality analyzer", IEEE SPL 2013). This is a
 re-implementation of LIVE's MATLAB `niqe_release` (`computequality.m`, `computefeature.m`,
 `estimateaggdparam.m`) with the published pristine model, vectorised over blocks:
 
@@ -29,6 +30,7 @@ from __future__ import annotations
 
 import functools
 from importlib import resources
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -89,13 +91,22 @@ def nearest_ratio_index(ratio: torch.Tensor, target: torch.Tensor) -> torch.Tens
     return torch.where(torch.isnan(target), torch.zeros_like(index), index)
 
 
-def fit_aggd(values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """estimateaggdparam.m on each row of `values` (B, M): returns (alpha, beta_l, beta_r), each (B,).
+class AggdFit(NamedTuple):
+    """Asymmetric generalised Gaussian parameters per row: shape, left and right scales, mean (eq. 8 of NIQE)."""
+
+    alpha: torch.Tensor
+    beta_l: torch.Tensor
+    beta_r: torch.Tensor
+    mean: torch.Tensor
+
+
+def fit_aggd(values: torch.Tensor) -> AggdFit:
+    """estimateaggdparam.m on each row of `values` (B, M); every field of the result is (B,).
 
     A side with no values (no negative or no positive sample) has a NaN deviation, as MATLAB's mean of an
     empty set; the shape search then sees NaN everywhere and MATLAB's `min` returns the first grid value.
     """
-    shapes, ratio, scale_factor, _ = _tables_on(values)
+    shapes, ratio, scale_factor, mean_factor = _tables_on(values)
     negative, positive = values < 0, values > 0
     squares = values * values
     # sum / count, with 0 / 0 = NaN for an empty side, as mean([]) in MATLAB.
@@ -105,31 +116,38 @@ def fit_aggd(values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Te
     r_hat = values.abs().mean(1) ** 2 / squares.mean(1)
     r_hat_norm = r_hat * (gamma_hat**3 + 1) * (gamma_hat + 1) / (gamma_hat**2 + 1) ** 2
     index = nearest_ratio_index(ratio, r_hat_norm)
-    alpha = shapes[index]
-    factor = scale_factor[index]
-    return alpha, left_std * factor, right_std * factor
+    beta_l, beta_r = left_std * scale_factor[index], right_std * scale_factor[index]
+    return AggdFit(shapes[index], beta_l, beta_r, (beta_r - beta_l) * mean_factor[index])
 
 
 def _block_features(mscn_blocks: torch.Tensor) -> torch.Tensor:
     """computefeature.m on every block at once: (B, b, b) MSCN blocks -> (B, 18)."""
-    _, _, _, mean_factor = _tables_on(mscn_blocks)
-    flat = mscn_blocks.flatten(1)
-    alpha, beta_l, beta_r = fit_aggd(flat)
-    features = [alpha, (beta_l + beta_r) / 2]
+    own = fit_aggd(mscn_blocks.flatten(1))
+    features = [own.alpha, (own.beta_l + own.beta_r) / 2]
     for shift in PAIR_SHIFTS:
         # circshift of the block by (rows, cols): torch.roll has the same sign convention.
-        products = (mscn_blocks * torch.roll(mscn_blocks, shifts=shift, dims=(1, 2))).flatten(1)
-        alpha, beta_l, beta_r = fit_aggd(products)
-        index = torch.round((alpha - 0.2) * 1000).long()
-        features += [alpha, (beta_r - beta_l) * mean_factor[index], beta_l, beta_r]
+        products = mscn_blocks * torch.roll(mscn_blocks, shifts=shift, dims=(1, 2))
+        pair = fit_aggd(products.flatten(1))
+        features += [pair.alpha, pair.mean, pair.beta_l, pair.beta_r]
     return torch.stack(features, dim=1)
 
 
 def _local_filter(image: torch.Tensor, window: torch.Tensor) -> torch.Tensor:
-    """imfilter(image, window, 'replicate') for (N, 1, H, W) and an odd square window (correlation)."""
-    half = window.shape[-1] // 2
+    """imfilter(image, window, 'replicate') for (N, 1, H, W) and an odd square window (correlation).
+
+    A sum of the 49 shifted copies of the padded image, weighted in place: faster than conv2d in float64 on
+    CPU, and the same arithmetic on every device.
+    """
+    size = window.shape[-1]
+    half = size // 2
     padded = F.pad(image, (half, half, half, half), mode="replicate")
-    return F.conv2d(padded, window[None, None])
+    h, w = image.shape[-2:]
+    weights = window.tolist()
+    out = torch.zeros_like(image)
+    for dy in range(size):  # 7 x 7 window taps, never pixels
+        for dx in range(size):
+            out.add_(padded[..., dy : dy + h, dx : dx + w], alpha=weights[dy][dx])
+    return out
 
 
 def mscn(image: torch.Tensor, window: torch.Tensor) -> torch.Tensor:
