@@ -258,3 +258,13 @@ def test_rotation_metadata_is_applied_to_the_pixels(tmp_path):
     rows, cols = np.nonzero(pixels > 128)
     # turned 90 degrees counterclockwise, the top-left corner lands bottom-left
     assert rows.min() >= 96 - 18 and cols.max() < 18
+
+
+def test_real_mgbp3d_on_a_clip(tmp_path):
+    """The MGBP-3D of the model issue (tiny-3d preset, untrained) through the whole pipeline."""
+    models = pytest.importorskip("mgbp.models")
+    model = models.build_model("tiny-3d").eval()
+    source = make_clip(tmp_path / "c.mp4", frames=7, size=(16, 24))
+    target = upscale_video(source, tmp_path / "c3d.mp4", model, VideoOptions(window=4, stride=2, progress=False))
+    frames, rate, size, audio = describe(target)
+    assert len(frames) == 7 and rate == 25 and size == (32, 48) and abs(audio - 7 / 25) <= 1 / 25

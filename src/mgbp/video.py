@@ -26,6 +26,7 @@ import math
 import os
 import shutil
 import tempfile
+import warnings
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -334,15 +335,22 @@ class ContainerSink:
         self.stream.width, self.stream.height, self.stream.pix_fmt = width, height, options.pix_fmt
         if options.crf is not None and codec in CRF_CODECS:
             self.stream.options = {"crf": str(options.crf)}
-        self.copied = {s.index: self._template_stream(s) for s in source.copied}
+        self.copied = {}
+        for stream in source.copied:
+            try:
+                self.copied[stream.index] = self._template_stream(stream)
+            except (av.FFmpegError, ValueError) as exc:  # e.g. a subtitle format this container cannot hold
+                warnings.warn(f"dropping {stream.type} stream #{stream.index} ({stream.codec_context.name}): "
+                              f"{str(exc).splitlines()[0]}", stacklevel=2)
 
     def _template_stream(self, stream):
         adder = getattr(self.container, "add_stream_from_template", None)  # PyAV >= 13
         return adder(stream) if adder is not None else self.container.add_stream(template=stream)
 
     def mux_packet(self, packet) -> None:
-        packet.stream = self.copied[packet.stream.index]
-        self.container.mux(packet)
+        if packet.stream.index in self.copied:
+            packet.stream = self.copied[packet.stream.index]
+            self.container.mux(packet)
 
     def write(self, frame: torch.Tensor, decoded: DecodedFrame) -> None:
         av = _import_av()
@@ -389,13 +397,16 @@ def upscale_video(source_path, target_path, model, options: VideoOptions | None 
     """Upscale a video file or a folder of frames into a video file or (`to_frames`) a folder of PNG frames."""
     options = options or VideoOptions()
     source_path, target_path = Path(source_path), Path(target_path)
-    length = options.window or model_clip_length(model)
-    consumed = int(getattr(model, "frames_consumed", 0) or 0)
-    if length - 2 * consumed < 1:
-        raise ConfigError(f"a window of {length} frames is too short: the model consumes {consumed} at each end")
-    stride = min(options.stride, length - 2 * consumed)
     source = (FolderSource(source_path, options.fps, options.max_frames) if source_path.is_dir()
               else ContainerSource(source_path, options.max_frames))
+    consumed = int(getattr(model, "frames_consumed", 0) or 0)
+    length = options.window or model_clip_length(model)
+    if source.total and not options.window:  # a clip shorter than the model's window: one window, no padding
+        length = min(length, source.total + 2 * consumed)
+    if length - 2 * consumed < 1:
+        source.close()
+        raise ConfigError(f"a window of {length} frames is too short: the model consumes {consumed} at each end")
+    stride = min(options.stride, length - 2 * consumed)
     to_folder = to_frames or not target_path.suffix
     target_path.parent.mkdir(parents=True, exist_ok=True)
     temporary = _temporary_path(target_path, folder=to_folder)
@@ -462,6 +473,10 @@ def _temporary_path(target: Path, folder: bool) -> Path:
 
 
 def _publish(temporary: Path, target: Path) -> None:
+    umask = os.umask(0)
+    os.umask(umask)
+    # mkstemp/mkdtemp make private files; give the output the permissions a plain new file would have
+    os.chmod(temporary, (0o777 if temporary.is_dir() else 0o666) & ~umask)
     if temporary.is_dir() and target.is_dir():  # --overwrite of a frame folder: replace it whole
         shutil.rmtree(target)
     os.replace(temporary, target)
