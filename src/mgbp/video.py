@@ -25,6 +25,7 @@ from __future__ import annotations
 import math
 import os
 import shutil
+import sys
 import tempfile
 import warnings
 from collections import deque
@@ -36,7 +37,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mgbp.errors import ConfigError, ImageReadError
+from mgbp.errors import ConfigError, ImageReadError, MgbpError
 
 COPIED_STREAM_TYPES = ("audio", "subtitle")
 CRF_CODECS = ("libx264", "libx265", "libvpx-vp9", "libaom-av1", "libsvtav1")
@@ -329,10 +330,11 @@ class ContainerSink:
         self.container = av.open(str(path), "w", format=format_name)
         try:
             self.stream = self.container.add_stream(codec, rate=source.rate)
+            self.stream.width, self.stream.height, self.stream.pix_fmt = width, height, options.pix_fmt
         except (av.FFmpegError, ValueError) as exc:
             self.container.close()
-            raise ConfigError(f"cannot encode with codec {codec!r} ({str(exc).splitlines()[0]})") from None
-        self.stream.width, self.stream.height, self.stream.pix_fmt = width, height, options.pix_fmt
+            raise ConfigError(f"cannot encode {options.pix_fmt} with codec {codec!r} "
+                              f"({str(exc).splitlines()[0]})") from None
         if options.crf is not None and codec in CRF_CODECS:
             self.stream.options = {"crf": str(options.crf)}
         self.copied = {}
@@ -445,11 +447,14 @@ def upscale_video(source_path, target_path, model, options: VideoOptions | None 
         sink.close()
         source.close()
         _publish(temporary, target_path)
-    except BaseException:
+    except BaseException as exc:
         if sink is not None:
             sink.abort()
         source.close()
         _remove(temporary)
+        av = sys.modules.get("av")
+        if av is not None and isinstance(exc, av.FFmpegError):  # e.g. an encoder refusing an option
+            raise MgbpError(f"{source_path}: {str(exc).splitlines()[0]}") from None
         raise
     return target_path
 
