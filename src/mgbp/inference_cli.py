@@ -112,7 +112,9 @@ def _default_device() -> str:
 
 
 def _report(message: str) -> None:
-    print(f"mgbp upscale: skipped {message}", file=sys.stderr)
+    from tqdm import tqdm
+
+    tqdm.write(f"mgbp upscale: skipped {message}", file=sys.stderr)  # above the progress bar, if any
 
 
 def _progress(items, args, **kwargs):
