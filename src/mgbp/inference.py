@@ -326,13 +326,19 @@ def upscale_tensor(model, x: torch.Tensor, noise=0.0, tile: int | None = None, o
     out = run_model(model, rgb, noise_amp=noise, tile=tile, overlap=overlap, progress=progress,
                     out_device=rgb.device)
     if consistent:
-        from mgbp.consistency import enforce_consistency
-
-        projected = enforce_consistency(rgb, out, model_scale(model))
-        out = projected[0] if isinstance(projected, tuple) else projected
+        out = back_project(rgb, out, model_scale(model))
     if alpha is not None:
         alpha = imresize(alpha.float(), scale=model_scale(model)).clamp(0.0, 1.0)
     return _merge_channels(out.clamp(0.0, 1.0), alpha, grey)
+
+
+def back_project(lr: torch.Tensor, out: torch.Tensor, scale: int) -> torch.Tensor:
+    """Project `out` onto {Y in [0,1] : S_f(Y) = lr} (classic IBP, eqs. 4-5, clamped so that it survives
+    saving); see `mgbp.consistency.enforce_consistency`."""
+    from mgbp.consistency import enforce_consistency
+
+    projected, _info = enforce_consistency(lr, out, scale, clamp=True)
+    return projected
 
 
 def _from_any(image):

@@ -150,7 +150,7 @@ def _pad_ends(frames: Iterable[torch.Tensor], copies: int) -> Iterator[torch.Ten
 
 def make_window_runner(model, options: VideoOptions) -> Callable[[torch.Tensor], torch.Tensor]:
     """(T,3,h,w) clip -> (T,3,H,W): one (1,3,T,h,w) call for a 3D model, a batch of frames for a 2D one."""
-    from mgbp.inference import run_model
+    from mgbp.inference import back_project, run_model
 
     def run(clip: torch.Tensor) -> torch.Tensor:
         if getattr(model, "is_video", False):
@@ -159,11 +159,8 @@ def make_window_runner(model, options: VideoOptions) -> Callable[[torch.Tensor],
         else:
             out = run_model(model, clip, noise_amp=options.noise, tile=options.tile, overlap=options.overlap)
         if options.consistent:
-            from mgbp.consistency import enforce_consistency
-
             middle = clip[(clip.shape[0] - out.shape[0]) // 2:][: out.shape[0]]
-            projected = enforce_consistency(middle, out, int(model.scale))
-            out = projected[0] if isinstance(projected, tuple) else projected
+            out = back_project(middle, out, int(model.scale))
         return out.clamp(0.0, 1.0)
 
     return run
