@@ -418,7 +418,7 @@ def _from_pil(image):
         array = np.asarray(image).astype(np.uint16) if mode == "I" else np.asarray(image)
         back, tensors = _from_numpy(array.astype(np.uint16))
         return (lambda out: Image.fromarray(back(out))), tensors
-    elif mode not in ("L", "LA", "RGB", "RGBA"):
-        image = image.convert("RGBA" if "A" in mode else "RGB")
+    elif mode not in ("L", "LA", "RGB", "RGBA"):  # 1-bit comes back grey; CMYK, YCbCr, HSV... as RGB(A)
+        image = image.convert("L" if mode == "1" else "RGBA" if "A" in mode else "RGB")
     back, tensors = _from_numpy(np.asarray(image))
     return (lambda out: Image.fromarray(back(out))), tensors
