@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import random
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -94,7 +95,8 @@ def scan_images(paths: list[Path], min_hw: int, cache: bool, skip_bad: bool, wha
 
     result = ScanResult([], [], [])
     bad: list[str] = []
-    for path in tqdm(paths, desc=f"loading {what}", unit="img", disable=len(paths) < 50, leave=False):
+    quiet = len(paths) < 50 or not sys.stderr.isatty()
+    for path in tqdm(paths, desc=f"loading {what}", unit="img", disable=quiet, leave=False):
         try:
             arr = read_rgb_uint8(path) if cache else None
             hw = arr.shape[:2] if arr is not None else image_size(path)

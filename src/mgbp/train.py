@@ -56,6 +56,7 @@ DEFAULTS: dict = {
     "log_every": 50,
     "checkpoint_every": 1000,
     "export": True,  # write generator.safetensors (and generator_best.safetensors) via mgbp.models.save_model
+    "export_dtype": None,  # null: as trained (float32); "float16" for small shipped files
     "model": {
         "preset": "tiny",  # a name for mgbp.models.build_model
         "overrides": {},  # keyword overrides for build_model
@@ -213,6 +214,8 @@ def validate_config(cfg: dict) -> None:
     for key in ("steps", "log_every", "checkpoint_every"):
         if not isinstance(cfg[key], int) or cfg[key] < 1:
             raise ConfigError(f"{key} must be a positive integer, got {cfg[key]!r}")
+    if cfg["export_dtype"] not in (None, "float32", "float16", "bfloat16"):
+        raise ConfigError(f"export_dtype must be null, float32, float16 or bfloat16, got {cfg['export_dtype']!r}")
     if not isinstance(cfg["data"]["batch"], int) or cfg["data"]["batch"] < 1:
         raise ConfigError(f"data.batch must be a positive integer, got {cfg['data']['batch']!r}")
     if not 0.0 <= float(cfg["ema"]) < 1.0:
@@ -546,7 +549,8 @@ class Trainer:
             "validation_folder": self.cfg["val"]["folder"],
         }
         path = self.out / f"{name}.safetensors"
-        save_model(model, path, meta)  # atomic (temp file + os.replace)
+        dtype = {None: None, "float32": None, "float16": torch.float16, "bfloat16": torch.bfloat16}
+        save_model(model, path, meta, dtype=dtype[self.cfg["export_dtype"]])  # atomic (temp file + os.replace)
         return path
 
     # ---- steps ------------------------------------------------------------------------------------
@@ -737,8 +741,9 @@ class Trainer:
         if self.step >= total:
             log.info("already at step %d of %d", self.step, total)
             return 0
+        show_bar = self.is_main and not self.quiet and sys.stderr.isatty()
         bar = tqdm(total=total, initial=self.step, desc=f"train {cfg['mode']}", unit="step", dynamic_ncols=True,
-                   disable=self.quiet or not self.is_main, file=sys.stderr)
+                   disable=not show_bar, file=sys.stderr)
         sums: dict[str, torch.Tensor] = {}
         count = 0
         t0 = time.perf_counter()
@@ -762,6 +767,11 @@ class Trainer:
                     self._record({"kind": "train", "step": self.step, "lr": lr_now, "it_s": rate, **means},
                                  self.train_csv if self.is_main else None)
                     bar.set_postfix({k: f"{v:.4g}" for k, v in means.items()})
+                    if not show_bar:  # a log file gets one line per log step instead of a bar
+                        eta = (total - self.step) / max(rate, 1e-9)
+                        log.info("step %d/%d %s | %.2f it/s, ETA %s", self.step, total,
+                                 " ".join(f"{k} {v:.4g}" for k, v in means.items()), rate,
+                                 time.strftime("%H:%M:%S", time.gmtime(eta)) if eta < 86400 else f"{eta / 3600:.0f} h")
                 if self.step % cfg["val"]["every"] == 0 or self.step == total:
                     self._run_validation()
                     t0 = time.perf_counter()  # validation time is not training time
