@@ -40,6 +40,9 @@ def save_figure(figure, path: Path, dpi: int = 150) -> None:
         # svg.fonttype none: SVG text stays text (editable and searchable labels)
         with plt.rc_context({"svg.fonttype": "none"}):
             figure.savefig(temporary, format=path.suffix.lstrip("."), dpi=dpi, bbox_inches="tight")
+        from mgbp.sweep import default_file_mode
+
+        os.chmod(temporary, default_file_mode())
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import io
 import json
 import os
@@ -169,6 +170,15 @@ def psnr_y(output: torch.Tensor, reference: torch.Tensor, scale: int) -> torch.T
     return psnr(output, reference, crop=scale, y_channel=True)
 
 
+@functools.cache
+def default_file_mode() -> int:
+    """0o666 less the umask: what `open()` would give (mkstemp's temp files are 0o600). Read once: reading
+    the umask means setting it for a moment."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def _atomic_write_bytes(path: Path, data: bytes) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -176,6 +186,7 @@ def _atomic_write_bytes(path: Path, data: bytes) -> None:
     try:
         with os.fdopen(handle, "wb") as stream:
             stream.write(data)
+        os.chmod(temporary, default_file_mode())
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
