@@ -145,3 +145,18 @@ def test_command_writes_npy_json_and_figure(tmp_path):
     assert entry["context_lr"] == {"top": 3, "left": 4, "height": 13, "width": 13}
     assert entry["window_lr"] == {"top": 5, "left": 6, "bottom": 14, "right": 15}
     np.testing.assert_allclose(np.load(tmp_path / "ctx" / entry["file"])[0], expected, atol=1e-6)
+
+
+def test_fallback_jvp_gives_the_same_response(monkeypatch):
+    """Operators without a forward-mode formula: the double-backward JVP gives the same column of J."""
+    net = TinyReLUNet()
+    lr = torch.rand(1, 3, 7, 8, generator=torch.Generator().manual_seed(6), dtype=torch.float64)
+    forward_mode = impulse_response(net, lr, (2, 3), noise_amp=0.5, seed=2, offset=True)
+
+    def no_forward_mode(*args, **kwargs):
+        raise NotImplementedError("no forward AD formula")
+
+    monkeypatch.setattr(torch.func, "jvp", no_forward_mode)
+    fallback = impulse_response(net, lr, (2, 3), noise_amp=0.5, seed=2, offset=True)
+    torch.testing.assert_close(fallback.response, forward_mode.response, rtol=0, atol=1e-12)
+    torch.testing.assert_close(fallback.offset, forward_mode.offset, rtol=0, atol=1e-12)

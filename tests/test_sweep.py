@@ -162,3 +162,27 @@ def test_command_overlays_models_and_writes_figure(tmp_path, capsys):
 
     assert all((out / name).stat().st_mode & 0o777 == default_file_mode() for name in ("sweep.json", "sweep.svg"))
     assert "| bicubic | 0 |" in capsys.readouterr().out
+
+
+def test_mgbpv1_sees_the_same_standard_normal_maps_at_every_w():
+    """The authors' per-level noise (MGBPv1): the seeded forward equals the model fed, explicitly, the maps
+    drawn once from that seed in its documented drawing order, at every W."""
+    mgbpv1 = pytest.importorskip("mgbp.models.mgbpv1")
+    from mgbp.sweep import forward_with_noise
+
+    config = mgbpv1.MGBPv1Config(scale=2, features=8, growth_rate=4, bottleneck_factor=1, analysis_layers=1,
+                                 upscaling_layers=1, upscaling_pre_layers=0, downscaling_layers=1,
+                                 synthesis_layers=1, mu=1, recursion_depth=1)
+    torch.manual_seed(0)
+    model = mgbpv1.MGBPv1(config).double().eval()
+    lr = torch.rand(1, 3, 9, 11, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    torch.manual_seed(5)
+    maps = [torch.randn(shape, dtype=torch.float64) for shape in model.noise_shapes(lr.shape)]
+    outputs = []
+    for w in (0.3, 1.0):
+        with torch.no_grad():
+            explicit = model(lr, noise_amp=w, noise=maps)
+        seeded = forward_with_noise(model, lr, w, seed=5)
+        torch.testing.assert_close(seeded, explicit, rtol=0, atol=0)
+        outputs.append(seeded)
+    assert not torch.equal(outputs[0], outputs[1])
