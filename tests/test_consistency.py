@@ -115,12 +115,13 @@ def test_command_measures_and_enforces_folders(tmp_path, capsys):
         lr = rng.integers(0, 256, (10, 12, 3)).astype(np.uint8)
         up = imresize(torch.from_numpy(lr).permute(2, 0, 1)[None].double() / 255, scale=2.0)
         io.write_image(lr_dir / f"{name}.png", lr.astype(np.float32) / 255)
-        io.write_image(out_dir / f"{name}_x2.png", up[0].permute(1, 2, 0).clamp(0, 1).numpy().astype(np.float32))
+        up = up[0].permute(1, 2, 0).clamp(0, 1).numpy().astype(np.float32)
+        io.write_image(out_dir / f"{name}_x2.png", up)
     report, table = tmp_path / "r.json", tmp_path / "r.csv"
     # uniform-noise LR images have no consistent output inside [0, 1] (measured: clamped IBP stalls at
     # ~25-31 grey levels), so this one runs the pure eqs. 4-5
-    assert run_command([str(out_dir), "--lr", str(lr_dir), "--enforce", "--no-clamp", "-o", str(tmp_path / "fixed"),
-                        "--json", str(report), "--csv", str(table), "-q"]) == 0
+    assert run_command([str(out_dir), "--lr", str(lr_dir), "--enforce", "--no-clamp",
+                        "-o", str(tmp_path / "fixed"), "--json", str(report), "--csv", str(table), "-q"]) == 0
     data = json.loads(report.read_text())
     assert data["scale"] == 2 and data["clamp"] is False and [r["name"] for r in data["images"]] == ["a", "b"]
     assert all(r["converged"] and r["max_abs_after"] < 0.5 < r["max_abs"] for r in data["images"])

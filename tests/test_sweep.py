@@ -58,7 +58,7 @@ def test_same_noise_maps_at_every_w_and_caller_rng_untouched():
     per_image = [model.drawn[: len(amplitudes)], model.drawn[len(amplitudes):]]
     for draws in per_image:
         for maps in draws[1:]:
-            assert all(torch.equal(m, m0) for m, m0 in zip(maps, draws[0]))
+            assert all(torch.equal(m, m0) for m, m0 in zip(maps, draws[0], strict=True))
     assert not torch.equal(per_image[0][0][0], per_image[1][0][0])  # images get different noise
     mae = result.per_image["toy"]["mae"]
     assert np.all(np.diff(mae, axis=1) > 0)  # more noise, more distortion, for each image
@@ -144,8 +144,8 @@ def test_command_overlays_models_and_writes_figure(tmp_path, capsys):
     parser = argparse.ArgumentParser()
     sweep_module.add_arguments(parser)
     out = tmp_path / "out"
-    args = parser.parse_args([str(data), "-m", "bicubic", "-m", str(weights), "--amplitudes", "0,0.5", "-o", str(out),
-                              "-q"])
+    args = parser.parse_args([str(data), "-m", "bicubic", "-m", str(weights), "--amplitudes", "0,0.5",
+                              "-o", str(out), "-q"])
     assert sweep_module.run(args) == 0
     report = json.loads((out / "sweep.json").read_text())
     assert report["scale"] == 4 and report["amplitudes"] == [0.0, 0.5]
@@ -154,13 +154,15 @@ def test_command_overlays_models_and_writes_figure(tmp_path, capsys):
         assert set(curve) == {"rmse", "psnr_y", "ssim_y", "niqe"}
         assert all(np.isfinite(curve["niqe"])) and all(v > 0 for v in curve["rmse"])
     rows = list(csv.DictReader((out / "sweep.csv").open()))
-    assert len(rows) == 2 * 2 * 3 and rows[0].keys() == {"model", "W", "image", "rmse", "psnr_y", "ssim_y", "niqe"}
+    assert len(rows) == 2 * 2 * 3
+    assert rows[0].keys() == {"model", "W", "image", "rmse", "psnr_y", "ssim_y", "niqe"}
     svg = (out / "sweep.svg").read_text()
     assert "W=0.5" in svg and "tiny-x4" in svg
     assert (out / "sweep.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     from mgbp.sweep import default_file_mode
 
-    assert all((out / name).stat().st_mode & 0o777 == default_file_mode() for name in ("sweep.json", "sweep.svg"))
+    for name in ("sweep.json", "sweep.svg"):  # not mkstemp's 0600
+        assert (out / name).stat().st_mode & 0o777 == default_file_mode()
     assert "| bicubic | 0 |" in capsys.readouterr().out
 
 

@@ -232,7 +232,7 @@ def run(args: argparse.Namespace) -> int:
     )
 
     if (args.model is None) == (args.outputs is None):
-        raise ConfigError("give either OUTPUTS or --model (not both)")
+        raise ConfigError("give OUTPUTS (the upscaled images to check) or --model to make them, not both")
     model = None
     scale = args.scale
     if args.model is not None:
@@ -245,10 +245,12 @@ def run(args: argparse.Namespace) -> int:
     if args.output_dir is not None:
         args.output_dir.mkdir(parents=True, exist_ok=True)
     rows = []
-    for name, lr, hr in tqdm(pairs, desc="consistency", disable=args.quiet, file=sys.stderr):
+    for name, lr, hr in tqdm(pairs, desc="consistency", file=sys.stderr,
+                             disable=args.quiet or not sys.stderr.isatty()):
         x = from_uint8(lr, torch.float64)
         if model is not None:
-            y = forward_with_noise(model, x, args.noise, seed=args.seed, tile=args.tile).cpu().to(torch.float64)
+            y = forward_with_noise(model, x, args.noise, seed=args.seed, tile=args.tile)
+            y = y.cpu().to(torch.float64)
         else:
             y = from_uint8(load_rgb_uint8(_match_output(name, outputs)), torch.float64)
         if scale is None:
@@ -263,8 +265,8 @@ def run(args: argparse.Namespace) -> int:
         if hr is not None:
             row["psnr_y"] = _saved_psnr_y(y, hr, scale)
         if args.enforce:
-            y, info = enforce_consistency(x, y, scale, tol=args.tol / 255, max_iter=args.max_iter, step=args.step,
-                                          clamp=args.clamp)
+            y, info = enforce_consistency(x, y, scale, tol=args.tol / 255, max_iter=args.max_iter,
+                                          step=args.step, clamp=args.clamp)
             after = measure_consistency(x, y, scale)
             row.update({"iterations": info.iterations, "converged": info.converged,
                         "max_abs_after": float(after["max_abs"][0]),

@@ -1,4 +1,4 @@
-"""Linearscope: the adaptive upscaling filter of a ReLU network at one input pixel (paper Section VI-C, Fig. 16).
+"""Linearscope: the adaptive upscaling filter of a ReLU network at an input pixel (Section VI-C, Fig. 16).
 
 With every ReLU frozen in the state that the image x puts it in (on/off masks fixed), a generator made of
 convolutions, ReLUs, additions, concatenations and (un)shuffles becomes an affine map of its input:
@@ -152,8 +152,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="half-size in LR pixels of the crop shown and saved (default 16)")
     parser.add_argument("--full", action="store_true", help="save the whole response, not the crop")
     parser.add_argument("--context", type=int, default=None,
-                        help="run the network on only this many LR pixels around each pixel (default: the "
-                             "whole image); ReLU states near the cut differ, so keep it >= the model's border")
+                        help="run the network on only this many LR pixels around each pixel (default: "
+                             "the whole image); ReLUs near the cut change state; keep it >= the border")
     parser.add_argument("--device", default=None, help="torch device (default: cuda if present, else cpu)")
     parser.add_argument("-o", "--output-dir", type=Path, default=Path("linearscope"))
     parser.add_argument("--no-plot", action="store_true", help="only the .npy arrays and the JSON summary")
@@ -244,7 +244,8 @@ def run(args: argparse.Namespace) -> int:
     summary = {"image": str(args.image), "model": args.model, "scale": scale, "noise": args.noise,
                "seed": args.seed, "channel": args.channel, "degrade": bool(args.degrade),
                "context": args.context, "pixels": []}
-    for pixel in tqdm(args.pixels, desc="linearscope", disable=args.quiet, file=sys.stderr):
+    for pixel in tqdm(args.pixels, desc="linearscope", file=sys.stderr,
+                      disable=args.quiet or not sys.stderr.isatty()):
         entry = _analyse_pixel(model, image, pixel, args, scale, out)
         summary["pixels"].append(entry)
         net, bic = entry["network"], entry["bicubic"]

@@ -7,8 +7,8 @@ the outputs, then draws the parametric curve NIQE against RMSE with each point l
 Several models (for example the authors' PIRM-2018 R1/R2/R3 weights, Fig. 11) are overlaid in one figure.
 
 Evaluation protocol (`shared/data/README.md`): HR -> modcrop(f) -> LR = MATLAB bicubic 1/f on uint8 ->
-model -> round to uint8 -> scores with `f` border pixels shaved: PSNR-Y / SSIM-Y as in Table II, RMSE (uint8 Y)
-and NIQE as in the PIRM-SR 2018 scoring scripts, so R1/R2/R3 land in the challenge's RMSE regions.
+model -> round to uint8 -> scores with `f` border pixels shaved: PSNR-Y / SSIM-Y as in Table II, RMSE
+(uint8 Y) and NIQE as in the PIRM-SR 2018 scoring scripts, so R1/R2/R3 land in the challenge's RMSE regions.
 
 Smooth curves need the same noise at every W: before each forward the global RNG is re-seeded (inside
 `torch.random.fork_rng`, so the caller's RNG state is untouched) with `seed + image index`. A generator that
@@ -369,7 +369,7 @@ def run(args: argparse.Namespace) -> int:
 
         require_pyplot()  # fail before the long run, not after it
     result = sweep(models, dataset, scale, amplitudes, seed=args.seed, tile=args.tile,
-                   progress=not args.quiet)
+                   progress=not args.quiet and sys.stderr.isatty())
     out = args.output_dir
     write_json_atomic(out / "sweep.json", {"dataset": str(args.dataset), "models": args.models,
                                            **result.to_json()})
