@@ -165,3 +165,27 @@ def test_fallback_jvp_gives_the_same_response(monkeypatch):
     fallback = impulse_response(net, lr, (2, 3), noise_amp=0.5, seed=2, offset=True)
     torch.testing.assert_close(fallback.response, forward_mode.response, rtol=0, atol=1e-12)
     torch.testing.assert_close(fallback.offset, forward_mode.offset, rtol=0, atol=1e-12)
+
+
+def test_mgbpv1_response_matches_a_tiny_difference_quotient():
+    """On the authors' architecture (tiny config, float64, W > 0 with the noise held fixed) the JVP matches
+    (F(x + eps e_p) - F(x)) / eps: no ReLU changes state for so small a step."""
+    mgbpv1 = pytest.importorskip("mgbp.models.mgbpv1")
+    config = mgbpv1.MGBPv1Config(scale=2, features=8, growth_rate=4, bottleneck_factor=1, analysis_layers=1,
+                                 upscaling_layers=1, upscaling_pre_layers=0, downscaling_layers=1,
+                                 synthesis_layers=1, mu=1, recursion_depth=1)
+    torch.manual_seed(0)
+    model = mgbpv1.MGBPv1(config).double().eval()
+    lr = torch.rand(1, 3, 9, 10, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    pixel, eps = (4, 5), 1e-7
+    result = impulse_response(model, lr, pixel, noise_amp=0.5, seed=4)
+    delta = torch.zeros_like(lr)
+    delta[0, :, pixel[1], pixel[0]] = eps
+    with torch.no_grad():
+        torch.manual_seed(4)
+        base = model(lr, noise_amp=0.5)
+        torch.manual_seed(4)
+        shifted = model(lr + delta, noise_amp=0.5)
+    quotient = (shifted - base)[0] / eps
+    assert result.response.abs().max() > 0.1
+    torch.testing.assert_close(result.response, quotient, rtol=0, atol=1e-6)
