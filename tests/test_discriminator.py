@@ -78,3 +78,14 @@ def test_rgb_ablation_and_gradients():
     assert with_vnsc.stages[0].body[0].in_channels == 49
     with pytest.raises(ValueError):
         with_vnsc([hr])
+
+
+def test_vnsc_gradient_is_finite_on_flat_regions():
+    """A flat patch has zero local variance, where d sqrt/d var is infinite: the gradient must stay finite."""
+    from mgbp.models.discriminator import VNSC
+
+    image = torch.full((1, 3, 16, 16), 0.5, dtype=torch.float64)
+    image[..., 8:, 8:] = torch.rand(1, 3, 8, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    image.requires_grad_(True)
+    VNSC()(image).square().sum().backward()
+    assert torch.isfinite(image.grad).all()

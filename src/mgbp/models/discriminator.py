@@ -25,6 +25,9 @@ from torch import nn
 LUMA_WEIGHTS = (0.2989, 0.5870, 0.1140)
 
 
+VARIANCE_FLOOR = 1e-6  # grey levels^2, see VNSC.normalise
+
+
 def gaussian_kernel(size: int = 7, sigma: float = 1.17) -> torch.Tensor:
     """Normalised 2-D Gaussian (size x size), float64."""
     r = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
@@ -52,7 +55,10 @@ class VNSC(nn.Module):
         pad = kernel.shape[-1] // 2
         mu = F.conv2d(F.pad(lum, (pad,) * 4, mode="replicate"), kernel)
         mu2 = F.conv2d(F.pad(lum * lum, (pad,) * 4, mode="replicate"), kernel)
-        sigma = (mu2 - mu * mu).clamp_min(0.0).sqrt()
+        # sqrt has an infinite derivative at 0 (flat patches, e.g. clipped highlights), which turned the
+        # generator's gradients into NaN; a tiny floor (1e-6 grey levels^2) keeps it finite and moves sigma by
+        # at most 1e-3 grey levels where the numerator I - mu is ~0 anyway.
+        sigma = ((mu2 - mu * mu).clamp_min(0.0) + VARIANCE_FLOOR).sqrt()
         return (lum - mu) / (sigma + 1.0)
 
     def forward(self, rgb: torch.Tensor) -> torch.Tensor:
