@@ -84,7 +84,7 @@ def test_vnsc_gradient_is_finite_on_flat_regions():
     """A flat patch has zero local variance, where d sqrt/d var is infinite: the gradient must stay finite."""
     from mgbp.models.discriminator import VNSC
 
-    image = torch.full((1, 3, 16, 16), 0.5, dtype=torch.float64)
+    image = torch.zeros(1, 3, 16, 16, dtype=torch.float64)  # black: the variance is exactly 0
     image[..., 8:, 8:] = torch.rand(1, 3, 8, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     image.requires_grad_(True)
     VNSC()(image).square().sum().backward()
