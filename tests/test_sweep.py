@@ -159,7 +159,7 @@ def test_command_overlays_models_and_writes_figure(tmp_path, capsys):
     svg = (out / "sweep.svg").read_text()
     assert "W=0.5" in svg and "tiny-x4" in svg
     assert (out / "sweep.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    from mgbp.sweep import default_file_mode
+    from mgbp.atomic import default_file_mode
 
     for name in ("sweep.json", "sweep.svg"):  # not mkstemp's 0600
         assert (out / name).stat().st_mode & 0o777 == default_file_mode()

@@ -18,9 +18,7 @@ All writes are atomic: a temporary file in the target folder, then `os.replace`.
 
 from __future__ import annotations
 
-import os
 import struct
-import tempfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +27,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from mgbp.atomic import atomic_path
 from mgbp.errors import ConfigError, ImageReadError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
@@ -293,18 +292,9 @@ def write_atomically(path, write) -> Path:
     """Write through `write(handle)` (binary) into a temporary file beside `path`, then rename it into place.
 
     Readers never see a half-written file, and a failed write leaves any previous file untouched."""
-    path = Path(path)
-    folder = path.parent
-    folder.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(dir=folder, prefix=f"{path.name}.tmp-")
-    try:
-        with os.fdopen(descriptor, "wb") as handle:
-            write(handle)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    return path
+    with atomic_path(path) as temporary, open(temporary, "wb") as handle:
+        write(handle)
+    return Path(path)
 
 
 # ----------------------------------------------------------------------------------------------- tensors

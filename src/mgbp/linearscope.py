@@ -168,11 +168,11 @@ def _window(pixel, radius, shape_hw):
 
 
 def _save_npy(path: Path, array: np.ndarray) -> None:
-    from mgbp.sweep import _atomic_write_bytes
+    from mgbp.atomic import write_bytes_atomically
 
     buffer = io.BytesIO()
     np.save(buffer, array)
-    _atomic_write_bytes(path, buffer.getvalue())
+    write_bytes_atomically(path, buffer.getvalue())
 
 
 def _analyse_pixel(model, image: np.ndarray, pixel, args, scale: int, out: Path) -> dict:

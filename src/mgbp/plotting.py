@@ -7,13 +7,12 @@ so the package and every non-plotting command work without it. Figures are writt
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
+from mgbp.atomic import atomic_path
 from mgbp.errors import ConfigError
 
 
@@ -31,22 +30,10 @@ def require_pyplot():
 
 def save_figure(figure, path: Path, dpi: int = 150) -> None:
     """Write `figure` to `path` (format from the suffix) through a temp file in the same folder."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=path.name + ".tmp-", dir=path.parent)
-    os.close(handle)
     plt = require_pyplot()
-    try:
-        # svg.fonttype none: SVG text stays text (editable and searchable labels)
-        with plt.rc_context({"svg.fonttype": "none"}):
-            figure.savefig(temporary, format=path.suffix.lstrip("."), dpi=dpi, bbox_inches="tight")
-        from mgbp.sweep import default_file_mode
-
-        os.chmod(temporary, default_file_mode())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    # svg.fonttype none: SVG text stays text (editable and searchable labels)
+    with atomic_path(path) as temporary, plt.rc_context({"svg.fonttype": "none"}):
+        figure.savefig(temporary, format=Path(path).suffix.lstrip("."), dpi=dpi, bbox_inches="tight")
 
 
 def _label_indices(count: int, most: int = 11) -> list[int]:

@@ -50,7 +50,7 @@ def contributions(in_length: int, out_length: int, scale: float, antialias: bool
     x = np.arange(1, out_length + 1, dtype=np.float64)
     u = x / scale + 0.5 * (1.0 - 1.0 / scale)
     left = np.floor(u - kernel_width / 2.0)
-    taps = int(math.ceil(kernel_width)) + 2
+    taps = math.ceil(kernel_width) + 2
     indices = left[:, None] + np.arange(taps, dtype=np.float64)[None, :]  # 1-based
     distance = u[:, None] - indices
     if scale < 1 and antialias:
@@ -92,7 +92,7 @@ def resize_axis(x: torch.Tensor, dim: int, out_length: int, scale: float, antial
 
 def output_size(in_size: Sequence[int], scale: Sequence[float]) -> tuple[int, ...]:
     """MATLAB's output size for a scale: ceil(in * scale), with a guard against float error."""
-    return tuple(int(math.ceil(round(n * s, 9))) for n, s in zip(in_size, scale))
+    return tuple(math.ceil(round(n * s, 9)) for n, s in zip(in_size, scale))
 
 
 def _normalise_request(in_hw, scale, size):

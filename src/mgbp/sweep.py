@@ -24,12 +24,9 @@ from __future__ import annotations
 
 import argparse
 import csv
-import functools
 import io
 import json
-import os
 import sys
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +34,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from mgbp.atomic import write_bytes_atomically
 from mgbp.errors import ConfigError, ImageReadError
 from mgbp.resize import imresize, imresize_uint8, modcrop, to_uint8_range
 
@@ -170,31 +168,8 @@ def psnr_y(output: torch.Tensor, reference: torch.Tensor, scale: int) -> torch.T
     return psnr(output, reference, crop=scale, y_channel=True)
 
 
-@functools.cache
-def default_file_mode() -> int:
-    """0o666 less the umask: what `open()` would give (mkstemp's temp files are 0o600). Read once: reading
-    the umask means setting it for a moment."""
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=path.name + ".tmp-", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(data)
-        os.chmod(temporary, default_file_mode())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
 def write_json_atomic(path: Path, data) -> None:
-    _atomic_write_bytes(path, (json.dumps(data, indent=2) + "\n").encode())
+    write_bytes_atomically(path, (json.dumps(data, indent=2) + "\n").encode())
 
 
 def write_csv_atomic(path: Path, rows: Sequence[dict]) -> None:
@@ -204,7 +179,7 @@ def write_csv_atomic(path: Path, rows: Sequence[dict]) -> None:
     writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
-    _atomic_write_bytes(path, buffer.getvalue().encode())
+    write_bytes_atomically(path, buffer.getvalue().encode())
 
 
 # ------------------------------------------------------------------------------------------------ the sweep

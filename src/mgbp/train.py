@@ -31,7 +31,6 @@ import random
 import re
 import signal
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -40,6 +39,7 @@ import torch
 import torch.nn.functional as F
 import yaml
 
+from mgbp.atomic import atomic_path
 from mgbp.errors import ConfigError, MgbpError, WeightFileError
 
 log = logging.getLogger("mgbp.train")
@@ -240,16 +240,9 @@ def learning_rate_factor(step: int, optim: dict, total_steps: int) -> float:
 
 # ------------------------------------------------------------------------------------------ helpers
 def atomic_torch_save(obj, path: Path) -> None:
-    """torch.save to a temp file in the same folder, then os.replace (never a half-written checkpoint)."""
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".tmp-", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    """torch.save through a temp file in the same folder (never a half-written checkpoint)."""
+    with atomic_path(path) as temporary:
+        torch.save(obj, temporary)
 
 
 def rng_state() -> dict:

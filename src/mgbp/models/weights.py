@@ -23,12 +23,12 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from mgbp.atomic import atomic_path
 from mgbp.errors import MgbpError, WeightFileError
 
 FORMAT_NAME = "mgbp"
@@ -77,19 +77,9 @@ def default_model_for_scale(scale: int) -> str:
 
 
 def _atomic_write(path: Path, write) -> None:
-    """Write through a temp file in the same folder, then os.replace (never a half-written file)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f"{path.name}.tmp-", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write through `write(temporary_path)`, then rename into place (never a half-written file)."""
+    with atomic_path(path) as temporary:
+        write(str(temporary))
 
 
 def model_metadata(model: nn.Module, extra_metadata: dict | None = None) -> dict[str, str]:
