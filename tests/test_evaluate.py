@@ -42,10 +42,10 @@ class NearestUpscaler(torch.nn.Module):
 def stand_in_models(monkeypatch):
     """Model specs `nearest2.model`, `nearest4.model`, ... load as NearestUpscaler of that scale."""
 
-    def fake_load(spec, device):
+    def fake_load(spec, device=None):
         return NearestUpscaler(int(Path(spec).stem.removeprefix("nearest")))
 
-    monkeypatch.setattr(evaluate_module, "_load_model", fake_load)
+    monkeypatch.setattr("mgbp.models.load_model", fake_load)
 
 
 def smooth_image(height, width, seed, grey=False) -> np.ndarray:

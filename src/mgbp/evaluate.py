@@ -1,17 +1,12 @@
 """`mgbp eval`: the quantitative evaluation of the paper's Table II (PSNR-Y / SSIM-Y), with NIQE and RMSE
 (the perception and distortion axes of Fig. 14) on request.
 
-Protocol (`shared/data/README.md`, the one that reproduces published bicubic figures):
-HR -> modcrop(scale) -> LR = MATLAB `imresize(HR, 1/scale, 'bicubic')` on uint8 (or a paired LR image)
--> method -> round to uint8 -> PSNR-Y and SSIM-Y with `scale` pixels ignored at every border, averaged over
-the images of a dataset. RMSE (0-255 scale) is measured as the PIRM-2018 scripts behind Fig. 14 do (rounded
-uint8 Y, same border crop); NIQE on the whole output.
-Grey images (Set14 `bridge`) are replicated to RGB first; an alpha channel is ignored.
-
-Methods: `bicubic` (MATLAB bicubic upscale of the uint8 LR image) and any generator `mgbp.models.load_model`
-accepts (shipped names, our .safetensors files, the authors' `.model` files), run by
-`mgbp.inference.run_model` (tiled for large images). With noise W > 0 the noise is drawn from torch's RNG
-seeded with `seed + image index` for every image, so results do not depend on the order of evaluation.
+The protocol and the methods are those of `mgbp.protocol` (`shared/data/README.md`): HR -> modcrop(scale) ->
+LR = MATLAB bicubic 1/scale on uint8 (or a paired LR image) -> method -> round to uint8 -> PSNR-Y, SSIM-Y and
+RMSE (PIRM-2018: rounded uint8 Y) with `scale` pixels ignored at every border; NIQE on the whole output. Scores
+are averaged over the images of a dataset. Methods run through `mgbp.inference.run_model` (tiled for large
+images); with noise W > 0, image i draws its noise with torch's RNG seeded to `seed + i`, so results do not
+depend on the order of evaluation. An image too small for the protocol, or unreadable, is skipped.
 """
 
 from __future__ import annotations
@@ -27,15 +22,28 @@ import numpy as np
 import torch
 
 from mgbp.errors import ConfigError, ImageReadError, MgbpError
-from mgbp.io import IMAGE_EXTENSIONS, read_image, write_image
-from mgbp.resize import imresize_uint8, modcrop, to_uint8_range
+from mgbp.io import read_image, write_image
+from mgbp.protocol import (
+    BICUBIC,
+    BicubicUpscaler,
+    find_paired_lr,
+    from_uint8,
+    is_bicubic,
+    list_images,
+    load_generator,
+    method_labels,
+    protocol_pair,
+    psnr_y,
+    resolve_device,
+    rmse_y,
+    ssim_y,
+    upscale_uint8,
+)
 
 PROTOCOL = ("HR -> modcrop(scale) -> LR = MATLAB bicubic 1/scale on uint8 (or paired LR) -> method -> round "
             "to uint8; PSNR-Y / SSIM-Y (MATLAB rgb2ycbcr Y, 11x11 Gaussian SSIM) and RMSE (0-255, rounded "
             "uint8 Y as in PIRM-2018) ignoring `scale` border pixels; NIQE on the whole output; means over "
             "images")
-BICUBIC = "bicubic"
-SSIM_WINDOW = 11
 
 
 @dataclass
@@ -94,7 +102,7 @@ class EvalResults:
 
 @dataclass
 class Method:
-    """A way to upscale a uint8 LR image: `bicubic`, or a generator (`model`) with a fixed scale."""
+    """A way to upscale a uint8 LR image: bicubic (`model` None: any scale), or a generator of one scale."""
 
     label: str
     spec: str
@@ -105,65 +113,13 @@ class Method:
 
     def upscale(self, lr: np.ndarray, scale: int, noise: float, tile: int | None, seed: int) -> np.ndarray:
         """uint8 HxWx3 LR -> uint8 (scale*H)x(scale*W)x3 output, rounded as MATLAB rounds to uint8."""
-        if self.model is None:
-            return imresize_uint8(lr, scale=float(scale))
-        from mgbp.inference import run_model
-
-        lr_tensor = torch.from_numpy(np.ascontiguousarray(lr)).permute(2, 0, 1)[None].float() / 255.0
-        with torch.random.fork_rng(devices=_cuda_devices(self.model)):
-            torch.manual_seed(seed)  # same noise maps for an image whatever else ran before
-            output = run_model(self.model, lr_tensor, float(noise), tile, None, out_device="cpu")
-        expected = (1, 3, scale * lr.shape[0], scale * lr.shape[1])
-        if tuple(output.shape) != expected:
-            raise MgbpError(f"method {self.label}: output shape {tuple(output.shape)}, expected {expected}")
-        return to_uint8_range(output[0].double() * 255.0).permute(1, 2, 0).numpy().astype(np.uint8)
-
-
-def _cuda_devices(model: torch.nn.Module) -> list:
-    parameter = next(iter(model.parameters()), None)
-    return [parameter.device] if parameter is not None and parameter.device.type == "cuda" else []
-
-
-def method_label(spec: str) -> str:
-    """`Bicubic`, a shipped model's name, or a weight file's stem."""
-    if spec.lower() == BICUBIC:
-        return "Bicubic"
-    path = Path(spec)
-    return path.stem if path.suffix else spec
+        model = BicubicUpscaler(scale) if self.model is None else self.model
+        return upscale_uint8(model, lr, noise, seed=seed, tile=tile)
 
 
 def load_methods(specs: Sequence[str], device: str | None) -> list[Method]:
-    methods, labels = [], set()
-    for spec in specs:
-        label = method_label(spec)
-        if label in labels:  # two weight files with the same stem: keep both, told apart by path
-            label = spec
-        labels.add(label)
-        if spec.lower() == BICUBIC:
-            methods.append(Method(label, BICUBIC))
-            continue
-        model = _load_model(spec, device)
-        model.eval()
-        methods.append(Method(label, spec, model))
-    return methods
-
-
-def _load_model(spec: str, device: str) -> torch.nn.Module:
-    """A generator from a shipped name or weight file (imported late: bicubic needs no model code)."""
-    from mgbp.models import load_model
-
-    model = load_model(spec, device=device)
-    if not hasattr(model, "scale"):
-        raise ConfigError(f"method {spec}: the loaded model has no `scale`, so it is not a generator")
-    return model
-
-
-def resolve_device(device: str | None) -> str:
-    if device is None:
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"--device {device}: CUDA is not available on this machine")
-    return device
+    return [Method(label, spec, None if is_bicubic(spec) else load_generator(spec, device=device))
+            for spec, label in zip(specs, method_labels(specs))]
 
 
 # ------------------------------------------------------------------------------------------------- data
@@ -174,85 +130,36 @@ def sample_image() -> Path:
     return Path(__file__).resolve().parent / "assets" / "sample.png"
 
 
-def list_dataset(folder: Path) -> list[Path]:
-    """The images of a dataset folder (sorted by name), or one image file; missing or empty is an error."""
-    folder = Path(folder)
-    if not folder.exists():
-        raise ConfigError(f"dataset folder {folder} does not exist")
-    if folder.is_file():
-        if folder.suffix.lower() not in IMAGE_EXTENSIONS:
-            raise ConfigError(f"dataset {folder} is neither a folder nor an image ({', '.join(IMAGE_EXTENSIONS)})")
-        return [folder]
-    if not folder.is_dir():
-        raise ConfigError(f"dataset {folder} is not a folder")
-    images = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
-    if not images:
-        raise ConfigError(f"dataset folder {folder} holds no images ({', '.join(IMAGE_EXTENSIONS)})")
-    return images
-
-
 def dataset_names(folders: Sequence[Path]) -> list[str]:
     """Folder names (an image file: its stem); when two share a name, their parent's name tells them apart."""
     names = [Path(f).resolve().stem if Path(f).is_file() else Path(f).resolve().name for f in folders]
     return [f"{Path(f).resolve().parent.name}/{n}" if names.count(n) > 1 else n for f, n in zip(folders, names)]
 
 
-def find_paired_lr(lr_root: Path, hr_path: Path, scale: int) -> Path:
-    """The LR image of `hr_path` in a paired folder: `X4/`-style subfolder or the folder itself, and the
-    HR stem with or without the usual `x4` / `_x4` / `_LR` suffixes (DIV2K, Set5 benchmark layouts)."""
-    folders = [lr_root / f"X{scale}", lr_root / f"x{scale}", lr_root]
-    stems = [hr_path.stem, f"{hr_path.stem}x{scale}", f"{hr_path.stem}_x{scale}", f"{hr_path.stem}_LR",
-             f"{hr_path.stem}_LRBI_x{scale}"]
-    for folder in folders:
-        if not folder.is_dir():
-            continue
-        for stem in stems:
-            for extension in IMAGE_EXTENSIONS:
-                for candidate in (folder / f"{stem}{extension}", folder / f"{stem}{extension.upper()}"):
-                    if candidate.is_file():
-                        return candidate
-    raise ImageReadError(f"{hr_path}: no paired LR image for x{scale} in {lr_root}")
-
-
-def protocol_pair(hr: np.ndarray, scale: int, lr_path: Path | None, hr_path: Path):
-    """(modcropped HR, LR) uint8 arrays: LR made by the MATLAB-exact bicubic, or read and size-checked."""
-    # SSIM's 11x11 window must fit inside the image once `scale` border pixels are ignored.
-    smallest = (SSIM_WINDOW + 2 * scale + scale - 1) // scale * scale
-    if min(hr.shape[:2]) < smallest:
-        raise ImageReadError(f"{hr_path}: {hr.shape[1]}x{hr.shape[0]} is too small for the x{scale} protocol "
-                             f"(needs at least {smallest}x{smallest})")
-    hr = modcrop(hr, scale)
-    if lr_path is None:
-        return hr, imresize_uint8(hr, scale=1.0 / scale)
-    lr = read_image(lr_path).rgb_uint8()
-    if (lr.shape[0] * scale, lr.shape[1] * scale) != hr.shape[:2]:
-        raise ImageReadError(f"{lr_path}: LR {lr.shape[1]}x{lr.shape[0]} times {scale} does not match HR "
-                             f"{hr_path.name} {hr.shape[1]}x{hr.shape[0]} (after modcrop)")
-    return hr, lr
+def read_pairs(path: Path, scales: Sequence[int], lr_root: Path | None) -> dict[int, tuple]:
+    """{scale: (modcropped HR, LR)} uint8 arrays of one dataset image (LR paired from `lr_root` if given)."""
+    hr = read_image(path).rgb_uint8()
+    pairs = {}
+    for scale in scales:
+        lr = None if lr_root is None else read_image(find_paired_lr(lr_root, path, scale)).rgb_uint8()
+        pairs[scale] = protocol_pair(hr, scale, lr, source=path)
+    return pairs
 
 
 # ------------------------------------------------------------------------------------------------- metrics
 
 
-def to_tensor_255(image: np.ndarray) -> torch.Tensor:
-    """uint8 HxWx3 -> float64 (1,3,H,W) in [0, 1] (float64: the metrics accumulate in float64 anyway)."""
-    return torch.from_numpy(image).permute(2, 0, 1)[None].to(torch.float64) / 255.0
-
-
 def score(output: np.ndarray, reference: np.ndarray, scale: int, with_niqe: bool, with_rmse: bool) -> dict:
     """PSNR-Y, SSIM-Y (and RMSE, NIQE) of one uint8 output against its uint8 reference.
 
-    RMSE follows the PIRM-2018 scripts that Fig. 14 comes from: Y of MATLAB's uint8 `rgb2ycbcr` (rounded),
-    `scale` border pixels ignored. NIQE is None when the image is too small for it (96x96 blocks)."""
+    RMSE is the PIRM-2018 one (`mgbp.protocol.rmse_y`, as `mgbp sweep` measures it). NIQE is measured on the
+    whole output, and is None when the image is too small for it (96x96 blocks)."""
     from mgbp import metrics
 
-    out, ref = to_tensor_255(output), to_tensor_255(reference)
-    values = {
-        "psnr_y": float(metrics.psnr(out, ref, crop=scale, y_channel=True)[0]),
-        "ssim_y": float(metrics.ssim(out, ref, crop=scale, y_channel=True)[0]),
-    }
+    out, ref = from_uint8(output, torch.float64), from_uint8(reference, torch.float64)
+    values = {"psnr_y": psnr_y(out, ref, scale), "ssim_y": ssim_y(out, ref, scale)}
     if with_rmse:
-        values["rmse"] = float(metrics.rmse(out, ref, crop=scale, y_channel=True, round_y=True)[0])
+        values["rmse"] = rmse_y(out, ref, scale)
     if with_niqe:
         try:
             values["niqe"] = float(metrics.niqe(out)[0])
@@ -293,7 +200,7 @@ def evaluate(datasets: Sequence, scales: Sequence[int] = (4,), methods: Sequence
     loaded = load_methods(list(methods) or [BICUBIC], device)
     jobs = _method_scale_jobs(loaded, scales)
     names = dataset_names(folders)
-    listings = [list_dataset(f) for f in folders]  # fail fast on a bad folder, before any work
+    listings = [list_images(f) for f in folders]  # fail fast on a bad folder, before any work
     results = EvalResults(settings={
         "datasets": [str(f) for f in folders], "scales": scales, "methods": [m.spec for m in loaded],
         "noise": float(noise), "seed": int(seed), "tile": tile, "device": device,
@@ -349,9 +256,7 @@ def _evaluate_dataset(name, paths, jobs, lr_root, results: EvalResults, *, noise
     bar = tqdm(paths, desc=name, unit="img", disable=True if not progress else None, file=sys.stderr)
     for index, path in enumerate(bar):
         try:
-            hr_full = read_image(path).rgb_uint8()
-            pairs = {s: protocol_pair(hr_full, s, None if lr_root is None else find_paired_lr(lr_root, path, s),
-                                      path) for s in dict.fromkeys(s for s, _ in jobs)}
+            pairs = read_pairs(path, list(dict.fromkeys(s for s, _ in jobs)), lr_root)
         except ImageReadError as exc:
             if strict:
                 raise

@@ -1,4 +1,5 @@
-"""Result tables of `mgbp eval` in the layout of the paper's Table II: text, Markdown, CSV and JSON.
+"""Result tables of `mgbp eval` in the layout of the paper's Table II: text, Markdown, CSV and JSON; and the
+atomic JSON / CSV / Markdown writers that the research tools (`mgbp sweep`, `consistency`, `linearscope`) share.
 
 Table II of the paper lists, for each method (rows), PSNR-Y / SSIM-Y on each benchmark (columns). Here a row
 is one (scale, method) pair and each dataset contributes a PSNR-Y and an SSIM-Y column, plus NIQE and RMSE
@@ -16,6 +17,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from mgbp.errors import ConfigError
 from mgbp.io import write_atomically
 
 
@@ -139,14 +141,19 @@ def markdown_document(results: dict, per_image: bool) -> str:
 
 def csv_document(results: dict, per_image: bool) -> str:
     """Long CSV: a mean row per (dataset, scale, method) with an empty `image`, then per-image rows."""
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=CSV_FIELDS, lineterminator="\n")
-    writer.writeheader()
-    for row in results["summary"]:
-        writer.writerow({**{k: row.get(k) for k in CSV_FIELDS if k in row}, "image": "", "count": row["count"]})
+    rows = [{**{k: row.get(k) for k in CSV_FIELDS if k in row}, "image": "", "count": row["count"]}
+            for row in results["summary"]]
     if per_image:
-        for row in results["images"]:
-            writer.writerow({**{k: row.get(k) for k in CSV_FIELDS if k in row}, "count": 1})
+        rows += [{**{k: row.get(k) for k in CSV_FIELDS if k in row}, "count": 1} for row in results["images"]]
+    return csv_text(rows, CSV_FIELDS)
+
+
+def csv_text(rows: Sequence[dict], fields: Sequence[str] | None = None) -> str:
+    """CSV with a header line; columns `fields` (default: the keys of the first row), None as empty."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(fields if fields is not None else rows[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
     return buffer.getvalue()
 
 
@@ -168,3 +175,15 @@ def _finite_or_none(value):
 def write_text(path, text: str):
     """Write a UTF-8 text file atomically."""
     return write_atomically(path, lambda handle: handle.write(text.encode("utf-8")))
+
+
+def write_json(path, data):
+    """Write `data` as strict JSON (non-finite numbers as null), atomically."""
+    return write_text(path, json_document(data))
+
+
+def write_csv(path, rows: Sequence[dict]):
+    """Write rows of dicts as CSV (columns: the first row's keys), atomically."""
+    if not rows:
+        raise ConfigError(f"{path}: no rows to write")
+    return write_text(path, csv_text(rows))

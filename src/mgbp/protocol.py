@@ -1,0 +1,260 @@
+"""The evaluation protocol of `shared/data/README.md` and the methods it compares (Table II, Figs. 11, 14, 16).
+
+Protocol, as the paper's benchmark tables are measured (and as reproduces the published bicubic figures):
+HR -> modcrop(f) -> LR = MATLAB `imresize(HR, 1/f, 'bicubic')` on uint8 (or a paired LR image of a benchmark
+folder) -> method -> round to uint8 (half away from zero, MATLAB's rule) -> scores on the Y channel of MATLAB's
+`rgb2ycbcr` with `f` pixels ignored at every border: PSNR-Y and SSIM-Y (Table II) and RMSE on the rounded uint8
+Y (the PIRM-SR 2018 scripts behind Figs. 11 and 14). Grey images are replicated to RGB, alpha is ignored.
+
+Methods: the bicubic baseline (MATLAB's bicubic upscale of the uint8 LR image, wrapped as a generator-like
+module so the research tools treat it like a network), shipped model names, our weight files and the authors'
+`.model` files (`mgbp.models.load_model`). A method runs at noise amplitude W (Algorithm 1, line 1: noise
+inputs W * N(0, 1)) with torch's RNG re-seeded for the forward pass, inside `torch.random.fork_rng` so the
+caller's RNG is untouched: a generator that draws its standard-normal maps from torch's RNG and scales them by
+W (every MGBP family does, and so does tiled inference, tile by tile in a fixed order) sees the same maps at
+every W, so metrics are smooth functions of W.
+
+Used by `mgbp eval` (`mgbp.evaluate`), `mgbp sweep`, `mgbp consistency` and `mgbp linearscope`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mgbp.errors import ConfigError, ImageReadError, MgbpError
+from mgbp.io import IMAGE_EXTENSIONS
+from mgbp.resize import imresize, imresize_uint8, modcrop, to_uint8_range
+
+BICUBIC = "bicubic"
+SSIM_WINDOW = 11  # the SSIM window of the protocol (11x11 Gaussian)
+
+
+# ------------------------------------------------------------------------------------------------- data
+
+
+def list_images(path: Path) -> list[Path]:
+    """The images of a folder (sorted by name), or the one image file given.
+
+    A missing path, a file that is not an image, or a folder without images is a `ConfigError` (a wrong
+    argument), so it is never mistaken for one unreadable image (`ImageReadError`), which callers may skip.
+    """
+    path = Path(path)
+    extensions = ", ".join(IMAGE_EXTENSIONS)
+    if not path.exists():
+        raise ConfigError(f"{path} does not exist (expected a folder of images or an image file)")
+    if path.is_file():
+        if path.suffix.lower() not in IMAGE_EXTENSIONS:
+            raise ConfigError(f"{path} is neither a folder nor an image ({extensions})")
+        return [path]
+    if not path.is_dir():
+        raise ConfigError(f"{path} is neither a folder nor an image file")
+    images = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+    if not images:
+        raise ConfigError(f"folder {path} holds no images ({extensions})")
+    return images
+
+
+def find_paired_lr(lr_root: Path, hr_path: Path, scale: int) -> Path:
+    """The LR image of `hr_path` in a paired folder: `X4/`-style subfolder or the folder itself, and the
+    HR stem with or without the usual `x4` / `_x4` / `_LR` suffixes (DIV2K, Set5 benchmark layouts)."""
+    lr_root, hr_path = Path(lr_root), Path(hr_path)
+    folders = [lr_root / f"X{scale}", lr_root / f"x{scale}", lr_root]
+    stems = [hr_path.stem, f"{hr_path.stem}x{scale}", f"{hr_path.stem}_x{scale}", f"{hr_path.stem}_LR",
+             f"{hr_path.stem}_LRBI_x{scale}"]
+    for folder in folders:
+        if not folder.is_dir():
+            continue
+        for stem in stems:
+            for extension in IMAGE_EXTENSIONS:
+                for candidate in (folder / f"{stem}{extension}", folder / f"{stem}{extension.upper()}"):
+                    if candidate.is_file():
+                        return candidate
+    raise ImageReadError(f"{hr_path}: no paired LR image for x{scale} in {lr_root}")
+
+
+def smallest_hr_side(scale: int, window: int = 0) -> int:
+    """Smallest HR side the protocol accepts at x`scale`: one LR pixel; when scores are measured, a
+    `window`-pixel square must remain after modcrop and the `scale`-pixel border shave."""
+    if window <= 0:
+        return scale
+    return -(-(window + 2 * scale) // scale) * scale  # ceil((window + 2 f) / f) * f
+
+
+def protocol_pair(hr: np.ndarray, scale: int, lr: np.ndarray | None = None, source: str | Path = "image",
+                  window: int = SSIM_WINDOW) -> tuple[np.ndarray, np.ndarray]:
+    """(modcropped HR, LR) uint8 HxWx3 arrays: LR made by the MATLAB-exact bicubic 1/f, or the paired `lr`
+    given, checked against the HR size. `window`: see `smallest_hr_side` (SSIM's 11 by default, 0 when
+    nothing is scored). A too small or mismatched image is an `ImageReadError` naming `source`."""
+    smallest = smallest_hr_side(scale, window)
+    if min(hr.shape[:2]) < smallest:
+        raise ImageReadError(f"{source}: {hr.shape[1]}x{hr.shape[0]} is too small for the x{scale} protocol "
+                             f"(needs at least {smallest}x{smallest})")
+    hr = modcrop(hr, scale)
+    if lr is None:
+        return hr, imresize_uint8(hr, scale=1.0 / scale)
+    if (lr.shape[0] * scale, lr.shape[1] * scale) != hr.shape[:2]:
+        raise ImageReadError(f"{source}: LR {lr.shape[1]}x{lr.shape[0]} times {scale} does not match HR "
+                             f"{hr.shape[1]}x{hr.shape[0]} (after modcrop)")
+    return hr, lr
+
+
+# ------------------------------------------------------------------------------------------------- tensors
+
+
+def from_uint8(array: np.ndarray, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """uint8 HxWx3 -> (1,3,H,W) in [0,1]. Divides in `dtype` (unlike `mgbp.io.to_tensor`, which is float32
+    only), so float64 holds k/255 exactly for the metrics."""
+    return torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1)[None].to(dtype) / 255.0
+
+
+def to_uint8(image: torch.Tensor) -> np.ndarray:
+    """(1,3,H,W) float in [0,1] -> uint8 HxWx3, rounded half away from zero and clipped (MATLAB's rule)."""
+    rounded = to_uint8_range(image.detach()[0].to(torch.float64) * 255.0)
+    return rounded.permute(1, 2, 0).cpu().numpy().astype(np.uint8)
+
+
+# ------------------------------------------------------------------------------------------------- scores
+
+
+def psnr_y(output: torch.Tensor, reference: torch.Tensor, scale: int) -> float:
+    """PSNR-Y (dB) of one image, `scale` border pixels ignored (Table II)."""
+    from mgbp.metrics import psnr
+
+    return float(psnr(output, reference, crop=scale, y_channel=True)[0])
+
+
+def ssim_y(output: torch.Tensor, reference: torch.Tensor, scale: int) -> float:
+    """SSIM-Y of one image, `scale` border pixels ignored (Table II)."""
+    from mgbp.metrics import ssim
+
+    return float(ssim(output, reference, crop=scale, y_channel=True)[0])
+
+
+def rmse_y(output: torch.Tensor, reference: torch.Tensor, scale: int) -> float:
+    """RMSE (0-255) of one image as the PIRM-2018 scripts behind Figs. 11 and 14 measure it: Y of MATLAB's
+    uint8 `rgb2ycbcr` (rounded), `scale` border pixels ignored."""
+    from mgbp.metrics import rmse
+
+    return float(rmse(output, reference, crop=scale, y_channel=True, round_y=True)[0])
+
+
+# ------------------------------------------------------------------------------------------------- methods
+
+
+class BicubicUpscaler(torch.nn.Module):
+    """MATLAB bicubic upscaling as a generator (the baseline of every table, and the linear reference of
+    Linearscope): same interface as the MGBP generators, no noise, exactly linear."""
+
+    family = "bicubic"
+    is_video = False
+    noise_channels = 0
+    border_lr = 3  # 4-tap kernel plus the symmetric boundary
+
+    def __init__(self, scale: int = 4):
+        super().__init__()
+        if int(scale) != scale or scale < 1:
+            raise ConfigError(f"bicubic scale must be an integer >= 1, got {scale}")
+        self.scale = int(scale)
+
+    def forward(self, lr: torch.Tensor, noise_amp=0.0, noise=None) -> torch.Tensor:
+        return imresize(lr, scale=float(self.scale))
+
+
+def is_bicubic(spec: str) -> bool:
+    return str(spec).lower() == BICUBIC
+
+
+def method_label(spec: str) -> str:
+    """`Bicubic` (as in Table II), a shipped model's name, or a weight file's stem."""
+    if is_bicubic(spec):
+        return "Bicubic"
+    path = Path(spec)
+    return path.stem if path.suffix else str(spec)
+
+
+def method_labels(specs: Sequence[str]) -> list[str]:
+    """One label per method; two weight files with the same stem are told apart by their paths. The same
+    method given twice is a `ConfigError`."""
+    specs = [str(s) for s in specs]
+    repeated = sorted({s for s in specs if specs.count(s) > 1})
+    if repeated:
+        raise ConfigError(f"method {repeated[0]!r} given twice")
+    labels = [method_label(s) for s in specs]
+    return [spec if labels.count(label) > 1 else label for spec, label in zip(specs, labels)]
+
+
+def resolve_device(device: str | None = None) -> str:
+    """The device to run on: as given (checked), else cuda when available, else cpu."""
+    if device is None:
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ConfigError(f"--device {device}: {str(exc).splitlines()[0]}") from None
+    if parsed.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"--device {device}: CUDA is not available on this machine")
+    return str(device)
+
+
+def load_generator(spec: str, scale: int | None = None, device: str | None = None) -> torch.nn.Module:
+    """`bicubic` (at `scale`, default 4) or a generator `mgbp.models.load_model` accepts, in eval mode on
+    `device` (see `resolve_device`). With `scale`, a generator of another scale is a `ConfigError`."""
+    if is_bicubic(spec):
+        return BicubicUpscaler(scale or 4)
+    from mgbp.models import load_model  # imported late: bicubic needs no model code
+
+    model = load_model(spec, device=resolve_device(device))
+    if not hasattr(model, "scale"):
+        raise ConfigError(f"method {spec}: the loaded model has no `scale`, so it is not a generator")
+    if scale is not None and int(model.scale) != int(scale):
+        raise ConfigError(f"method {spec} upscales x{model.scale}, not x{scale}")
+    model.eval()
+    return model
+
+
+def model_device(model: torch.nn.Module) -> tuple[torch.device, torch.dtype]:
+    """Where a module's parameters live (CPU float32 for a module without parameters)."""
+    parameter = next(iter(model.parameters()), None)
+    if parameter is None:
+        return torch.device("cpu"), torch.float32
+    return parameter.device, parameter.dtype
+
+
+@contextlib.contextmanager
+def seeded_rng(seed: int, model: torch.nn.Module) -> Iterator[None]:
+    """torch's RNG (CPU, and the model's GPU) seeded to `seed` inside the block, restored after it."""
+    device, _ = model_device(model)
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        yield
+
+
+def forward_with_noise(model: torch.nn.Module, lr: torch.Tensor, noise_amp: float, seed: int = 0,
+                       tile: int | None = None, overlap: int | None = None, out_device=None) -> torch.Tensor:
+    """One forward pass at noise amplitude W with the RNG seeded to `seed` (the same standard-normal maps
+    at every W), through `mgbp.inference.run_model`: tiles of `tile` LR pixels (None: automatic, the whole
+    image unless it is large), float32 output on `out_device` (default: lr's device), not clamped."""
+    from mgbp.inference import run_model
+
+    with seeded_rng(seed, model):
+        return run_model(model, lr, float(noise_amp), tile, overlap, out_device=out_device)
+
+
+def upscale_uint8(model: torch.nn.Module, lr: np.ndarray, noise_amp: float = 0.0, seed: int = 0,
+                  tile: int | None = None) -> np.ndarray:
+    """The method's output for a uint8 HxWx3 LR image, rounded to uint8 as the protocol says."""
+    scale = int(model.scale)
+    if isinstance(model, BicubicUpscaler):
+        # MATLAB's imresize of the uint8 image: float64 on the integer values, rounded once
+        return imresize_uint8(lr, scale=float(scale))
+    output = forward_with_noise(model, from_uint8(lr), noise_amp, seed=seed, tile=tile, out_device="cpu")
+    expected = (1, 3, scale * lr.shape[0], scale * lr.shape[1])
+    if tuple(output.shape) != expected:
+        raise MgbpError(f"the x{scale} model returned shape {tuple(output.shape)} for a {lr.shape[1]}x"
+                        f"{lr.shape[0]} input, expected {expected}")
+    return to_uint8(output)
