@@ -1,0 +1,117 @@
+"""The README's table of shipped models, generated from the metadata inside the weight files.
+
+    python scripts/model_table.py            # print the Markdown
+    python scripts/model_table.py --readme   # rewrite README.md between the "models:begin/end" markers
+
+Nothing in the table is typed by hand: every figure is read from the `measured` and `training` records that
+`scripts/ship_model.py` wrote into each file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from pathlib import Path
+
+from safetensors import safe_open
+
+from mgbp.models.weights import SHIPPED
+
+ROOT = Path(__file__).resolve().parents[1]
+BEGIN, END = "<!-- models:begin -->", "<!-- models:end -->"
+
+
+def parameter_count(path: Path) -> int:
+    with safe_open(str(path), "pt") as handle:
+        return sum(_product(handle.get_slice(k).get_shape()) for k in handle.keys())  # noqa: SIM118 (not iterable)
+
+
+def _product(shape) -> int:
+    out = 1
+    for n in shape:
+        out *= n
+    return out
+
+
+def metadata(path: Path) -> dict:
+    with safe_open(str(path), "pt") as handle:
+        raw = handle.metadata()
+    out = {}
+    for key, value in raw.items():
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
+def describe_training(meta: dict) -> str:
+    parts = []
+    for stage in meta.get("training", []):
+        wall = stage.get("wall_s") or 0
+        parts.append(f"{stage['mode']} {stage['steps']} steps ({wall / 60:.0f} min, {stage['device']})")
+    return "; ".join(parts)
+
+
+def model_rows(name: str, meta: dict) -> list[str]:
+    cfg, measured = meta["config"], meta["measured"]
+    size_mb = SHIPPED[name].path.stat().st_size / 1e6
+    fid = measured["fidelity_w0"]
+    sweep = measured["sweep_set14"]
+    arch = (f"MGBPv2 L{cfg['levels']} mu{cfg['mu']} {'-'.join(map(str, cfg['channels']))}"
+            if meta["family"] in ("mgbpv2", "mgbp3d") else meta["family"])
+    arch += f", {parameter_count(SHIPPED[name].path):,} params"
+    niqe = " / ".join(f"{v:.2f}" for v in sweep["niqe"])
+    rmse = " / ".join(f"{v:.2f}" for v in sweep["rmse"])
+    return [
+        (f"| `{name}` | x{meta['scale']} | {arch} | {size_mb:.2f} MB | "
+        f"{fid['Set5/model']['psnr_y']:.2f} / {fid['Set5/model']['ssim_y']:.4f} | "
+        f"{fid['Set14/model']['psnr_y']:.2f} / {fid['Set14/model']['ssim_y']:.4f} | "
+        f"{niqe} | {rmse} | {describe_training(meta)} |")
+    ]
+
+
+def table() -> str:
+    lines = [
+        ("| name | scale | architecture | file | Set5 PSNR-Y / SSIM-Y (W=0) | Set14 PSNR-Y / SSIM-Y (W=0) | "
+        "Set14 NIQE at W = 0 / .25 / .5 / .75 / 1 | Set14 RMSE at the same W | training |"),
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    commands, machines = [], set()
+    for name, entry in SHIPPED.items():
+        meta = metadata(entry.path)
+        lines += model_rows(name, meta)
+        commands += [c.replace("WEIGHTS", name) for c in meta["measured"]["commands"]]
+        machines.add(meta["measured"]["machine"])
+    if not SHIPPED:
+        return "No shipped weights yet."
+    bicubic = metadata(next(iter(SHIPPED.values())).path)["measured"]["fidelity_w0"]
+    lines.append(f"| bicubic | x4 | MATLAB imresize | - | {bicubic['Set5/bicubic']['psnr_y']:.2f} / "
+                 f"{bicubic['Set5/bicubic']['ssim_y']:.4f} | {bicubic['Set14/bicubic']['psnr_y']:.2f} / "
+                 f"{bicubic['Set14/bicubic']['ssim_y']:.4f} | | | |")
+    lines += ["", "Measured with (OUT is a scratch folder):", ""]
+    lines += [f"    {c}" for c in dict.fromkeys(commands)]
+    lines += ["", "Machine: " + "; ".join(sorted(machines)) + "."]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--readme", action="store_true", help="rewrite the table in README.md")
+    args = parser.parse_args()
+    text = table()
+    if not args.readme:
+        print(text)
+        return
+    readme = ROOT / "README.md"
+    content = readme.read_text()
+    pattern = re.compile(re.escape(BEGIN) + ".*?" + re.escape(END), re.DOTALL)
+    if not pattern.search(content):
+        raise SystemExit(f"README.md has no {BEGIN} ... {END} block")
+    readme.write_text(pattern.sub(lambda _: f"{BEGIN}\n{text}\n{END}", content))
+    print("README.md model table updated")
+
+
+if __name__ == "__main__":
+    main()

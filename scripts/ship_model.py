@@ -1,0 +1,120 @@
+"""Package trained weights for shipping: measure them, then write fp16 safetensors with the full record.
+
+    python scripts/ship_model.py runs/cpu-x4-perceptual/generator.safetensors --name mgbp-x4 \
+        --stage runs/cpu-x4 --stage runs/cpu-x4-perceptual
+
+What it records in the file's metadata (read back by `scripts/model_table.py` for the README):
+- `training`: per stage, the resolved config (`config.yaml` of the run), steps, wall time and device, taken from
+  the run folder and the exported generator;
+- `measured`: PSNR-Y / SSIM-Y at W=0 on Set5 and Set14 (`mgbp eval`, protocol of ../shared/data/README.md) and
+  RMSE / PSNR-Y / SSIM-Y / NIQE on Set14 at W = 0, 0.25, 0.5, 0.75, 1 (`mgbp sweep`), measured on the fp16
+  file itself, with the exact commands and the machine.
+The measurements run the real command-line tools, so the figures are what a user reproduces.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+import yaml
+from safetensors import safe_open
+
+from mgbp.models import load_model, save_model
+
+ROOT = Path(__file__).resolve().parents[1]
+IMAGES = Path("../shared/data/images")  # relative to the repository root, where the commands run
+AMPLITUDES = "0,0.25,0.5,0.75,1"
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    return f"{cpu} CPU, {os.cpu_count()} cores, torch {torch.__version__} (this repository's dev machine)"
+
+
+def stage_record(run_dir: Path) -> dict:
+    """What a training run folder says about itself: its resolved config and its exported generator."""
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    with safe_open(str(run_dir / "generator.safetensors"), "pt") as handle:
+        meta = handle.metadata()
+    return {
+        "run": run_dir.name,
+        "mode": config["mode"],
+        "steps": json.loads(meta.get("training_step", "null")),
+        "wall_s": json.loads(meta.get("training_wall_s", "null")),
+        "device": json.loads(meta.get("training_device", "null")),
+        "validation": json.loads(meta.get("validation", "null")),
+        "config": config,
+    }
+
+
+def run_cli(args: list[str]) -> None:
+    print("+ mgbp " + " ".join(args), flush=True)
+    subprocess.run([sys.executable, "-m", "mgbp.cli", *args], check=True, cwd=ROOT)
+
+
+def readable(args: list[str], weights: Path, work: Path) -> str:
+    return "mgbp " + " ".join(args).replace(str(weights), "WEIGHTS").replace(str(work), "OUT")
+
+
+def measure(weights: Path, work: Path) -> dict:
+    eval_json, sweep_dir = work / "eval.json", work / "sweep"
+    eval_args = ["eval", "--data", str(IMAGES / "Set5"), str(IMAGES / "Set14"), "--scale", "4",
+                 "--method", "bicubic", str(weights), "--json", str(eval_json), "--quiet"]
+    sweep_args = ["sweep", str(IMAGES / "Set14"), "-m", str(weights), "--amplitudes", AMPLITUDES,
+                  "-o", str(sweep_dir), "--no-plot", "-q"]
+    run_cli(eval_args)
+    run_cli(sweep_args)
+    summary = json.loads(eval_json.read_text())["summary"]
+    fidelity = {f"{row['dataset']}/{row['method'].lower()}": {"psnr_y": round(row["psnr_y"], 4),
+                                                              "ssim_y": round(row["ssim_y"], 5)}
+                for row in summary}
+    sweep = json.loads((sweep_dir / "sweep.json").read_text())
+    curve = next(iter(sweep["curves"].values()))
+    return {
+        "fidelity_w0": {k.replace(weights.stem, "model"): v for k, v in fidelity.items()},
+        "sweep_set14": {"W": sweep["amplitudes"], **{k: [round(v, 4) for v in vs] for k, vs in curve.items()}},
+        "commands": [readable(eval_args, weights, work), readable(sweep_args, weights, work)],
+        "machine": machine(),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("weights", type=Path, help="exported generator (.safetensors)")
+    parser.add_argument("--name", required=True, help="shipped name, e.g. mgbp-x4")
+    parser.add_argument("--stage", type=Path, action="append", required=True, help="training run folder(s)")
+    parser.add_argument("--description", default="")
+    args = parser.parse_args()
+
+    model = load_model(args.weights)
+    out = ROOT / "src" / "mgbp" / "weights" / f"{args.name}.safetensors"
+    stages = [stage_record(d) for d in args.stage]
+    base = {
+        "name": args.name,
+        "description": args.description,
+        "training_data": "the 291 images of ../shared/data/train (T91 + BSDS200); images smaller than a "
+                         "training patch skipped (t20, 78x78); no other data",
+        "training": stages,
+        "training_total_wall_s": sum(s["wall_s"] or 0 for s in stages),
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        staged = Path(tmp) / f"{args.name}.safetensors"
+        save_model(model, staged, base, dtype=torch.float16)  # measure the very fp16 file we ship
+        measured = measure(staged, Path(tmp))
+    save_model(model, out, {**base, "measured": measured}, dtype=torch.float16)
+    digest = hashlib.sha256(out.read_bytes()).hexdigest()
+    print(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB), sha256 {digest}")
+    print(json.dumps(measured["fidelity_w0"], indent=1))
+
+
+if __name__ == "__main__":
+    main()
