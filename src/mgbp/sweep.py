@@ -10,22 +10,16 @@ Evaluation protocol (`shared/data/README.md`): HR -> modcrop(f) -> LR = MATLAB b
 model -> round to uint8 -> scores with `f` border pixels shaved: PSNR-Y / SSIM-Y as in Table II, RMSE
 (uint8 Y) and NIQE as in the PIRM-SR 2018 scoring scripts, so R1/R2/R3 land in the challenge's RMSE regions.
 
-Smooth curves need the same noise at every W: before each forward the global RNG is re-seeded (inside
-`torch.random.fork_rng`, so the caller's RNG state is untouched) with `seed + image index`. A generator that
-draws its standard-normal maps with torch's RNG and scales them by W (every MGBP family does, MGBPv1's
-per-level maps included, and so does tiled inference, which draws tile by tile in a fixed order) therefore
-sees exactly the same maps at every W; only their amplitude changes.
-
-This module also holds the small helpers that the other research tools (`mgbp.linearscope`,
-`mgbp.consistency`) share: the bicubic pseudo-model, model loading, the data protocol and atomic writes.
+Smooth curves need the same noise at every W: each forward re-seeds torch's RNG with `seed + image index`
+(`mgbp.protocol.forward_with_noise`), so a generator that draws its standard-normal maps with torch's RNG and
+scales them by W (every MGBP family does, MGBPv1's per-level maps included, and so does tiled inference)
+sees exactly the same maps at every W; only their amplitude changes. The data protocol, the methods and the
+scores are those of `mgbp.protocol`, shared with `mgbp eval`.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
-import io
-import json
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -34,153 +28,21 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mgbp.atomic import write_bytes_atomically
-from mgbp.errors import ConfigError, ImageReadError
-from mgbp.resize import imresize, imresize_uint8, modcrop, to_uint8_range
-
-METRIC_NAMES = ("rmse", "psnr_y", "ssim_y", "niqe")
-_FALLBACK_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
-
-
-# ------------------------------------------------------------------------------------------ shared helpers
-
-class BicubicUpscaler(torch.nn.Module):
-    """MATLAB bicubic upscaling as a generator (the baseline of every table, and the linear reference of
-    Linearscope): same interface as the MGBP generators, no noise, exactly linear."""
-
-    family = "bicubic"
-    is_video = False
-    noise_channels = 0
-    border_lr = 3  # 4-tap kernel plus the symmetric boundary
-
-    def __init__(self, scale: int = 4):
-        super().__init__()
-        if int(scale) != scale or scale < 1:
-            raise ConfigError(f"bicubic scale must be an integer >= 1, got {scale}")
-        self.scale = int(scale)
-
-    def forward(self, lr: torch.Tensor, noise_amp=0.0, noise=None) -> torch.Tensor:
-        return imresize(lr, scale=float(self.scale))
-
-
-def default_device(device: str | None = None) -> torch.device:
-    if device is not None:
-        return torch.device(device)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def load_generator(name: str, scale: int | None = None, device: str | None = None) -> torch.nn.Module:
-    """`bicubic` (at `scale`, default 4) or anything `mgbp.models.load_model` accepts, in eval mode."""
-    if name == "bicubic":
-        return BicubicUpscaler(scale or 4)
-    from mgbp.models import load_model
-
-    model = load_model(name, device=default_device(device))
-    model.eval()
-    return model
-
-
-def model_label(name: str) -> str:
-    """Short legend label: the file stem of a weight file, the name of a shipped model."""
-    path = Path(name)
-    return path.stem if path.suffix else name
-
-
-def model_device(model: torch.nn.Module) -> tuple[torch.device, torch.dtype]:
-    parameter = next(model.parameters(), None)
-    if parameter is None:
-        return torch.device("cpu"), torch.float32
-    return parameter.device, parameter.dtype
-
-
-def forward_with_noise(model: torch.nn.Module, lr: torch.Tensor, noise_amp: float, seed: int = 0,
-                       tile: int | None = None, overlap: int | None = None) -> torch.Tensor:
-    """One forward at noise amplitude W with the RNG seeded to `seed`: the same standard-normal maps for
-    every W. Runs tiled through `mgbp.inference.run_model` when `tile` is given."""
-    device, dtype = model_device(model)
-    lr = lr.to(device=device, dtype=dtype)
-    cuda_devices = [device] if device.type == "cuda" else []
-    with torch.no_grad(), torch.random.fork_rng(devices=cuda_devices):
-        torch.manual_seed(seed)
-        if tile is None:
-            return model(lr, noise_amp=float(noise_amp))
-        from mgbp.inference import run_model
-
-        return run_model(model, lr, float(noise_amp), tile, overlap)  # overlap None: its safe default
-
-
-def image_extensions() -> tuple[str, ...]:
-    try:
-        from mgbp.io import IMAGE_EXTENSIONS
-    except ImportError:  # the I/O module is optional for listing
-        return _FALLBACK_EXTENSIONS
-    return tuple(e.lower() for e in IMAGE_EXTENSIONS)
-
-
-def list_images(path: Path) -> list[Path]:
-    """Images of a folder (sorted by name), or the one image given."""
-    path = Path(path)
-    if path.is_file():
-        return [path]
-    if not path.is_dir():
-        raise ImageReadError(f"no such file or folder: {path}")
-    extensions = image_extensions()
-    images = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in extensions)
-    if not images:
-        raise ImageReadError(f"no images in {path}")
-    return images
-
-
-def load_rgb_uint8(path: Path) -> np.ndarray:
-    """An image as uint8 HxWx3 (grey replicated to RGB, 16-bit rounded to 8-bit, alpha dropped)."""
-    from mgbp.io import read_image
-
-    rgb = np.asarray(read_image(path).rgb, dtype=np.float32)
-    if rgb.ndim == 2:
-        rgb = rgb[:, :, None]
-    if rgb.shape[2] == 1:
-        rgb = np.repeat(rgb, 3, axis=2)
-    return np.clip(np.round(rgb[:, :, :3] * 255.0), 0, 255).astype(np.uint8)
-
-
-def protocol_lr(hr: np.ndarray, scale: int) -> tuple[np.ndarray, np.ndarray]:
-    """(modcropped HR, LR) as uint8 arrays: the benchmark degradation of `shared/data/README.md`."""
-    hr = modcrop(hr, scale)
-    if min(hr.shape[:2]) < scale:
-        raise ConfigError(f"image of {hr.shape[1]}x{hr.shape[0]} is smaller than the scale {scale}")
-    return hr, imresize_uint8(hr, scale=1.0 / scale)
-
-
-def from_uint8(array: np.ndarray, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """uint8 HxWx3 -> (1,3,H,W) in [0,1] (float64 keeps k/255 exact for the metrics)."""
-    return torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1)[None].to(dtype) / 255.0
-
-
-def to_uint8(image: torch.Tensor) -> np.ndarray:
-    """(1,3,H,W) float in [0,1] -> uint8 HxWx3, rounded half away from zero and clipped (MATLAB's rule)."""
-    return to_uint8_range(image.detach()[0].to(torch.float64) * 255).permute(1, 2, 0).cpu().numpy().astype(
-        np.uint8)
-
-
-def psnr_y(output: torch.Tensor, reference: torch.Tensor, scale: int) -> torch.Tensor:
-    from mgbp.metrics import psnr
-
-    return psnr(output, reference, crop=scale, y_channel=True)
-
-
-def write_json_atomic(path: Path, data) -> None:
-    write_bytes_atomically(path, (json.dumps(data, indent=2) + "\n").encode())
-
-
-def write_csv_atomic(path: Path, rows: Sequence[dict]) -> None:
-    if not rows:
-        raise ConfigError("nothing to write")
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    write_bytes_atomically(path, buffer.getvalue().encode())
-
+from mgbp.errors import ConfigError
+from mgbp.io import read_image
+from mgbp.protocol import (
+    SSIM_WINDOW,
+    from_uint8,
+    list_images,
+    load_generator,
+    method_labels,
+    protocol_pair,
+    psnr_y,
+    rmse_y,
+    ssim_y,
+    upscale_uint8,
+)
+from mgbp.tables import markdown_table, write_csv, write_json
 
 # ------------------------------------------------------------------------------------------------ the sweep
 
@@ -191,17 +53,14 @@ def default_metrics() -> dict[str, MetricFn]:
     """The PIRM-SR 2018 scores (their `calc_scores.m`, behind Fig. 11 and Table V): `scale` border pixels
     shaved (4 at x4), RMSE on the uint8 Y channel (rounded like MATLAB's rgb2ycbcr of uint8), NIQE on the
     shaved output; PSNR-Y and SSIM-Y as in Table II (same shave)."""
-    from mgbp import metrics
+    return {"rmse": rmse_y, "psnr_y": psnr_y, "ssim_y": ssim_y, "niqe": shaved_niqe}
 
-    def shave(x, border):
-        return x[..., border:-border, border:-border] if border > 0 else x
 
-    return {
-        "rmse": lambda out, hr, f: float(metrics.rmse(out, hr, crop=f, y_channel=True, round_y=True)[0]),
-        "psnr_y": lambda out, hr, f: float(metrics.psnr(out, hr, crop=f, y_channel=True)[0]),
-        "ssim_y": lambda out, hr, f: float(metrics.ssim(out, hr, crop=f, y_channel=True)[0]),
-        "niqe": lambda out, hr, f: float(metrics.niqe(shave(out, f))[0]),
-    }
+def shaved_niqe(output: torch.Tensor, reference: torch.Tensor, scale: int) -> float:
+    """NIQE of the output without its `scale`-pixel border (PIRM-2018's shave; the reference is unused)."""
+    from mgbp.metrics import niqe
+
+    return float(niqe(output[..., scale:-scale, scale:-scale] if scale > 0 else output)[0])
 
 
 def amplitudes_from_args(steps: int, w_min: float = 0.0, w_max: float = 1.0,
@@ -279,13 +138,12 @@ def sweep(models: dict[str, torch.nn.Module], dataset: Sequence[tuple[str, np.nd
         result.per_image[label] = {name: np.zeros(shape) for name in metrics}
     total = len(models) * len(dataset) * len(amplitudes)
     with tqdm(total=total, desc="sweep", disable=not progress, file=sys.stderr) as bar:
-        for i, (_, image) in enumerate(dataset):
-            hr_array, lr_array = protocol_lr(image, scale)
-            hr, lr = from_uint8(hr_array, torch.float64), from_uint8(lr_array)
+        for i, (name, image) in enumerate(dataset):
+            hr_array, lr = protocol_pair(image, scale, source=name, window=SSIM_WINDOW)
+            hr = from_uint8(hr_array, torch.float64)
             for label, model in models.items():
                 for j, w in enumerate(amplitudes):
-                    output = forward_with_noise(model, lr, w, seed=seed + i, tile=tile)
-                    output = from_uint8(to_uint8(output), torch.float64)  # the protocol's uint8 rounding
+                    output = from_uint8(upscale_uint8(model, lr, w, seed=seed + i, tile=tile), torch.float64)
                     for name, fn in metrics.items():
                         result.per_image[label][name][i, j] = fn(output, hr, scale)
                     bar.update(1)
@@ -318,27 +176,21 @@ def format_table(result: SweepResult) -> str:
     """Markdown table of the dataset means: one row per (model, W)."""
     curves = result.curves()
     names = list(next(iter(curves.values())))
-    lines = ["| model | W | " + " | ".join(names) + " |", "| --- " * (len(names) + 2) + "|"]
-    for label, metrics in curves.items():
-        for j, w in enumerate(result.amplitudes):
-            lines.append(f"| {label} | {w:g} | " + " | ".join(f"{metrics[n][j]:.4f}" for n in names) + " |")
-    return "\n".join(lines)
+    rows = [[label, f"{w:g}"] + [f"{metrics[n][j]:.4f}" for n in names]
+            for label, metrics in curves.items() for j, w in enumerate(result.amplitudes)]
+    return markdown_table(["model", "W"] + names, rows)
 
 
 def run(args: argparse.Namespace) -> int:
     amplitudes = amplitudes_from_args(args.steps, args.w_min, args.w_max, args.amplitudes)
-    models: dict[str, torch.nn.Module] = {}
-    for name in args.models:
-        label = model_label(name)
-        if label in models:
-            raise ConfigError(f"model {label!r} given twice")
-        models[label] = load_generator(name, scale=args.scale, device=args.device)
+    models = {label: load_generator(name, scale=args.scale, device=args.device)
+              for name, label in zip(args.models, method_labels(args.models))}
     scales = {int(m.scale) for m in models.values()}
     scale = args.scale if args.scale is not None else scales.pop() if len(scales) == 1 else None
     if scale is None:
         raise ConfigError(f"the models have different scales {sorted(scales)}: sweep one scale at a time")
     paths = list_images(args.dataset)[: args.limit]
-    dataset = [(p.stem, load_rgb_uint8(p)) for p in paths]
+    dataset = [(p.stem, read_image(p).rgb_uint8()) for p in paths]
     if not args.no_plot:
         from mgbp.plotting import require_pyplot
 
@@ -346,9 +198,8 @@ def run(args: argparse.Namespace) -> int:
     result = sweep(models, dataset, scale, amplitudes, seed=args.seed, tile=args.tile,
                    progress=not args.quiet and sys.stderr.isatty())
     out = args.output_dir
-    write_json_atomic(out / "sweep.json", {"dataset": str(args.dataset), "models": args.models,
-                                           **result.to_json()})
-    write_csv_atomic(out / "sweep.csv", result.rows())
+    write_json(out / "sweep.json", {"dataset": str(args.dataset), "models": args.models, **result.to_json()})
+    write_csv(out / "sweep.csv", result.rows())
     if not args.no_plot:
         from mgbp.plotting import plot_perception_distortion
 
