@@ -12,7 +12,8 @@ import torch
 
 from mgbp.errors import ConfigError
 from mgbp.linearscope import bicubic_response, filter_statistics, impulse_response, parse_pixel
-from mgbp.sweep import BicubicUpscaler
+from mgbp.protocol import BicubicUpscaler
+from tiny_mgbpv1 import tiny_mgbpv1
 
 # torch's own forward-AD decompositions call the deprecated torch.jit.script when first loaded
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")
@@ -141,7 +142,7 @@ def test_command_writes_npy_json_and_figure(tmp_path):
     expected = np.outer(bicubic_kernel_1d(60, 9, 3), bicubic_kernel_1d(72, 10, 3))[15:42, 18:45]
     np.testing.assert_allclose(array[0], expected, atol=1e-6)
     assert (out / summary["pixels"][1]["figure"]).stat().st_size > 0
-    assert np.abs(np.load(out / "in_bicubic_x10_y9_offset.npy")).max() < 1e-5
+    assert np.abs(np.load(out / "in_Bicubic_x10_y9_offset.npy")).max() < 1e-5
     # with a context window the network sees only a crop; bicubic's interior kernel is unchanged by it
     args = parser.parse_args([str(path), "--pixel", "10,9", "--scale", "3", "--radius", "4", "--context", "6",
                               "--no-plot", "-o", str(tmp_path / "ctx"), "-q"])
@@ -170,12 +171,7 @@ def test_fallback_jvp_gives_the_same_response(monkeypatch):
 def test_mgbpv1_response_matches_a_tiny_difference_quotient():
     """On the authors' architecture (tiny config, float64, W > 0 with the noise held fixed) the JVP matches
     (F(x + eps e_p) - F(x)) / eps: no ReLU changes state for so small a step."""
-    mgbpv1 = pytest.importorskip("mgbp.models.mgbpv1")
-    config = mgbpv1.MGBPv1Config(scale=2, features=8, growth_rate=4, bottleneck_factor=1, analysis_layers=1,
-                                 upscaling_layers=1, upscaling_pre_layers=0, downscaling_layers=1,
-                                 synthesis_layers=1, mu=1, recursion_depth=1)
-    torch.manual_seed(0)
-    model = mgbpv1.MGBPv1(config).double().eval()
+    model = tiny_mgbpv1(pytest.importorskip("mgbp.models.mgbpv1"))
     lr = torch.rand(1, 3, 9, 10, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
     pixel, eps = (4, 5), 1e-7
     result = impulse_response(model, lr, pixel, noise_amp=0.5, seed=4)

@@ -39,7 +39,18 @@ from pathlib import Path
 import torch
 
 from mgbp.errors import ConfigError
+from mgbp.io import read_image
+from mgbp.protocol import (
+    forward_with_noise,
+    from_uint8,
+    list_images,
+    load_generator,
+    protocol_pair,
+    psnr_y,
+    to_uint8,
+)
 from mgbp.resize import imresize, to_uint8_range
+from mgbp.tables import markdown_table, write_csv, write_json
 
 DEFAULT_TOL = 0.5 / 255
 DEFAULT_MAX_ITER = 60
@@ -176,16 +187,14 @@ def _match_output(stem: str, outputs: dict[str, Path]) -> Path:
 
 def _load_pairs(args, scale):
     """[(name, lr uint8 HxWx3, hr uint8 or None)] from --lr or --hr."""
-    from mgbp.sweep import list_images, load_rgb_uint8, protocol_lr
-
     source = args.hr if args.hr is not None else args.lr
+    if args.hr is not None and scale is None:
+        raise ConfigError("--hr needs --scale (or --model) to make the LR inputs")
     pairs = []
     for path in list_images(source):
-        image = load_rgb_uint8(path)
+        image = read_image(path).rgb_uint8()
         if args.hr is not None:
-            if scale is None:
-                raise ConfigError("--hr needs --scale (or --model) to make the LR inputs")
-            hr, lr = protocol_lr(image, scale)
+            hr, lr = protocol_pair(image, scale, source=path, window=1)  # PSNR-Y needs 1 pixel after the shave
             pairs.append((path.stem, lr, hr))
         else:
             pairs.append((path.stem, image, None))
@@ -199,39 +208,24 @@ def _summarise(rows: list[dict]) -> dict:
 
 def _format_table(rows: list[dict], mean: dict) -> str:
     columns = [k for k in rows[0] if k != "name"]
-    lines = ["| image | " + " | ".join(columns) + " |", "| --- " * (len(columns) + 1) + "|"]
 
     def cell(value):
         if isinstance(value, bool):
             return "yes" if value else "no"
         return f"{value:.4f}" if isinstance(value, float) else str(value)
 
-    for row in rows:
-        lines.append("| " + " | ".join([row["name"]] + [cell(row[c]) for c in columns]) + " |")
-    lines.append("| **mean** | " + " | ".join(cell(mean[c]) if c in mean else "" for c in columns) + " |")
-    return "\n".join(lines)
+    body = [[row["name"]] + [cell(row[c]) for c in columns] for row in rows]
+    body.append(["**mean**"] + [cell(mean[c]) if c in mean else "" for c in columns])
+    return markdown_table(["image"] + columns, body)
 
 
 def _saved_psnr_y(output: torch.Tensor, hr, scale: int) -> float:
     """PSNR-Y against the ground truth of the output as it is saved (rounded to uint8), Table II protocol."""
-    from mgbp.sweep import from_uint8, psnr_y, to_uint8
-
-    return float(psnr_y(from_uint8(to_uint8(output), torch.float64), from_uint8(hr, torch.float64), scale)[0])
+    return psnr_y(from_uint8(to_uint8(output), torch.float64), from_uint8(hr, torch.float64), scale)
 
 
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
-
-    from mgbp.sweep import (
-        forward_with_noise,
-        from_uint8,
-        list_images,
-        load_generator,
-        load_rgb_uint8,
-        to_uint8,
-        write_csv_atomic,
-        write_json_atomic,
-    )
 
     if (args.model is None) == (args.outputs is None):
         raise ConfigError("give OUTPUTS (the upscaled images to check) or --model to make them, not both")
@@ -239,9 +233,7 @@ def run(args: argparse.Namespace) -> int:
     scale = args.scale
     if args.model is not None:
         model = load_generator(args.model, scale=scale, device=args.device)
-        if scale is not None and scale != model.scale:
-            raise ConfigError(f"--scale {scale} does not match the model's scale {model.scale}")
-        scale = model.scale
+        scale = int(model.scale)
     pairs = _load_pairs(args, scale)
     outputs = None if args.outputs is None else {p.stem: p for p in list_images(args.outputs)}
     if args.output_dir is not None:
@@ -254,7 +246,7 @@ def run(args: argparse.Namespace) -> int:
             y = forward_with_noise(model, x, args.noise, seed=args.seed, tile=args.tile)
             y = y.cpu().to(torch.float64)
         else:
-            y = from_uint8(load_rgb_uint8(_match_output(name, outputs)), torch.float64)
+            y = from_uint8(read_image(_match_output(name, outputs)).rgb_uint8(), torch.float64)
         if scale is None:
             ratio = y.shape[-2] / x.shape[-2]
             if ratio != int(ratio) or y.shape[-1] != x.shape[-1] * int(ratio):
@@ -289,9 +281,9 @@ def run(args: argparse.Namespace) -> int:
               "units": "grey levels (0-255)",
               "images": rows, "mean": mean}
     if args.json is not None:
-        write_json_atomic(args.json, report)
+        write_json(args.json, report)
     if args.csv is not None:
-        write_csv_atomic(args.csv, rows)
+        write_csv(args.csv, rows)
     print(_format_table(rows, mean))
     failed = [r["name"] for r in rows if args.enforce and not r["converged"]]
     if failed:

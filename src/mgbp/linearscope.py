@@ -31,6 +31,9 @@ import numpy as np
 import torch
 
 from mgbp.errors import ConfigError
+from mgbp.io import read_image
+from mgbp.protocol import from_uint8, load_generator, method_label, model_device, protocol_pair, seeded_rng
+from mgbp.tables import write_json
 
 CHANNELS = {"all": (0, 1, 2), "r": (0,), "g": (1,), "b": (2,)}
 
@@ -69,12 +72,9 @@ def impulse(lr: torch.Tensor, pixel: tuple[int, int], channel: str = "all") -> t
 
 def _seeded_forward(model: torch.nn.Module, noise_amp: float, seed: int):
     """x -> F(x) with the noise maps fixed: the RNG is re-seeded on each call (caller's RNG untouched)."""
-    parameter = next(model.parameters(), None)
-    cuda_devices = [parameter.device] if parameter is not None and parameter.device.type == "cuda" else []
 
     def forward(x: torch.Tensor) -> torch.Tensor:
-        with torch.random.fork_rng(devices=cuda_devices):
-            torch.manual_seed(seed)
+        with seeded_rng(seed, model):
             return model(x, noise_amp=float(noise_amp))
 
     return forward
@@ -95,9 +95,9 @@ def impulse_response(model: torch.nn.Module, lr: torch.Tensor, pixel: tuple[int,
     """Linearscope at one pixel of `lr` (1,3,h,w): J e_p (and b = F(x) - J x when `offset`)."""
     if lr.dim() != 4 or lr.shape[0] != 1 or lr.shape[1] != 3:
         raise ConfigError(f"linearscope expects one RGB image (1,3,h,w), got {tuple(lr.shape)}")
-    parameter = next(model.parameters(), None)
-    if parameter is not None:
-        lr = lr.to(device=parameter.device, dtype=parameter.dtype)
+    if next(iter(model.parameters()), None) is not None:  # a parameterless model (bicubic) keeps lr's dtype
+        device, dtype = model_device(model)
+        lr = lr.to(device=device, dtype=dtype)
     function = _seeded_forward(model, noise_amp, seed)
     output, response = jvp(function, lr, impulse(lr, pixel, channel))
     bias = None
@@ -177,8 +177,6 @@ def _save_npy(path: Path, array: np.ndarray) -> None:
 
 def _analyse_pixel(model, image: np.ndarray, pixel, args, scale: int, out: Path) -> dict:
     """Linearscope at one pixel: arrays, figure and the JSON entry (coordinates in the full LR image)."""
-    from mgbp.sweep import from_uint8, model_label
-
     height, width = image.shape[:2]
     if not (0 <= pixel[0] < width and 0 <= pixel[1] < height):
         raise ConfigError(f"pixel ({pixel[0]},{pixel[1]}) is outside the {width}x{height} input")
@@ -196,7 +194,7 @@ def _analyse_pixel(model, image: np.ndarray, pixel, args, scale: int, out: Path)
     top, bottom, left, right = (0, lr.shape[-2], 0, lr.shape[-1]) if args.full else \
         _window(local, args.radius, lr.shape[-2:])
     hr_window = (slice(None), slice(top * scale, bottom * scale), slice(left * scale, right * scale))
-    stem = f"{args.image.stem}_{model_label(args.model)}_x{pixel[0]}_y{pixel[1]}"
+    stem = f"{args.image.stem}_{method_label(args.model)}_x{pixel[0]}_y{pixel[1]}"
     _save_npy(out / f"{stem}.npy", response[hr_window].astype(np.float32))
     if result.offset is not None:
         _save_npy(out / f"{stem}_offset.npy", result.offset.cpu().numpy()[hr_window].astype(np.float32))
@@ -215,7 +213,7 @@ def _analyse_pixel(model, image: np.ndarray, pixel, args, scale: int, out: Path)
         crop = seen[top:bottom, left:right].astype(np.float64) / 255.0
         plot_linearscope(crop, (local[0] - left, local[1] - top), shown[hr_window[1:]],
                          bicubic_shown[hr_window[1:]], out / f"{stem}.png", scale=scale,
-                         title=f"{args.image.name} ({pixel[0]},{pixel[1]})  {model_label(args.model)}"
+                         title=f"{args.image.name} ({pixel[0]},{pixel[1]})  {method_label(args.model)}"
                                f"  W={args.noise:g}")
         entry["figure"] = f"{stem}.png"
     return entry
@@ -224,17 +222,13 @@ def _analyse_pixel(model, image: np.ndarray, pixel, args, scale: int, out: Path)
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from mgbp.sweep import load_generator, load_rgb_uint8, protocol_lr, write_json_atomic
-
     if args.radius < 0 or (args.context is not None and args.context < 1):
         raise ConfigError("--radius must be >= 0 and --context >= 1")
     model = load_generator(args.model, scale=args.scale, device=args.device)
-    if args.scale is not None and args.scale != model.scale:
-        raise ConfigError(f"--scale {args.scale} does not match the model's scale {model.scale}")
     scale = int(model.scale)
-    image = load_rgb_uint8(args.image)
+    image = read_image(args.image).rgb_uint8()
     if args.degrade:
-        image = protocol_lr(image, scale)[1]
+        image = protocol_pair(image, scale, source=args.image, window=0)[1]
     if not args.no_plot:
         from mgbp.plotting import require_pyplot
 
@@ -252,5 +246,5 @@ def run(args: argparse.Namespace) -> int:
         print(f"({pixel[0]},{pixel[1]}): gain {net['gain']:.4f} (bicubic {bic['gain']:.4f}), "
               f"rms radius {net['rms_radius']:.2f} px (bicubic {bic['rms_radius']:.2f}), "
               f"centroid shift {net['centroid_shift']:.2f} px -> {out / entry['file']}")
-    write_json_atomic(out / "linearscope.json", summary)
+    write_json(out / "linearscope.json", summary)
     return 0
