@@ -14,7 +14,20 @@ weighted by a window, then averaged). We do the same in space for every generato
   1 elsewhere. Two facing ramps of the same length sum to exactly one; the output is still divided by the sum
   of the weights, so the moved-in last tile (larger overlap) is handled exactly too.
 
-With W = 0 the tiled output equals the untiled one up to float rounding (tests check < 1/255). Tile size is
+Two more things make tiles exact for the MGBP generators:
+
+- grid alignment: MGBPv2's stride-2 grids make it equivariant only to shifts by whole cells of its lowest grid
+  (2^(L-1) output pixels; an LR shift is f output pixels), and it pads its input to a valid size that depends
+  on that size. Each tile tells the model where it lies (`placement`, for models with `supports_placement`)
+  so that its grids line up with the whole image's; tiles are batched only with tiles padded alike.
+  MGBPv1 (Figure 3) is equivariant to whole LR pixels already;
+- noise (W > 0, Algorithm 1 line 1: x = [X, W N(0,1)]): ONE noise map is drawn for the whole image (from the
+  `generator` given, else torch's RNG; or given as `noise`), and each tile gets the crop of it under its own
+  region and context (`model.crop_noise`); where the model pads its input, it pads the noise with it, so a
+  tile at a true image border sees what the whole image sees. Models without `draw_noise`/`crop_noise` draw
+  their own noise per tile (a warning says so once): their tiled outputs at W > 0 differ from untiled ones.
+
+With the same noise the tiled output equals the untiled one up to float rounding (tests check < 1/255). Tile size is
 automatic (from free GPU memory, measured with a small probe tile; from a pixel budget on CPU) or given; on
 out-of-memory the batch, then the tile, is halved and the image restarted. Peak device memory follows the tile
 size; the full-size output lives on the input's device (CPU for numpy and PIL inputs).
@@ -109,11 +122,74 @@ def _model_device_dtype(model) -> tuple[torch.device, torch.dtype]:
     return param.device, param.dtype
 
 
-def _forward(model, lr: torch.Tensor, noise_amp) -> torch.Tensor:
+def _forward(model, lr: torch.Tensor, noise_amp, noise=None, placement=None) -> torch.Tensor:
     device, dtype = _model_device_dtype(model)
+    extra = {}
+    if noise is not None:
+        extra["noise"] = _map_noise(noise, lambda t: t.to(device=device, dtype=dtype))
+    if placement is not None:
+        extra["placement"] = placement
     with torch.inference_mode():
-        out = model(lr.to(device=device, dtype=dtype), noise_amp=noise_amp)
+        out = model(lr.to(device=device, dtype=dtype), noise_amp=noise_amp, **extra)
     return out.float()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# One noise map per image. A model's noise is a tensor (MGBPv2) or a list of per-level tensors (MGBPv1).
+
+
+def _map_noise(noise, function):
+    """Apply `function` to a noise tensor or to every map of a list of them."""
+    return function(noise) if torch.is_tensor(noise) else [function(m) for m in noise]
+
+
+def _cat_noise(pieces: list):
+    """Concatenate per-tile noise crops along the batch dimension."""
+    if torch.is_tensor(pieces[0]):
+        return torch.cat(pieces)
+    return [torch.cat(level) for level in zip(*pieces)]
+
+
+def crops_noise(model) -> bool:
+    """True for models whose noise can be drawn for a whole image and cropped per tile."""
+    return callable(getattr(model, "draw_noise", None)) and callable(getattr(model, "crop_noise", None))
+
+
+def _noise_is_off(noise_amp) -> bool:
+    return not torch.is_tensor(noise_amp) and float(noise_amp) == 0.0
+
+
+def whole_image_noise(model, lr: torch.Tensor, noise_amp, noise=None, generator: torch.Generator | None = None):
+    """The standard-normal noise of the whole input (None when the model draws its own, or when W is 0).
+
+    Drawn on the CPU in float32 (from `generator`, else torch's RNG), so a seed gives the same noise on every
+    device; an explicit `noise` is checked against the shape the model expects.
+    """
+    if not crops_noise(model):
+        if noise is not None:
+            raise ConfigError(f"{getattr(model, 'family', type(model).__name__)} models cannot take a whole-image "
+                              f"noise map for tiled inference")
+        return None
+    if noise is None:
+        return None if _noise_is_off(noise_amp) else model.draw_noise(lr.shape, generator=generator, device="cpu")
+    expected = model.draw_noise(lr.shape, device="meta")  # shapes only, nothing allocated
+    given = [noise] if torch.is_tensor(noise) else list(noise)
+    wanted = [expected] if torch.is_tensor(expected) else expected
+    if len(given) < len(wanted) or any(tuple(g.shape) != tuple(w.shape) for g, w in zip(given, wanted)):
+        raise ConfigError(f"noise must have shape(s) {[tuple(w.shape) for w in wanted]}, "
+                          f"got {[tuple(g.shape) for g in given]}")
+    return noise if torch.is_tensor(noise) else given[: len(wanted)]
+
+
+_WARNED_INDEPENDENT_NOISE: set[str] = set()
+
+
+def _warn_independent_noise(model) -> None:
+    family = str(getattr(model, "family", type(model).__name__))
+    if family not in _WARNED_INDEPENDENT_NOISE:
+        _WARNED_INDEPENDENT_NOISE.add(family)
+        warnings.warn(f"{family} models draw their own noise in every tile: at W > 0 the tiled output differs "
+                      f"from the untiled one (use a larger tile or W = 0 for exact results)", stacklevel=3)
 
 
 def _frames(lr: torch.Tensor) -> int:
@@ -159,14 +235,18 @@ def _gpu_pixel_budget(model, lr: torch.Tensor, noise_amp) -> int:
 
 
 def run_model(model, lr: torch.Tensor, noise_amp=0.0, tile: int | None = None, overlap: int | None = None,
-              batch: int | None = None, progress: bool = False, out_device=None) -> torch.Tensor:
+              batch: int | None = None, progress: bool = False, out_device=None, noise=None,
+              generator: torch.Generator | None = None) -> torch.Tensor:
     """Tiled forward pass: (N,3,h,w) or (N,3,T,h,w) float in [0,1] -> float32 output, not clamped.
 
     `tile`: LR tile side (None: automatic); `overlap`: LR pixels shared by neighbouring tiles (None:
-    2*border_lr + 8). `noise_amp` is passed to the model (float or (N,) tensor); for W > 0 each tile draws its
-    own noise, so only W = 0 is exactly tile-independent. The output lives on `out_device` (default: lr's).
+    2*border_lr + 8). `noise_amp` is passed to the model (float or (N,) tensor). For W > 0 one standard-normal
+    noise map is drawn for the whole input (from `generator`, else torch's RNG) or taken from `noise` (the
+    model's noise for the whole input: MGBPv2 (N, noise_channels, [T,] f h, f w), MGBPv1 its per-level list),
+    and every tile gets its crop, so tiled = untiled with that noise; models without `crop_noise` draw their
+    own noise per tile (with a warning). The output lives on `out_device` (default: lr's).
     Out of memory (CUDA's error, or a RuntimeError saying so): the batch, then the tile, is halved and the
-    image restarted; MgbpError when even the smallest useful tile does not fit.
+    image restarted with the same noise; MgbpError when even the smallest useful tile does not fit.
     """
     if lr.dim() not in (4, 5):
         raise ConfigError(f"run_model expects (N,C,H,W) or (N,C,T,H,W), got shape {tuple(lr.shape)}")
@@ -180,9 +260,10 @@ def run_model(model, lr: torch.Tensor, noise_amp=0.0, tile: int | None = None, o
     if batch is not None:
         plan.batch = max(1, int(batch))
     out_device = lr.device if out_device is None else torch.device(out_device)
+    noise = whole_image_noise(model, lr, noise_amp, noise, generator)
     while True:
         try:
-            return _run_tiles(model, lr, noise_amp, plan, progress, out_device)
+            return _run_tiles(model, lr, noise_amp, noise, plan, progress, out_device)
         except Exception as exc:
             if not is_out_of_memory(exc):
                 raise
@@ -205,7 +286,19 @@ def _shrink_after_oom(plan: TilePlan, lr: torch.Tensor, reason: str) -> None:
     plan.tile = max(current // 2, min_tile(plan.overlap))
 
 
-def _run_tiles(model, lr, noise_amp, plan: TilePlan, progress: bool, out_device) -> torch.Tensor:
+def _tile_batches(model, jobs: list, rows, cols, extent: tuple[int, int], size: tuple[int, int], batch: int):
+    """Chunks of at most `batch` jobs (n, i, j); for models placed per tile, only tiles padded alike together."""
+    if not getattr(model, "supports_placement", False):
+        return [jobs[k:k + batch] for k in range(0, len(jobs), batch)]
+    (ext_h, ext_w), (height, width), scale = extent, size, model_scale(model)
+    groups: dict[tuple, list] = {}
+    for job in jobs:
+        placement = (rows[job[1]], cols[job[2]], height, width)
+        groups.setdefault(model.tile_padding((scale * ext_h, scale * ext_w), placement), []).append(job)
+    return [group[k:k + batch] for group in groups.values() for k in range(0, len(group), batch)]
+
+
+def _run_tiles(model, lr, noise_amp, noise, plan: TilePlan, progress: bool, out_device) -> torch.Tensor:
     scale = model_scale(model)
     height, width = lr.shape[-2:]
     ext_h, ext_w = min(plan.tile, height), min(plan.tile, width)
@@ -214,15 +307,21 @@ def _run_tiles(model, lr, noise_amp, plan: TilePlan, progress: bool, out_device)
     wy = [tile_weights_1d(y, ext_h, height, scale, margin, plan.overlap) for y in rows]
     wx = [tile_weights_1d(x, ext_w, width, scale, margin, plan.overlap) for x in cols]
     jobs = [(n, i, j) for n in range(lr.shape[0]) for i in range(len(rows)) for j in range(len(cols))]
+    placed = getattr(model, "supports_placement", False)
+    if noise is None and not _noise_is_off(noise_amp) and len(jobs) > lr.shape[0]:
+        _warn_independent_noise(model)
     out = None
     bar = _tile_bar(len(jobs), progress)
     try:
-        for first in range(0, len(jobs), plan.batch):
-            chunk = jobs[first:first + plan.batch]
-            tiles = torch.cat([lr[n:n + 1, ..., rows[i]:rows[i] + ext_h, cols[j]:cols[j] + ext_w]
-                               for n, i, j in chunk])
+        for chunk in _tile_batches(model, jobs, rows, cols, (ext_h, ext_w), (height, width), plan.batch):
+            regions = [(n, slice(rows[i], rows[i] + ext_h), slice(cols[j], cols[j] + ext_w)) for n, i, j in chunk]
+            tiles = torch.cat([lr[n:n + 1, ..., r, c] for n, r, c in regions])
             amp = noise_amp if not torch.is_tensor(noise_amp) else noise_amp[[n for n, _, _ in chunk]]
-            result = _forward(model, tiles, amp).to(out_device)
+            tile_noise = None if noise is None else _cat_noise(
+                [model.crop_noise(_map_noise(noise, lambda t, n=n: t[n:n + 1]), r, c) for n, r, c in regions])
+            # a chunk shares its padding (see _tile_batches), so its first tile's placement serves them all
+            placement = (rows[chunk[0][1]], cols[chunk[0][2]], height, width) if placed else None
+            result = _forward(model, tiles, amp, tile_noise, placement).to(out_device)
             if out is None:
                 out = result.new_zeros((lr.shape[0], *result.shape[1:-2], scale * height, scale * width))
             for k, (n, i, j) in enumerate(chunk):
@@ -302,29 +401,37 @@ def resolve_dtype(dtype):
 
 
 def upscale(image, model=None, scale: int | None = None, noise: float = 0.0, tile: int | None = None,
-            device=None, dtype=None, overlap: int | None = None, progress: bool = False):
+            device=None, dtype=None, overlap: int | None = None, progress: bool = False, seed: int | None = None):
     """Upscale a numpy array (HxW, HxWxC, NxHxWxC; uint8, uint16 or float in [0,1]), a PIL image or a float
     tensor ((C,H,W) or (N,C,H,W) in [0,1]) and return the same kind, clamped to the valid range.
 
-    Grey inputs run through the model as RGB and come back grey (channel mean); an alpha channel is upscaled
-    separately with MATLAB bicubic (`mgbp.resize.imresize`). PIL palette images come back RGB or RGBA.
+    `noise` is the amplitude W; `seed` (int) makes its noise reproducible, on any device and with any tiling
+    (None: torch's RNG). Grey inputs run through the model as RGB and come back grey (channel mean); an alpha
+    channel is upscaled separately with MATLAB bicubic (`mgbp.resize.imresize`). PIL palette images come back
+    RGB or RGBA.
     """
     model = resolve_model(model, scale, device, dtype)
     to_kind, x = _from_any(image)
-    return to_kind(upscale_tensor(model, x, noise=noise, tile=tile, overlap=overlap, progress=progress))
+    return to_kind(upscale_tensor(model, x, noise=noise, tile=tile, overlap=overlap, progress=progress,
+                                  seed=seed))
+
+
+def seeded_generator(seed: int | None) -> torch.Generator | None:
+    """A CPU generator for the noise maps (None: use torch's RNG)."""
+    return None if seed is None else torch.Generator().manual_seed(int(seed))
 
 
 def upscale_tensor(model, x: torch.Tensor, noise=0.0, tile: int | None = None, overlap: int | None = None,
-                   progress: bool = False, consistent: bool = False) -> torch.Tensor:
+                   progress: bool = False, consistent: bool = False, seed: int | None = None) -> torch.Tensor:
     """(N,C,H,W) float in [0,1], C = 1 (grey), 2 (grey+alpha), 3 (RGB) or 4 (RGBA) -> upscaled, clamped.
 
     Grey runs through the model as RGB and comes back as the channel mean; alpha is upscaled with MATLAB
     bicubic and re-attached. `consistent`: project the output onto S_f(Y) = x (classic back-projection,
-    eqs. 4-5, `mgbp.consistency.enforce_consistency`) before clamping.
+    eqs. 4-5, `mgbp.consistency.enforce_consistency`) before clamping. `noise` is W; `seed` seeds its noise.
     """
     rgb, alpha, grey = _split_channels(x)
     out = run_model(model, rgb, noise_amp=noise, tile=tile, overlap=overlap, progress=progress,
-                    out_device=rgb.device)
+                    out_device=rgb.device, generator=seeded_generator(seed))
     if consistent:
         out = back_project(rgb, out, model_scale(model))
     if alpha is not None:

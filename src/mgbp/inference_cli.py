@@ -28,6 +28,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-s", "--scale", type=int, help="upscaling factor (picks the shipped model for it)")
     parser.add_argument("-m", "--model", help="shipped model name or weight file")
     parser.add_argument("-W", "--noise", type=float, default=0.0, help="noise amplitude W (0: best PSNR)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed of the noise at W > 0 (default 0): the same seed gives the same output, "
+                        "whatever the tiling or device")
     parser.add_argument("--tile", type=int, help="LR tile side in pixels (default: automatic from memory)")
     parser.add_argument("--tile-overlap", type=int, help="LR pixels shared by neighbouring tiles "
                         "(default: 2 * the model's border + 8)")
@@ -217,7 +220,7 @@ def _run_job(job: Job, model, args) -> None:
     options = VideoOptions(codec=args.codec, crf=args.crf, pix_fmt=args.pix_fmt, window=args.window,
                            stride=args.stride, max_frames=args.max_frames, fps=args.fps,
                            noise=args.noise, tile=args.tile, overlap=args.tile_overlap,
-                           consistent=args.consistent, progress=not args.quiet)
+                           consistent=args.consistent, progress=not args.quiet, seed=args.seed)
     upscale_video(job.source, job.target, model, options, to_frames=args.to_frames)
 
 
@@ -233,7 +236,7 @@ def upscale_image_file(source: Path, target: Path, model, args) -> None:
     planes = [loaded.rgb] if loaded.alpha is None else [loaded.rgb, loaded.alpha[..., None]]
     x = torch.from_numpy(np.concatenate(planes, axis=2)).permute(2, 0, 1)[None].float()
     out = upscale_tensor(model, x, noise=args.noise, tile=args.tile, overlap=args.tile_overlap,
-                         progress=not args.quiet, consistent=args.consistent)
+                         progress=not args.quiet, consistent=args.consistent, seed=args.seed)
     out = out[0].permute(1, 2, 0).numpy()
     colour_channels = loaded.rgb.shape[2]
     alpha = out[..., colour_channels] if loaded.alpha is not None else None

@@ -23,6 +23,7 @@ import argparse
 import contextlib
 import copy
 import csv
+import dataclasses
 import json
 import logging
 import math
@@ -265,18 +266,27 @@ def step_seed(seed: int, step: int, rank: int) -> int:
     return (int(seed) * 1_000_003 + int(step) * 1_009 + int(rank)) % (2**63 - 1)
 
 
-def build_generator(model_cfg: dict) -> torch.nn.Module:
-    """The generator from `mgbp.models.build_model(preset, **overrides)` or an explicit MGBPv2 config."""
+def build_generator(model_cfg: dict, frames: int | None = None) -> torch.nn.Module:
+    """The generator from `mgbp.models.build_model(preset, **overrides)` or an explicit MGBPv2 config.
+
+    `frames`: the training clip length (`data.frames`), recorded in a video model's config (`config.frames`,
+    exported with the weights) so that video inference uses windows of the length it was trained on.
+    """
     if model_cfg.get("preset"):
         try:
             from mgbp.models import build_model
         except ImportError as exc:
             raise ConfigError(f"model.preset needs mgbp.models.build_model, which is unavailable: {exc}") from exc
-        return build_model(model_cfg["preset"], **(model_cfg.get("overrides") or {}))
-    if model_cfg.get("config"):
+        model = build_model(model_cfg["preset"], **(model_cfg.get("overrides") or {}))
+    elif model_cfg.get("config"):
         from mgbp.models.mgbpv2 import MGBPv2, config_from_dict
-        return MGBPv2(config_from_dict(dict(model_cfg["config"])))
-    raise ConfigError("set model.preset (a preset name) or model.config (an MGBPv2 config mapping)")
+        model = MGBPv2(config_from_dict(dict(model_cfg["config"])))
+    else:
+        raise ConfigError("set model.preset (a preset name) or model.config (an MGBPv2 config mapping)")
+    if frames is not None and getattr(model, "is_video", False) and hasattr(model.config, "frames"):
+        # replace() re-runs the config's checks (a clip too short for a network without temporal padding)
+        model.config = dataclasses.replace(model.config, frames=int(frames))
+    return model
 
 
 def load_generator_weights(model: torch.nn.Module, source: str) -> None:
@@ -385,7 +395,7 @@ class Trainer:
 
     def _build_models(self):
         cfg = self.cfg
-        self.generator = build_generator(cfg["model"]).to(self.device)
+        self.generator = build_generator(cfg["model"], frames=cfg["data"]["frames"]).to(self.device)
         self.scale = int(self.generator.scale)
         self.is_video = bool(getattr(self.generator, "is_video", False))
         if cfg["init_from"]:

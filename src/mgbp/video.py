@@ -54,6 +54,7 @@ class VideoOptions:
     max_frames: int | None = None
     fps: float = 25.0  # for frame-folder inputs
     noise: float = 0.0
+    seed: int | None = None  # seeds the noise of the whole video (None: torch's RNG)
     tile: int | None = None
     overlap: int | None = None
     consistent: bool = False
@@ -149,15 +150,22 @@ def _pad_ends(frames: Iterable[torch.Tensor], copies: int) -> Iterator[torch.Ten
 
 
 def make_window_runner(model, options: VideoOptions) -> Callable[[torch.Tensor], torch.Tensor]:
-    """(T,3,h,w) clip -> (T,3,H,W): one (1,3,T,h,w) call for a 3D model, a batch of frames for a 2D one."""
-    from mgbp.inference import back_project, run_model
+    """(T,3,h,w) clip -> (T,3,H,W): one (1,3,T,h,w) call for a 3D model, a batch of frames for a 2D one.
+
+    At W > 0 each window gets one noise map (cropped per spatial tile by `run_model`), drawn from one generator
+    seeded with `options.seed` for the whole video, so a seed reproduces the video.
+    """
+    from mgbp.inference import back_project, run_model, seeded_generator
+
+    generator = seeded_generator(options.seed)
 
     def run(clip: torch.Tensor) -> torch.Tensor:
         if getattr(model, "is_video", False):
             out = run_model(model, clip.permute(1, 0, 2, 3)[None], noise_amp=options.noise, tile=options.tile,
-                            overlap=options.overlap)[0].permute(1, 0, 2, 3)
+                            overlap=options.overlap, generator=generator)[0].permute(1, 0, 2, 3)
         else:
-            out = run_model(model, clip, noise_amp=options.noise, tile=options.tile, overlap=options.overlap)
+            out = run_model(model, clip, noise_amp=options.noise, tile=options.tile, overlap=options.overlap,
+                            generator=generator)
         if options.consistent:
             middle = clip[(clip.shape[0] - out.shape[0]) // 2:][: out.shape[0]]
             out = back_project(middle, out, int(model.scale))

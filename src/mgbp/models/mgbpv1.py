@@ -28,6 +28,10 @@ released `.model` state dicts load strictly and reproduce the reference outputs:
   `ClassicUpscale` replicates one pixel at the border, and `scale**2` HR pixels are cut from every side of the
   result. With `pad=False` nothing is padded or cut and `ClassicUpscale` pads with zeros (the authors'
   training mode).
+- Tiling (`mgbp.inference.run_model`): every convolution is 'same' and every level is exactly twice the one
+  below, so the network is equivariant to whole-LR-pixel shifts. Level k's noise map covers the padded input
+  at 2^k samples per LR pixel, so the maps of a tile of LR rows [a, b) are rows [2^k a, 2^k (b + 2 pad)) of the
+  whole image's (`crop_noise`; pad = `scale` or 0): tiled = untiled at any W with the same noise.
 """
 
 from __future__ import annotations
@@ -402,6 +406,23 @@ class MGBPv1(nn.Module):
         border = self.scale if pad else 0
         h, w = h + 2 * border, w + 2 * border
         return [(n, 1, h * 2**k, w * 2**k) for k in range(self.levels + 1)]
+
+    def draw_noise(self, lr_shape: Sequence[int], generator: torch.Generator | None = None, device=None,
+                   dtype: torch.dtype = torch.float32) -> list[torch.Tensor]:
+        """The `levels` standard-normal maps the forward uses (the unused last one is not drawn)."""
+        return [
+            torch.randn(shape, generator=generator, device=device, dtype=dtype)
+            for shape in self.noise_shapes(lr_shape)[: self.levels]
+        ]
+
+    def crop_noise(self, noise: Sequence[torch.Tensor], rows: slice, cols: slice) -> list[torch.Tensor]:
+        """The maps of the tile of LR `rows` x `cols`, cut from a whole image's maps (padding included)."""
+        border = 2 * self.scale if self.config.pad else 0
+        return [
+            level_map[..., 2**k * rows.start : 2**k * (rows.stop + border),
+                      2**k * cols.start : 2**k * (cols.stop + border)]
+            for k, level_map in enumerate(noise)
+        ]
 
     # ---- forward ------------------------------------------------------------------------------------------
 

@@ -47,6 +47,15 @@ level k holds T - (L-k)(Kt-1) frames (37 -> 29 at the lowest level for Kt = 3 ne
 authors' 5-level x16 network; the 6-level Table I preset gives 37 -> 27). By Cube-to-Cube the top level still
 has T frames, but its first and last `frames_consumed` = (L-1)(Kt-1)/2 frames have no counterpart on the
 lowest grid, so the output is cropped to the T - 2 * frames_consumed frames that every level covers.
+`config.frames` records the clip length T a 3D model was trained on (the paper's "Video Inference" cuts streams
+into patches of the training size; `mgbp.video` reads it through `model.clip_length`).
+
+Tiling (`mgbp.inference.run_model`): the stride-2 grids make the network equivariant only to shifts by whole
+cells of the lowest grid (2^(L-1) output pixels), and the reflection padding to `valid_size` depends on the
+input size. A tile therefore tells `forward` where it lies in the whole image (`placement`): it is then padded
+so that its grids line up with the whole image's, and at a true image border exactly as the whole image is.
+The noise map N(0,1) is an input like X (same grid, padded with it), so a tile given the crop of the whole
+image's noise map (`crop_noise`) reproduces the untiled output at any W.
 """
 
 from __future__ import annotations
@@ -64,6 +73,11 @@ from mgbp.resize import imresize
 
 PADDINGS = ("valid", "same")
 TEMPORAL_PADDINGS = ("same", "none")
+# Clip length of a 3D model whose config does not say (weight files written before `frames` existed, and our
+# presets): the trainer's default `data.frames` (plus the frames a network without temporal padding consumes).
+# The paper trained its x16 MGBP-3D on 37-frame clips with no temporal padding (Section III-A, 37 -> 29 frames
+# at the lowest level); the `mgbp3d-x16` preset records that.
+DEFAULT_CLIP_FRAMES = 5
 
 
 @dataclasses.dataclass
@@ -84,6 +98,7 @@ class MGBPv2Config:
     dims: int = 2  # 2: MGBPv2 on images, 3: MGBP-3D on clips
     temporal_kernel: int = 3  # Kt (dims=3 only)
     temporal_padding: str = "same"  # "same" (T frames in and out) or "none" (dims=3 only)
+    frames: int | None = None  # dims=3: training clip length T (None: DEFAULT_CLIP_FRAMES out); dims=2: None
 
     def __post_init__(self):
         self.channels = tuple(int(c) for c in self.channels)
@@ -109,6 +124,22 @@ class MGBPv2Config:
             )
         if self.dims not in (2, 3):
             raise ConfigError(f"MGBPv2 dims must be 2 (images) or 3 (video), got {self.dims}")
+        self._check_frames()
+
+    def _check_frames(self) -> None:
+        """`frames` belongs to 3D models; it must leave at least one output frame without temporal padding."""
+        if self.dims == 2:
+            if self.frames is not None:
+                raise ConfigError(f"MGBPv2 frames (a clip length) is for dims=3 models, got frames={self.frames}")
+            return
+        consumed = (self.levels - 1) * (self.temporal_kernel - 1) if self.temporal_padding == "none" else 0
+        # default: a clip that yields DEFAULT_CLIP_FRAMES output frames (all of it with temporal padding)
+        self.frames = DEFAULT_CLIP_FRAMES + consumed if self.frames is None else int(self.frames)
+        if self.frames - consumed < 1:
+            raise ConfigError(
+                f"MGBP-3D clips of {self.frames} frames are too short: without temporal padding this network "
+                f"consumes {consumed} frames"
+            )
 
     @property
     def family(self) -> str:
@@ -288,6 +319,13 @@ class MGBPv2(nn.Module):
         self.border_lr = self._border_lr()
         self.border_frames = self._border_frames() if self.is_video else 0
 
+    supports_placement = True  # forward(..., placement=) lines a tile's grids up with the whole image's
+
+    @property
+    def clip_length(self) -> int | None:
+        """Frames per clip the 3D model was trained on (`config.frames`); None for 2D models."""
+        return self.config.frames if self.is_video else None
+
     @classmethod
     def from_config(cls, config: dict | MGBPv2Config) -> MGBPv2:
         """Rebuild from a config dataclass or its JSON dict (as stored in our weight files)."""
@@ -301,18 +339,21 @@ class MGBPv2(nn.Module):
         noise_amp: float | torch.Tensor = 0.0,
         noise: torch.Tensor | None = None,
         upscaled: torch.Tensor | None = None,
+        placement: tuple[int, int, int, int] | None = None,
     ) -> torch.Tensor:
         """LR (N,C,h,w) or clip (N,C,T,h,w) in [0,1] -> (N,C,f h,f w) or (N,C,T',f h,f w), not clamped.
 
         `noise_amp` W: float or (N,) tensor. `noise`: explicit N(0,1) tensor (N, noise_channels, [T,] f h, f w)
         for reproducibility; when absent it is drawn with `torch.randn` (not at all when W is the float 0).
         `upscaled`: an already bicubic-upscaled input, used instead of `imresize(lr, scale=f)`.
-        T' = T - 2 * frames_consumed.
+        `placement` (top, left, height, width) in LR pixels: `lr` is the crop at (top, left) of an image of
+        that size (a tile); it is padded so that its grids line up with that image's (see the module
+        docstring). T' = T - 2 * frames_consumed.
         """
         cfg = self.config
         X = self._upscaled_input(lr, upscaled)
         x = torch.cat([X, self._scaled_noise(X, noise_amp, noise)], dim=1)  # line 1: x = [X, W N(0,1)]
-        x, crop = self._pad_to_valid_size(x)
+        x, crop = self._pad_to_valid_size(x, placement)
         image, noise_map = x[:, : cfg.image_channels], x[:, cfg.image_channels :]
 
         analysis_input = image if cfg.noise_features > 0 else x
@@ -368,11 +409,44 @@ class MGBPv2(nn.Module):
         base = (self.config.kernel_size - 1) * (step - 1) + 1
         return base + step * max(0, math.ceil((size - base) / step))
 
-    def _pad_to_valid_size(self, x: torch.Tensor):
-        """Reflection-pad H, W to `valid_size`; return the padded input and the output crop."""
+    def _axis_padding(self, size: int, start: int = 0, full: int | None = None) -> tuple[int, int]:
+        """(before, after) padding of one spatial axis (output pixels) of an input at `start` in a `full` axis.
+
+        The whole axis gets `_padding_to(full, valid_size(full))`. A crop keeps those pads at the true borders
+        it touches; at an inner edge it is padded just enough that (a) the whole axis's padded coordinate of
+        each pixel and the crop's agree modulo the lowest grid's spacing, so every level's grid lines up, and
+        (b) its padded length is a valid size.
+        """
+        full = size if full is None else full
+        whole_before, whole_after = _padding_to(full, self.valid_size(full))
+        step = 2 ** (self.config.levels - 1)
+        before = whole_before if start == 0 else (whole_before + start) % step
+        after = whole_after if start + size == full else self.valid_size(before + size) - before - size
+        if self.valid_size(before + size + after) != before + size + after:
+            raise ConfigError(f"a tile of {size} output pixels is too small for this {self.family} model")
+        return before, after
+
+    def tile_padding(self, size_hr: tuple[int, int], placement=None) -> tuple[int, int, int, int]:
+        """(left, right, top, bottom) padding of an input of `size_hr` = (H, W) output pixels placed as in
+        `forward`'s `placement` (None: a whole image); tiles with equal padding can share a batch."""
+        (h, w), f = size_hr, self.scale
+        if placement is None:
+            return self._axis_padding(w) + self._axis_padding(h)
+        top, left, height, width = placement
+        return self._axis_padding(w, f * left, f * width) + self._axis_padding(h, f * top, f * height)
+
+    def _pad_mode(self, pads, h: int, w: int, placement) -> str:
+        """Reflection, as the whole image gets it; replicate where reflection cannot reach (tiny inputs)."""
+        whole = (h, w) if placement is None else (self.scale * placement[2], self.scale * placement[3])
+        whole_pads = self.tile_padding(whole)
+        reflect = max(whole_pads) < min(whole) and max(pads) < min(h, w)
+        return "reflect" if reflect else "replicate"
+
+    def _pad_to_valid_size(self, x: torch.Tensor, placement=None):
+        """Reflection-pad H, W to a valid size (aligned with the whole image for a placed tile); return the
+        padded input and the output crop."""
         h, w = x.shape[-2:]
-        top, bottom = _padding_to(h, self.valid_size(h))
-        left, right = _padding_to(w, self.valid_size(w))
+        left, right, top, bottom = self.tile_padding((h, w), placement)
         frames = self.frames_consumed
         t_crop = (slice(frames, x.shape[2] - frames),) if self.is_video else ()
         if self.is_video and x.shape[2] - 2 * frames < 1:
@@ -383,9 +457,26 @@ class MGBPv2(nn.Module):
         pads = (left, right, top, bottom)
         if any(pads):
             # reflect needs pad < size; tiny inputs padded to a much larger grid fall back to replicate
-            mode = "reflect" if max(pads) < min(h, w) else "replicate"
+            mode = self._pad_mode(pads, h, w, placement)
             x = F.pad(x, pads + ((0, 0) if self.is_video else ()), mode=mode)
         return x, crop
+
+    # ---- noise maps for tiled inference ---------------------------------------------------------------------
+
+    def noise_shape(self, lr_shape) -> tuple[int, ...]:
+        """Shape of the N(0,1) map `forward` takes for an input of `lr_shape`: (N, noise_channels, [T,] fh, fw)."""
+        f = self.scale
+        return (lr_shape[0], self.noise_channels, *lr_shape[2:-2], f * lr_shape[-2], f * lr_shape[-1])
+
+    def draw_noise(self, lr_shape, generator: torch.Generator | None = None, device=None,
+                   dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """A standard-normal noise map for an input of `lr_shape` (from `generator`, else torch's RNG)."""
+        return torch.randn(self.noise_shape(lr_shape), generator=generator, device=device, dtype=dtype)
+
+    def crop_noise(self, noise: torch.Tensor, rows: slice, cols: slice) -> torch.Tensor:
+        """The part of a whole image's noise map that the tile of LR `rows` x `cols` takes (same grid as X)."""
+        f = self.scale
+        return noise[..., f * rows.start : f * rows.stop, f * cols.start : f * cols.stop]
 
     # ---- receptive field, for tiling ----------------------------------------------------------------------
 

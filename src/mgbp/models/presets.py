@@ -9,7 +9,9 @@ levels are always two apart in resolution (stride-2 Downscales), whatever the fa
 All Table I presets use the authors' layout: 'valid' 3x3 convolutions, one noise feature per level, biases,
 plus a global residual on the bicubic input (our choice: it speeds up training, see
 `../shared/reference/anchors.md`). 3D presets use 'same' temporal padding (T frames in, T out); pass
-`temporal_padding="none"` for the paper's memory-saving training layout.
+`temporal_padding="none"` for the paper's memory-saving training layout. `frames` is the clip length a 3D model
+is trained on and run with (`mgbp.video`): the paper's 37 for the x16 preset, `mgbpv2.DEFAULT_CLIP_FRAMES` (5,
+our trainer's default clip) otherwise; the trainer records its own `data.frames`.
 
 A preset is data: a name, a one-line description, where it comes from and the config fields. Adding one is
 adding one entry to `PRESETS`.
@@ -82,6 +84,7 @@ PRESETS: dict[str, Preset] = dict(
             mu=2,
             levels=6,
             channels=(256, 192, 128, 92, 48, 9),
+            frames=37,  # the paper's training clips (Section III-A, trained without temporal padding)
         ),
         # Ours. fast-x4 is the configuration of the feasibility run of anchors.md (3.54 M parameters).
         _preset(
