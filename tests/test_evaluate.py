@@ -193,7 +193,9 @@ def test_paired_lr_folder_gives_the_same_scores_and_checks_sizes(dataset, tmp_pa
     warnings = []
     checked = evaluate([dataset], [4], lr_dirs=[lr_root], progress=False, warn=warnings.append)
     assert [s["path"] for s in checked.skipped] == [str(dataset / "c.png")]
-    assert "does not match" in checked.skipped[0]["reason"] and len(warnings) == 1
+    reason = checked.skipped[0]["reason"]
+    assert reason.startswith(f"{lr_root / 'X4' / 'cx4.png'}: LR 3x3 times 4 does not match HR c.png 28x32")
+    assert len(warnings) == 1
 
 
 # ------------------------------------------------------------------------------------------ table formats

@@ -33,12 +33,14 @@ def test_lr_is_matlab_bicubic_of_the_modcropped_hr(scale):
     assert lr.shape == (height // scale, width // scale, 3)
 
 
-def test_paired_lr_is_checked_against_the_hr_size():
+def test_paired_lr_is_checked_against_the_hr_size(tmp_path):
     hr = random_uint8(24, 20)
     lr = random_uint8(6, 5, seed=1)
     assert protocol.protocol_pair(hr, 4, lr)[1] is lr
     with pytest.raises(ImageReadError, match="does not match"):
         protocol.protocol_pair(hr, 4, random_uint8(6, 4))
+    Image.fromarray(lr).save(tmp_path / "lr.png")  # or the path of the paired image
+    np.testing.assert_array_equal(protocol.protocol_pair(hr, 4, tmp_path / "lr.png")[1], lr)
 
 
 def test_too_small_images_are_image_errors():

@@ -139,11 +139,8 @@ def dataset_names(folders: Sequence[Path]) -> list[str]:
 def read_pairs(path: Path, scales: Sequence[int], lr_root: Path | None) -> dict[int, tuple]:
     """{scale: (modcropped HR, LR)} uint8 arrays of one dataset image (LR paired from `lr_root` if given)."""
     hr = read_image(path).rgb_uint8()
-    pairs = {}
-    for scale in scales:
-        lr = None if lr_root is None else read_image(find_paired_lr(lr_root, path, scale)).rgb_uint8()
-        pairs[scale] = protocol_pair(hr, scale, lr, source=path)
-    return pairs
+    return {scale: protocol_pair(hr, scale, None if lr_root is None else find_paired_lr(lr_root, path, scale),
+                                 source=path) for scale in scales}
 
 
 # ------------------------------------------------------------------------------------------------- metrics

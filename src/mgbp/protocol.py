@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from mgbp.errors import ConfigError, ImageReadError, MgbpError
-from mgbp.io import IMAGE_EXTENSIONS
+from mgbp.io import IMAGE_EXTENSIONS, read_image
 from mgbp.resize import imresize, imresize_uint8, modcrop, to_uint8_range
 
 BICUBIC = "bicubic"
@@ -85,11 +85,12 @@ def smallest_hr_side(scale: int, window: int = 0) -> int:
     return -(-(window + 2 * scale) // scale) * scale  # ceil((window + 2 f) / f) * f
 
 
-def protocol_pair(hr: np.ndarray, scale: int, lr: np.ndarray | None = None, source: str | Path = "image",
+def protocol_pair(hr: np.ndarray, scale: int, lr: np.ndarray | Path | None = None, source: str | Path = "image",
                   window: int = SSIM_WINDOW) -> tuple[np.ndarray, np.ndarray]:
     """(modcropped HR, LR) uint8 HxWx3 arrays: LR made by the MATLAB-exact bicubic 1/f, or the paired `lr`
-    given, checked against the HR size. `window`: see `smallest_hr_side` (SSIM's 11 by default, 0 when
-    nothing is scored). A too small or mismatched image is an `ImageReadError` naming `source`."""
+    (an array, or the path of an image file), checked against the HR size. `window`: see `smallest_hr_side`
+    (SSIM's 11 by default, 0 when nothing is scored). A too small HR (named `source` in the message) or a
+    mismatched LR is an `ImageReadError`."""
     smallest = smallest_hr_side(scale, window)
     if min(hr.shape[:2]) < smallest:
         raise ImageReadError(f"{source}: {hr.shape[1]}x{hr.shape[0]} is too small for the x{scale} protocol "
@@ -97,9 +98,12 @@ def protocol_pair(hr: np.ndarray, scale: int, lr: np.ndarray | None = None, sour
     hr = modcrop(hr, scale)
     if lr is None:
         return hr, imresize_uint8(hr, scale=1.0 / scale)
+    lr_source = f"{source} (paired LR)"
+    if not isinstance(lr, np.ndarray):
+        lr_source, lr = Path(lr), read_image(lr).rgb_uint8()
     if (lr.shape[0] * scale, lr.shape[1] * scale) != hr.shape[:2]:
-        raise ImageReadError(f"{source}: LR {lr.shape[1]}x{lr.shape[0]} times {scale} does not match HR "
-                             f"{hr.shape[1]}x{hr.shape[0]} (after modcrop)")
+        raise ImageReadError(f"{lr_source}: LR {lr.shape[1]}x{lr.shape[0]} times {scale} does not match HR "
+                             f"{Path(source).name} {hr.shape[1]}x{hr.shape[0]} (after modcrop)")
     return hr, lr
 
 
