@@ -160,7 +160,8 @@ def test_mgbpv1_sees_the_same_standard_normal_maps_at_every_w():
     lr = torch.rand(1, 3, 9, 11, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     torch.manual_seed(5)
     if hasattr(model, "draw_noise") and hasattr(model, "crop_noise"):
-        # run_model draws one set of maps for the whole image (CPU, float32) and hands them to the model
+        # run_model draws one set of maps for the whole image (CPU, float32) from a generator seeded with the
+        # seed, which gives the same numbers as torch's RNG after torch.manual_seed(seed)
         maps = [m.double() for m in model.draw_noise(lr.shape)]
     else:  # the model draws its own maps, in its documented order
         maps = [torch.randn(shape, dtype=torch.float64) for shape in model.noise_shapes(lr.shape)]

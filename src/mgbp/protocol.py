@@ -240,13 +240,18 @@ def seeded_rng(seed: int, model: torch.nn.Module) -> Iterator[None]:
 
 def forward_with_noise(model: torch.nn.Module, lr: torch.Tensor, noise_amp: float, seed: int = 0,
                        tile: int | None = None, overlap: int | None = None, out_device=None) -> torch.Tensor:
-    """One forward pass at noise amplitude W with the RNG seeded to `seed` (the same standard-normal maps
+    """One forward pass at noise amplitude W with the noise seeded by `seed` (the same standard-normal maps
     at every W), through `mgbp.inference.run_model`: tiles of `tile` LR pixels (None: automatic, the whole
-    image unless it is large), float32 output on `out_device` (default: lr's device), not clamped."""
+    image unless it is large), float32 output on `out_device` (default: lr's device), not clamped.
+
+    Generators whose noise `run_model` draws for the whole image take it from a CPU generator seeded with
+    `seed` (the same maps on every device, as `mgbp upscale --seed` draws them); the others draw their own from
+    torch's RNG, seeded likewise for the call."""
     from mgbp.inference import run_model
 
     with seeded_rng(seed, model):
-        return run_model(model, lr, float(noise_amp), tile, overlap, out_device=out_device)
+        return run_model(model, lr, float(noise_amp), tile, overlap, out_device=out_device,
+                         generator=torch.Generator().manual_seed(int(seed)))
 
 
 def upscale_uint8(model: torch.nn.Module, lr: np.ndarray, noise_amp: float = 0.0, seed: int = 0,
