@@ -6,15 +6,15 @@ dataset and measures, at every W, the distortion (RMSE, PSNR-Y, SSIM-Y) and the 
 the outputs, then draws the parametric curve NIQE against RMSE with each point labelled by W, as in Fig. 14.
 Several models (for example the authors' PIRM-2018 R1/R2/R3 weights, Fig. 11) are overlaid in one figure.
 
-Evaluation protocol (`shared/data/README.md`): HR -> modcrop(f) -> LR = MATLAB bicubic 1/f on uint8 ->
-model -> round to uint8 -> scores with `f` border pixels shaved: PSNR-Y / SSIM-Y as in Table II, RMSE
-(uint8 Y) and NIQE as in the PIRM-SR 2018 scoring scripts, so R1/R2/R3 land in the challenge's RMSE regions.
+Evaluation protocol (`mgbp.protocol`, shared with `mgbp eval`): HR -> modcrop(f) -> LR = MATLAB bicubic 1/f
+on uint8 -> model -> round to uint8 -> scores with `f` border pixels shaved: PSNR-Y / SSIM-Y as in Table II,
+RMSE (uint8 Y) and NIQE as in the PIRM-SR 2018 scoring scripts, so R1/R2/R3 land in the challenge's RMSE
+regions.
 
-Smooth curves need the same noise at every W: each forward re-seeds torch's RNG with `seed + image index`
-(`mgbp.protocol.forward_with_noise`), so a generator that draws its standard-normal maps with torch's RNG and
-scales them by W (every MGBP family does, MGBPv1's per-level maps included, and so does tiled inference)
-sees exactly the same maps at every W; only their amplitude changes. The data protocol, the methods and the
-scores are those of `mgbp.protocol`, shared with `mgbp eval`.
+Smooth curves need the same noise at every W: image i is run with its noise seeded by `seed + i`
+(`mgbp.protocol.forward_with_noise`) for every W and every model, so a generator sees exactly the same
+standard-normal maps at every W (MGBPv1's per-level maps included, and with tiling too); only their
+amplitude changes.
 """
 
 from __future__ import annotations
@@ -43,8 +43,6 @@ from mgbp.protocol import (
     upscale_uint8,
 )
 from mgbp.tables import markdown_table, write_csv, write_json
-
-# ------------------------------------------------------------------------------------------------ the sweep
 
 MetricFn = Callable[[torch.Tensor, torch.Tensor, int], float]
 
@@ -138,8 +136,8 @@ def sweep(models: dict[str, torch.nn.Module], dataset: Sequence[tuple[str, np.nd
         result.per_image[label] = {name: np.zeros(shape) for name in metrics}
     total = len(models) * len(dataset) * len(amplitudes)
     with tqdm(total=total, desc="sweep", disable=not progress, file=sys.stderr) as bar:
-        for i, (name, image) in enumerate(dataset):
-            hr_array, lr = protocol_pair(image, scale, source=name, window=SSIM_WINDOW)
+        for i, (image_name, image) in enumerate(dataset):
+            hr_array, lr = protocol_pair(image, scale, source=image_name, window=SSIM_WINDOW)
             hr = from_uint8(hr_array, torch.float64)
             for label, model in models.items():
                 for j, w in enumerate(amplitudes):
