@@ -197,3 +197,144 @@ def test_gpu_plan_uses_the_memory_budget(monkeypatch, model):
     assert (plan.tile, plan.batch) == (100, 1)
     plan = inference.auto_plan(model, torch.zeros(1, 3, 30, 1000), None, 18, 0.0)
     assert (plan.tile, plan.batch) == (100, 3)  # 30x100 tiles: three fit in the budget
+
+
+# ---- grid alignment and noise (W > 0) for the real generators -------------------------------------------------
+
+
+def strong_mgbpv2(preset="tiny", **overrides):
+    """An MGBPv2 whose residual branch is not the near-zero start of training (Synthesis x100), so that tile
+    misalignment and the noise both move the output by many grey levels."""
+    models = pytest.importorskip("mgbp.models")
+    torch.manual_seed(0)
+    model = models.build_model(preset, **overrides).eval()
+    with torch.no_grad():
+        model.synthesis.weight.mul_(100.0)
+    return model
+
+
+class Unplaced(torch.nn.Module):
+    """The same network with no `placement` support: tiles padded on their own, as before the grid fix."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.inner, self.scale, self.border_lr, self.family = model, model.scale, model.border_lr, "unplaced"
+
+    def forward(self, lr, noise_amp=0.0, noise=None):
+        return self.inner(lr, noise_amp, noise)
+
+
+@pytest.mark.parametrize("overrides", [{"scale": 3, "levels": 2, "channels": (8, 4)},
+                                       {"scale": 2, "levels": 3, "channels": (8, 6, 4)}])
+def test_mgbpv2_tiles_line_up_with_the_whole_images_grids(overrides):
+    """x3 (HR tile offsets 3k, grid of 2) and x2 with 3 levels (grid of 4): tiles at offsets that are not whole
+    grid cells are exact only because the model aligns them; the same tiles padded on their own are not."""
+    model = strong_mgbpv2(**overrides)
+    tile = 2 * model.border_lr + 11  # tile starts fall on every phase of the grid
+    lr = torch.rand(1, 3, 37, tile + 12, generator=torch.Generator().manual_seed(13))
+    assert len(tile_starts(lr.shape[-1], tile, 2 * model.border_lr + 8)) >= 3
+    reference = whole_image(model, lr)
+    assert (run_model(model, lr, tile=tile, batch=2) - reference).abs().max() < ONE_LEVEL / 10
+    assert (run_model(Unplaced(model), lr, tile=tile) - reference).abs().max() > 5 * ONE_LEVEL
+
+
+def test_mgbpv2_tiles_at_w_07_equal_the_untiled_pass_with_the_same_noise():
+    """One whole-image noise map, cropped per tile: tiled = untiled at W = 0.7. The noise moves the output by
+    far more than the tolerance, so tiles drawing (or cropping) their own noise would fail this."""
+    model = strong_mgbpv2()
+    lr = torch.rand(2, 3, 41, 53, generator=torch.Generator().manual_seed(14))
+    noise = model.draw_noise(lr.shape, generator=torch.Generator().manual_seed(15))
+    other = model.draw_noise(lr.shape, generator=torch.Generator().manual_seed(16))
+    with torch.no_grad():
+        reference = model(lr, noise_amp=0.7, noise=noise)
+        assert (reference - model(lr, noise_amp=0.7, noise=other)).abs().max() > 20 * ONE_LEVEL
+    tile = 2 * model.border_lr + 18  # overlap 2 * border + 8: tiles advance by 10 LR pixels
+    assert len(tile_starts(41, tile, 2 * model.border_lr + 8)) * len(tile_starts(53, tile, 30)) > 2
+    tiled = run_model(model, lr, noise_amp=0.7, tile=tile, batch=3, noise=noise)
+    assert (tiled - reference).abs().max() < ONE_LEVEL / 10
+    # a seed draws the same map (on the CPU, whatever the model's device): reproducible and tile-independent
+    seeded = run_model(model, lr, noise_amp=0.7, tile=tile, generator=torch.Generator().manual_seed(15))
+    assert (seeded - reference).abs().max() < ONE_LEVEL / 10
+    untiled = run_model(model, lr, noise_amp=0.7, tile=200, generator=torch.Generator().manual_seed(15))
+    assert (untiled - reference).abs().max() < ONE_LEVEL / 10
+    # per-sample W with the same map
+    amps = torch.tensor([0.0, 0.7])
+    with torch.no_grad():
+        mixed_reference = model(lr, noise_amp=amps, noise=noise)
+    mixed = run_model(model, lr, noise_amp=amps, tile=tile, noise=noise)
+    assert (mixed - mixed_reference).abs().max() < ONE_LEVEL / 10
+
+
+class FreshNoisePerTile(torch.nn.Module):
+    """The same network, tiled the same way, but each tile's noise is cut from a fresh map: what tiles that
+    draw their own noise amount to."""
+
+    supports_placement = True
+
+    def __init__(self, model):
+        super().__init__()
+        self.inner, self.scale, self.border_lr, self.family = model, model.scale, model.border_lr, "fresh"
+        self.tile_padding, self.draw_noise = model.tile_padding, model.draw_noise
+        self.draws = 0
+
+    def crop_noise(self, whole, rows, cols):
+        self.draws += 1
+        fresh = torch.randn(whole.shape, generator=torch.Generator().manual_seed(100 + self.draws))
+        return self.inner.crop_noise(fresh, rows, cols)
+
+    def forward(self, lr, noise_amp=0.0, noise=None, placement=None):
+        return self.inner(lr, noise_amp, noise, placement=placement)
+
+
+def test_tiles_drawing_their_own_noise_would_fail_the_test_above():
+    """The control: same tiles, same blending, each tile's noise from its own map -> visible differences."""
+    model = strong_mgbpv2()
+    lr = torch.rand(1, 3, 41, 53, generator=torch.Generator().manual_seed(14))
+    noise = model.draw_noise(lr.shape, generator=torch.Generator().manual_seed(15))
+    with torch.no_grad():
+        reference = model(lr, noise_amp=0.7, noise=noise)
+    fresh = FreshNoisePerTile(model)
+    tiled = run_model(fresh, lr, noise_amp=0.7, tile=2 * model.border_lr + 18, noise=noise)
+    assert fresh.draws > 1 and (tiled - reference).abs().max() > 5 * ONE_LEVEL
+
+
+def test_mgbp3d_clip_tiles_at_w_07():
+    model = strong_mgbpv2("tiny-3d")
+    clip = torch.rand(1, 3, 3, 30, 34, generator=torch.Generator().manual_seed(17))
+    noise = model.draw_noise(clip.shape, generator=torch.Generator().manual_seed(18))
+    assert noise.shape == (1, 1, 3, 60, 68)
+    with torch.no_grad():
+        reference = model(clip, noise_amp=0.7, noise=noise)
+    tiled = run_model(model, clip, noise_amp=0.7, tile=2 * model.border_lr + 18, noise=noise)
+    assert (tiled - reference).abs().max() < ONE_LEVEL / 10
+
+
+def test_seeded_upscale_is_reproducible_and_tile_independent():
+    model = strong_mgbpv2()
+    image = np.random.default_rng(19).integers(0, 256, (30, 44, 3), dtype=np.uint8)
+    first = upscale(image, model=model, noise=0.7, seed=5)
+    assert np.array_equal(first, upscale(image, model=model, noise=0.7, seed=5))
+    tiled = upscale(image, model=model, noise=0.7, seed=5, tile=2 * model.border_lr + 18)
+    assert np.abs(tiled.astype(int) - first).max() <= 1
+    assert np.abs(upscale(image, model=model, noise=0.7, seed=6).astype(int) - first).max() > 5
+
+
+def test_models_drawing_their_own_noise_warn_once(model, monkeypatch):
+    monkeypatch.setattr(inference, "_WARNED_INDEPENDENT_NOISE", set())
+    lr = torch.rand(1, 3, 40, 40, generator=torch.Generator().manual_seed(20))
+    with pytest.warns(UserWarning, match="own noise"):
+        run_model(model, lr, noise_amp=0.5, tile=24)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        run_model(model, lr, noise_amp=0.5, tile=24)  # once only
+        run_model(model, lr, noise_amp=0.0, tile=24)
+    with pytest.raises(ConfigError, match="noise map"):
+        run_model(model, lr, noise_amp=0.5, noise=torch.randn(1, 1, 80, 80))
+
+
+def test_a_noise_map_of_the_wrong_shape_is_a_config_error():
+    model = strong_mgbpv2()
+    with pytest.raises(ConfigError, match="noise must have shape"):
+        run_model(model, torch.rand(1, 3, 20, 20), noise_amp=0.5, noise=torch.randn(1, 1, 40, 40))

@@ -324,3 +324,23 @@ def test_safetensors_round_trip_rebuilds_mgbpv1(tmp_path):
     lr = torch.rand(1, 3, 7, 8)
     with torch.no_grad():
         assert torch.equal(loaded(lr), model(lr))
+
+
+def test_tiles_at_w_07_equal_the_untiled_pass_with_the_same_noise_maps():
+    """Tiled inference crops every level's noise map (padding included) from one whole-image draw."""
+    from mgbp.inference import run_model, tile_starts
+
+    model = tiny_model(seed=4, scale=2).eval()
+    lr = torch.rand(1, 3, 24, 62, generator=torch.Generator().manual_seed(21))
+    maps = model.draw_noise(lr.shape, generator=torch.Generator().manual_seed(22))
+    assert [tuple(m.shape) for m in maps] == model.noise_shapes(lr.shape)[: model.levels]
+    others = model.draw_noise(lr.shape, generator=torch.Generator().manual_seed(23))
+    with torch.no_grad():
+        reference = model(lr, noise_amp=0.7, noise=maps)
+        assert (reference - model(lr, noise_amp=0.7, noise=others)).abs().max() > 2 / 255  # the noise matters
+    tile = 2 * model.border_lr + 12
+    assert len(tile_starts(62, tile, 2 * model.border_lr + 8)) >= 2
+    tiled = run_model(model, lr, noise_amp=0.7, tile=tile, noise=maps)
+    assert (tiled - reference).abs().max() < 0.1 / 255
+    seeded = run_model(model, lr, noise_amp=0.7, tile=tile, generator=torch.Generator().manual_seed(22))
+    assert (seeded - reference).abs().max() < 0.1 / 255

@@ -415,3 +415,21 @@ def test_bad_configs_raise_config_error():
         build_model("tiny", widht=3)
     with pytest.raises(ConfigError):
         build_model("tiny")(torch.rand(1, 3, 2, 4, 4))  # a clip into an image model
+
+
+# ---- clip length of 3D models -----------------------------------------------------------------------------
+
+
+def test_clip_length_is_a_3d_config_field():
+    assert build_model("tiny-3d").clip_length == 5 == build_model("tiny-3d").config.frames  # our default
+    assert build_model("mgbp3d-x16", device="meta").clip_length == 37  # the paper's x16 training clips
+    assert build_model("tiny-3d", frames=9).clip_length == 9
+    image_model = build_model("tiny")
+    assert image_model.config.frames is None and image_model.clip_length is None
+    # without temporal padding the default clip still yields 5 output frames
+    unpadded = build_model("tiny-3d", temporal_padding="none")
+    assert unpadded.config.frames == 5 + 2 * unpadded.frames_consumed
+    with pytest.raises(ConfigError, match="dims=3"):
+        build_model("tiny", frames=5)
+    with pytest.raises(ConfigError, match="too short"):
+        build_model("tiny-3d", temporal_padding="none", frames=4)  # consumes 2 frames at each end

@@ -159,3 +159,39 @@ def test_tile_flags(tmp_path, weights, network):
     out = io.read_image(tmp_path / "out.png").rgb
     assert np.abs(out - expected_rgb(network, pixels / 255.0)).max() <= 1 / 255 + 1e-6
     assert upscale(tmp_path / "in.png", "-o", tmp_path / "o.png", "-m", weights, "--tile", "8") == 2
+
+
+@pytest.fixture(scope="module")
+def noisy_weights(tmp_path_factory):
+    """A tiny MGBPv2 whose residual branch is strong (Synthesis x100), so that W > 0 visibly changes outputs."""
+    path = tmp_path_factory.mktemp("weights") / "noisy-x4.safetensors"
+    torch.manual_seed(0)
+    model = models.build_model("tiny")
+    with torch.no_grad():
+        model.synthesis.weight.mul_(100.0)
+    models.save_model(model, path, {})
+    return path
+
+
+def test_seed_makes_noisy_outputs_reproducible(tmp_path, noisy_weights):
+    """-W 0.7: the same --seed gives the same file (tiled or not), another seed another one; the output is the
+    network's whole-image pass with the noise map drawn from that seed."""
+    pixels = random_image((18, 30, 3), seed=4)
+    Image.fromarray(pixels).save(tmp_path / "in.png")
+
+    def run(name, *flags):
+        assert upscale(tmp_path / "in.png", "-o", tmp_path / name, "-m", noisy_weights, "-W", 0.7, *flags) == 0
+        return np.asarray(Image.open(tmp_path / name)).astype(int)
+
+    default, again = run("default.png"), run("seed0.png", "--seed", 0)
+    assert np.array_equal(default, again)
+    seven = run("seed7.png", "--seed", 7)
+    assert np.array_equal(seven, run("seed7-again.png", "--seed", 7))
+    network = models.load_model(str(noisy_weights)).eval()
+    assert np.abs(run("seed7-tiled.png", "--seed", 7, "--tile", 2 * network.border_lr + 10) - seven).max() <= 1
+    assert np.abs(seven - default).max() > 5
+    x = torch.from_numpy(pixels / 255.0).float().permute(2, 0, 1)[None]
+    noise = network.draw_noise(x.shape, generator=torch.Generator().manual_seed(7))
+    with torch.no_grad():
+        reference = network(x, noise_amp=0.7, noise=noise).clamp(0, 1)[0].permute(1, 2, 0).numpy() * 255
+    assert np.abs(seven - reference).max() <= 0.51

@@ -268,3 +268,43 @@ def test_real_mgbp3d_on_a_clip(tmp_path):
     target = upscale_video(source, tmp_path / "c3d.mp4", model, VideoOptions(window=4, stride=2, progress=False))
     frames, rate, size, audio = describe(target)
     assert len(frames) == 7 and rate == 25 and size == (32, 48) and abs(audio - 7 / 25) <= 1 / 25
+
+
+def test_a_saved_3d_models_clip_length_sets_the_window(tmp_path):
+    """config.frames survives save/load and becomes the temporal window; the trainer records data.frames."""
+    models = pytest.importorskip("mgbp.models")
+    from mgbp.train import build_generator
+    from mgbp.video import PAPER_CLIP_LENGTH, model_clip_length
+
+    trained = build_generator({"preset": "tiny-3d", "overrides": {}}, frames=6)
+    assert trained.config.frames == 6
+    assert build_generator({"preset": "tiny", "overrides": {}}, frames=6).config.frames is None  # 2D: no clip
+    loaded = models.load_model(models.save_model(trained.eval(), tmp_path / "m.safetensors"))
+    assert model_clip_length(loaded) == 6 != PAPER_CLIP_LENGTH
+    windows = []
+    forward = loaded.forward
+    loaded.forward = lambda lr, *args, **kwargs: windows.append(lr.shape[2]) or forward(lr, *args, **kwargs)
+    source = make_clip(tmp_path / "c.mp4", frames=9, size=(16, 24))
+    target = upscale_video(source, tmp_path / "out.mp4", loaded, VideoOptions(stride=3, progress=False))
+    assert windows and set(windows) == {6} and len(describe(target)[0]) == 9
+
+
+def test_seeded_noise_reproduces_a_video(tmp_path):
+    """W > 0 with a seed: the same frames twice; another seed, other frames (MGBP-3D with a strong residual)."""
+    models = pytest.importorskip("mgbp.models")
+    from PIL import Image
+
+    torch.manual_seed(0)
+    model = models.build_model("tiny-3d", frames=4).eval()
+    with torch.no_grad():
+        model.synthesis.weight.mul_(100.0)
+    source = make_clip(tmp_path / "c.mp4", frames=6, size=(16, 24), audio=False)
+
+    def frames(name, seed):
+        folder = upscale_video(source, tmp_path / name, model, VideoOptions(stride=2, noise=0.7, seed=seed,
+                                                                             progress=False), to_frames=True)
+        return np.stack([np.asarray(Image.open(p)) for p in sorted(Path(folder).iterdir())]).astype(int)
+
+    first = frames("a", 3)
+    assert first.shape[0] == 6 and np.array_equal(first, frames("b", 3))
+    assert np.abs(frames("c", 4) - first).max() > 5

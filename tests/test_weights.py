@@ -268,3 +268,23 @@ def test_models_command_json_counts(capsys):
     assert set(by_name) == set(PRESETS)
     assert by_name["tiny"]["parameters"] == count_parameters(build_model("tiny"))
     assert listing["shipped"] == {}
+
+
+def test_clip_length_round_trip_and_files_without_it(tmp_path):
+    model = make("tiny-3d", frames=9)
+    loaded = load_model(save_model(model, tmp_path / "clip9.safetensors"))
+    assert loaded.config.frames == 9 and loaded.clip_length == 9
+    # a file written before `frames` existed: its config has no such key -> the default clip length
+    from safetensors import safe_open
+
+    tensors = load_file(str(tmp_path / "clip9.safetensors"))
+    with safe_open(str(tmp_path / "clip9.safetensors"), framework="pt") as handle:
+        metadata = dict(handle.metadata())
+    config = json.loads(metadata["config"])
+    del config["frames"]
+    metadata["config"] = json.dumps(config)
+    save_file(tensors, str(tmp_path / "old.safetensors"), metadata=metadata)
+    old = load_model(tmp_path / "old.safetensors")
+    assert old.config.frames == 5 and old.clip_length == 5
+    image = make("tiny")
+    assert load_model(save_model(image, tmp_path / "image.safetensors")).config.frames is None

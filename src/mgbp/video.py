@@ -68,7 +68,8 @@ def temporal_window(length: int) -> torch.Tensor:
 
 
 def model_clip_length(model) -> int:
-    """Frames per window: the 3D model's clip length (attribute or config field), 1 for 2D models."""
+    """Frames per window: the 3D model's training clip length (`model.clip_length`, MGBP-3D's `config.frames`,
+    or a config field of another name), PAPER_CLIP_LENGTH when the model does not say; 1 for 2D models."""
     if not getattr(model, "is_video", False):
         return 1
     config = getattr(model, "config", None)
