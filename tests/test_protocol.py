@@ -126,8 +126,9 @@ def test_labels():
         ["Bicubic", "best", "x4-psnr"]
     assert protocol.method_labels(["a/best.safetensors", "b/best.safetensors"]) == \
         ["a/best.safetensors", "b/best.safetensors"]
-    with pytest.raises(ConfigError, match="given twice"):
-        protocol.method_labels(["bicubic", "m.model", "m.model"])
+    for repeated in (["bicubic", "m.model", "m.model"], ["bicubic", "BICUBIC"]):
+        with pytest.raises(ConfigError, match="given twice"):
+            protocol.method_labels(repeated)
 
 
 def test_devices():

@@ -185,7 +185,8 @@ def method_labels(specs: Sequence[str]) -> list[str]:
     """One label per method; two weight files with the same stem are told apart by their paths. The same
     method given twice is a `ConfigError`."""
     specs = [str(s) for s in specs]
-    repeated = sorted({s for s in specs if specs.count(s) > 1})
+    keys = [BICUBIC if is_bicubic(s) else s for s in specs]
+    repeated = sorted({k for k in keys if keys.count(k) > 1})
     if repeated:
         raise ConfigError(f"method {repeated[0]!r} given twice")
     labels = [method_label(s) for s in specs]
