@@ -195,3 +195,19 @@ def test_seed_makes_noisy_outputs_reproducible(tmp_path, noisy_weights):
     with torch.no_grad():
         reference = network(x, noise_amp=0.7, noise=noise).clamp(0, 1)[0].permute(1, 2, 0).numpy() * 255
     assert np.abs(seven - reference).max() <= 0.51
+
+
+def test_without_output_flag_outputs_go_beside_the_inputs(tmp_path, weights, network):
+    """No -o: a file becomes NAME_x<scale>.EXT beside it, a folder a sibling FOLDER_x<scale> (inputs untouched)."""
+    rgb = random_image((6, 7, 3))
+    Image.fromarray(rgb).save(tmp_path / "photo.png")
+    (tmp_path / "album" / "sub").mkdir(parents=True)
+    Image.fromarray(rgb).save(tmp_path / "album" / "sub" / "a.png")
+    scale = network.scale
+    assert upscale(tmp_path / "photo.png", "-m", weights) == 0
+    out = io.read_image(tmp_path / f"photo_x{scale}.png").rgb
+    assert np.abs(out - expected_rgb(network, rgb / 255.0)).max() <= 1 / 255 + 1e-6
+    assert upscale(tmp_path / "album", "-m", weights) == 0
+    assert (tmp_path / f"album_x{scale}" / "sub" / "a.png").is_file()
+    assert sorted(p.name for p in (tmp_path / "album" / "sub").iterdir()) == ["a.png"]
+    assert upscale(tmp_path / "photo.png", "-m", weights) == 1  # exists now: not overwritten

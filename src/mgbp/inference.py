@@ -379,14 +379,14 @@ def resolve_model(model=None, scale: int | None = None, device=None, dtype=None)
 def default_model_for_scale(scale: int | None):
     """The shipped model for `scale` (first of `mgbp.models.SHIPPED` with that scale), or an MgbpError that says
     which shipped weights exist."""
-    if scale is None:
-        raise ConfigError("give a scale (-s) or a model (-m)")
     try:
         from mgbp.models import default_model_for_scale as shipped_name_for
         from mgbp.models import load_model
     except ImportError as exc:
         raise ConfigError(f"no model given and the model registry is unavailable ({exc}); pass -m WEIGHTS") from exc
-    return load_model(shipped_name_for(int(scale)))
+    from mgbp.models.weights import DEFAULT_SCALE
+
+    return load_model(shipped_name_for(int(scale if scale is not None else DEFAULT_SCALE)))
 
 
 def resolve_dtype(dtype):

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mgbp.errors import ConfigError, MgbpError
+from mgbp.models.weights import DEFAULT_SCALE
 
 VIDEO_EXTENSIONS = (".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".ts", ".flv", ".wmv")
 OUTPUT_IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
@@ -23,9 +24,12 @@ OUTPUT_IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image/video files, folders (recursive), globs")
-    parser.add_argument("-o", "--output", required=True,
-                        help="output file (one input) or folder (several inputs; folder structure kept)")
-    parser.add_argument("-s", "--scale", type=int, help="upscaling factor (picks the shipped model for it)")
+    parser.add_argument("-o", "--output",
+                        help="output file (one input) or folder (several inputs; folder structure kept); "
+                             "default: beside each input, named NAME_x<scale> (a folder: FOLDER_x<scale>)")
+    parser.add_argument("-s", "--scale", type=int,
+                        help=f"upscaling factor: picks the shipped model for it (default x{DEFAULT_SCALE} "
+                             "when no -m is given)")
     parser.add_argument("-m", "--model", help="shipped model name or weight file")
     parser.add_argument("-W", "--noise", type=float, default=0.0, help="noise amplitude W (0: best PSNR)")
     parser.add_argument("--seed", type=int, default=0,
@@ -72,11 +76,13 @@ def run(args: argparse.Namespace) -> int:
     _check_args(args)
     device = args.device or _default_device()
     dtype = "half" if args.half else "bf16" if args.bf16 else None
-    model = resolve_model(args.model, args.scale, device=device, dtype=dtype)
+    scale = args.scale if (args.scale is not None or args.model is not None) else DEFAULT_SCALE
+    model = resolve_model(args.model, scale, device=device, dtype=dtype)
     overlap = default_overlap(model) if args.tile_overlap is None else args.tile_overlap
     if args.tile is not None and args.tile <= overlap:
         raise ConfigError(f"--tile {args.tile} must exceed the tile overlap ({overlap} LR pixels for this model)")
-    jobs, failures = plan_jobs(args, video_model=bool(getattr(model, "is_video", False)))
+    jobs, failures = plan_jobs(args, video_model=bool(getattr(model, "is_video", False)),
+                               scale=int(getattr(model, "scale", scale or DEFAULT_SCALE)))
     done = skipped = 0
     for job in _progress(jobs, args, desc="files", unit="file"):
         if job.target.exists() and not args.overwrite:
@@ -104,8 +110,6 @@ def _check_args(args) -> None:
         value = getattr(args, name, None)
         if value is not None and value < 1:
             raise ConfigError(f"--{name.replace('_', '-')} must be positive, got {value}")
-    if args.model is None and args.scale is None:
-        raise ConfigError("give -s/--scale (to use the shipped model for that scale) or -m/--model")
 
 
 def _default_device() -> str:
@@ -147,9 +151,14 @@ def expand_inputs(inputs: list[str]) -> tuple[list[Path], list[str]]:
     return found, errors
 
 
-def plan_jobs(args, video_model: bool = False) -> tuple[list[Job], list[str]]:
+def plan_jobs(args, video_model: bool = False, scale: int = 4) -> tuple[list[Job], list[str]]:
     """One job per output. A folder is a tree of images (structure kept under -o), except that it is one clip
-    of frames when the output is a video file, with --to-frames, or for a video (3D) model."""
+    of frames when the output is a video file, with --to-frames, or for a video (3D) model.
+
+    Without -o (as Real-ESRGAN's and chaiNNer's users expect), an output goes beside its input: a file as
+    NAME_x<scale>.EXT (or with --suffix), a folder as a sibling FOLDER_x<scale>."""
+    if args.output is None:
+        return _plan_jobs_beside_inputs(args, video_model, scale)
     from mgbp.io import IMAGE_EXTENSIONS
 
     sources, failures = expand_inputs(args.inputs)
@@ -171,6 +180,26 @@ def plan_jobs(args, video_model: bool = False) -> tuple[list[Job], list[str]]:
             target = output if single and names_target else None
             jobs.append(_file_job(path, output, target, args))
     return [job for job in jobs if _not_an_input(job, args, failures)], failures
+
+
+def _plan_jobs_beside_inputs(args, video_model: bool, scale: int) -> tuple[list[Job], list[str]]:
+    sources, _ = expand_inputs(args.inputs)
+    jobs, failures = [], []
+    for path in sources:  # one planning pass per input, each with its own -o
+        one = argparse.Namespace(**vars(args))
+        one.inputs = [str(path)]
+        if path.is_dir():
+            one.output = str(path.parent / f"{path.name}_x{scale}")
+        else:
+            one.output = str(path.parent)
+            one.suffix = args.suffix or f"_x{scale}"
+        more_jobs, more_failures = plan_jobs(one, video_model, scale)
+        jobs += more_jobs
+        failures += more_failures
+    missing = expand_inputs(args.inputs)[1]
+    for line in missing:
+        _report(line)
+    return jobs, failures + missing
 
 
 def _file_job(path: Path, out_dir: Path, target: Path | None, args) -> Job:

@@ -58,6 +58,8 @@ class Shipped:
         return WEIGHTS_DIR / self.filename
 
 
+DEFAULT_SCALE = 4  # what `mgbp upscale` and `mgbp.upscale` use when given neither a scale nor a model
+
 SHIPPED: dict[str, Shipped] = {
     # "mgbp-x4": Shipped("mgbp-x4.safetensors", scale=4, sha256="...", description="..."),
 }
