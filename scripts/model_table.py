@@ -10,13 +10,12 @@ Nothing in the table is typed by hand: every figure is read from the `measured` 
 from __future__ import annotations
 
 import argparse
-import json
 import re
 from pathlib import Path
 
 from safetensors import safe_open
 
-from mgbp.models.weights import SHIPPED
+from mgbp.models.weights import SHIPPED, read_metadata
 
 ROOT = Path(__file__).resolve().parents[1]
 BEGIN, END = "<!-- models:begin -->", "<!-- models:end -->"
@@ -31,18 +30,6 @@ def _product(shape) -> int:
     out = 1
     for n in shape:
         out *= n
-    return out
-
-
-def metadata(path: Path) -> dict:
-    with safe_open(str(path), "pt") as handle:
-        raw = handle.metadata()
-    out = {}
-    for key, value in raw.items():
-        try:
-            out[key] = json.loads(value)
-        except json.JSONDecodeError:
-            out[key] = value
     return out
 
 
@@ -80,13 +67,13 @@ def table() -> str:
     ]
     commands, machines = [], set()
     for name, entry in SHIPPED.items():
-        meta = metadata(entry.path)
+        meta = read_metadata(entry.path)
         lines += model_rows(name, meta)
         commands += [c.replace("WEIGHTS", name) for c in meta["measured"]["commands"]]
         machines.add(meta["measured"]["machine"])
     if not SHIPPED:
         return "No shipped weights yet."
-    bicubic = metadata(next(iter(SHIPPED.values())).path)["measured"]["fidelity_w0"]
+    bicubic = read_metadata(next(iter(SHIPPED.values())).path)["measured"]["fidelity_w0"]
     lines.append(f"| bicubic | x4 | MATLAB imresize | - | {bicubic['Set5/bicubic']['psnr_y']:.2f} / "
                  f"{bicubic['Set5/bicubic']['ssim_y']:.4f} | {bicubic['Set14/bicubic']['psnr_y']:.2f} / "
                  f"{bicubic['Set14/bicubic']['ssim_y']:.4f} | | | |")

@@ -26,9 +26,9 @@ from pathlib import Path
 
 import torch
 import yaml
-from safetensors import safe_open
 
 from mgbp.models import load_model, save_model
+from mgbp.models.weights import read_metadata
 
 ROOT = Path(__file__).resolve().parents[1]
 IMAGES = Path("../shared/data/images")  # relative to the repository root, where the commands run
@@ -43,15 +43,14 @@ def machine() -> str:
 def stage_record(run_dir: Path) -> dict:
     """What a training run folder says about itself: its resolved config and its exported generator."""
     config = yaml.safe_load((run_dir / "config.yaml").read_text())
-    with safe_open(str(run_dir / "generator.safetensors"), "pt") as handle:
-        meta = handle.metadata()
+    meta = read_metadata(run_dir / "generator.safetensors")
     return {
         "run": run_dir.name,
         "mode": config["mode"],
-        "steps": json.loads(meta.get("training_step", "null")),
-        "wall_s": json.loads(meta.get("training_wall_s", "null")),
-        "device": json.loads(meta.get("training_device", "null")),
-        "validation": json.loads(meta.get("validation", "null")),
+        "steps": meta.get("training_step"),
+        "wall_s": meta.get("training_wall_s"),
+        "device": meta.get("training_device"),
+        "validation": meta.get("validation"),
         "config": config,
     }
 

@@ -315,6 +315,14 @@ def load_model(
     return model.to(device=device, dtype=target).eval()
 
 
+def read_metadata(path: str | os.PathLike) -> dict:
+    """The JSON-decoded metadata of one of our safetensors files (config, recipe, measured figures)."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as handle:
+        return _decoded(handle.metadata() or {})
+
+
 def _decoded(metadata: dict[str, str]) -> dict:
     decoded = {}
     for key, value in metadata.items():
