@@ -13,7 +13,7 @@ import torch
 import yaml
 from PIL import Image
 
-from mgbp import train
+from mgbp import train, train_config
 
 torch.set_num_threads(1)
 pytest.importorskip("mgbp.models", reason="the trainer builds generators with mgbp.models")
@@ -41,7 +41,7 @@ def test_two_processes_match_one_with_the_same_global_batch(tmp_path):
         "val": {"folder": None}, "optim": {"lr": 1.0e-3}, "ema": 0.5,
     }
     single_cfg = train.load_config(None, [f"output_dir={tmp_path / 'one'}"])
-    single_cfg = train._merge(single_cfg, config)
+    single_cfg = train_config._merge(single_cfg, config)
     assert train.Trainer(single_cfg, quiet=True).run() == 0
 
     path = tmp_path / "ddp.yaml"

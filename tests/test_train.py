@@ -11,7 +11,7 @@ import torch
 import yaml
 from PIL import Image
 
-from mgbp import train
+from mgbp import train, train_config
 from mgbp.errors import ConfigError
 
 torch.set_num_threads(1)
@@ -46,7 +46,7 @@ def make_config(tmp_path, images, name, **extra) -> dict:
         "optim": {"lr": 2e-3},
     }
     for key, value in extra.items():
-        cfg = train._merge_loose(cfg, {key: value})
+        cfg = train_config._merge_loose(cfg, {key: value})
     return train.load_config(None, [f"{k}={json.dumps(v)}" for k, v in _flatten(cfg)])
 
 

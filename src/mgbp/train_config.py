@@ -1,0 +1,212 @@
+"""The training configuration of `mgbp train` (Section IV): defaults, YAML files with `base:` chains, and
+`key=value` overrides, validated; and the learning-rate schedule (Adam 1e-4 halved every 200k steps by
+default, as in the paper; cosine and constant schedules and a linear warm-up as options).
+
+A config is a plain nested dict; `DEFAULTS` documents every key. Loading order: DEFAULTS <- the YAML file (and
+the files its `base:` names, recursively) <- command-line overrides. Unknown keys are errors, so a typo never
+silently trains the wrong model.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import re
+from pathlib import Path
+
+import yaml
+
+from mgbp.errors import ConfigError
+
+DEFAULTS: dict = {
+    "mode": "fidelity",  # fidelity | perceptual
+    "seed": 0,
+    "output_dir": "runs/default",
+    "steps": 1000,
+    "device": "auto",  # auto | cpu | cuda | cuda:N
+    "amp": "auto",  # auto (bf16 on GPU, off on CPU) | off | bf16 | fp16
+    "compile": False,  # torch.compile the training forward
+    "cpu_threads": None,  # torch intra-op threads on CPU (null: torch's default)
+    "log_every": 50,
+    "checkpoint_every": 1000,
+    "export": True,  # write generator.safetensors (and generator_best.safetensors) via mgbp.models.save_model
+    "export_dtype": None,  # null: as trained (float32); "float16" for small shipped files
+    "model": {
+        "preset": "tiny",  # a name for mgbp.models.build_model
+        "overrides": {},  # keyword overrides for build_model
+        "config": None,  # or an explicit MGBPv2Config dict (used when preset is null)
+    },
+    "init_from": None,  # generator weights to start from: a training checkpoint (.pt) or a weight file
+    "data": {
+        "train": ["../shared/data/train"],
+        "lr_train": None,  # paired LR folder(s) instead of on-the-fly bicubic degradation
+        "video": False,  # clips (N,3,T,H,W) from frame folders / video files for MGBP-3D
+        "frames": 5,
+        "max_frames": None,  # per video sequence (memory)
+        "patch": 48,  # LR patch side; the HR patch is patch * scale
+        "batch": 16,  # global batch (split over DDP processes)
+        "workers": 2,
+        "cache": True,  # decode every image once into a uint8 in-memory cache
+        "augment": True,  # 8 flips / 90-degree rotations
+        "skip_bad": False,
+    },
+    "val": {
+        "folder": None,  # validation images (full images, evaluation protocol); null: no validation
+        "every": 1000,
+        "max_images": None,
+        "noise_amp": 1.0,  # W of the perceptual validation (eq. 14)
+    },
+    "optim": {
+        "lr": 1.0e-4,
+        "betas": [0.9, 0.999],
+        "weight_decay": 0.0,
+        "schedule": "step",  # step | cosine | constant
+        "step_every": 200000,  # step schedule: multiply by gamma every step_every steps
+        "gamma": 0.5,
+        "warmup": 0,  # linear warm-up steps
+        "min_lr": 0.0,  # cosine floor
+        "grad_clip": 0.0,  # max global grad norm; 0 = off
+    },
+    "d_optim": {"lr": 1.0e-4, "betas": [0.9, 0.999], "weight_decay": 0.0},  # same schedule as optim
+    "ema": 0.0,  # EMA decay of the generator (e.g. 0.999); 0 = off. Validation/export use the EMA.
+    "loss": {
+        # fidelity, eq. 9
+        "l1": 1.0,
+        "cycle": 1.0,
+        # perceptual, eq. 11 (0 switches a term off)
+        "gan": 0.001,
+        "cycle_w1": 0.1,
+        "cx": 0.1,
+        "l1_w0": 10.0,
+        "cycle_w0": 0.1,
+        "cx_bandwidth": 0.5,
+        "noise": True,  # False: the no-noise ablation of Fig. 15 (W = 0 in every term)
+        "vgg_weights": None,  # torchvision VGG19 state dict; without it CX is off (warning)
+    },
+    "discriminator": {"features": 64, "vnsc": True},
+}
+
+
+# ------------------------------------------------------------------------------------------ config
+def _merge(base: dict, update: dict, where: str = "") -> dict:
+    out = copy.deepcopy(base)
+    for key, value in update.items():
+        if key not in base:
+            raise ConfigError(f"unknown config key '{where}{key}'")
+        if isinstance(base[key], dict) and key not in ("overrides",) and base[key] is not None:
+            if not isinstance(value, dict):
+                raise ConfigError(f"config key {where}{key} must be a mapping")
+            out[key] = _merge(base[key], value, f"{where}{key}.")
+        else:
+            out[key] = value
+    return out
+
+
+_SCIENTIFIC = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+$")
+
+
+def _numbers(value):
+    """YAML 1.1 reads `1e-4` (no dot) as a string: turn such strings into floats, recursively."""
+    if isinstance(value, dict):
+        return {k: _numbers(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_numbers(v) for v in value]
+    if isinstance(value, str) and _SCIENTIFIC.match(value):
+        return float(value)
+    return value
+
+
+def parse_override(text: str) -> dict:
+    """`a.b=value` -> {"a": {"b": value}} with the value parsed as YAML."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} is not key=value")
+    key, raw = text.split("=", 1)
+    try:
+        value = _numbers(yaml.safe_load(raw)) if raw != "" else None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"override {text!r}: bad value: {exc}") from exc
+    node: dict = {}
+    cursor = node
+    parts = key.strip().split(".")
+    for part in parts[:-1]:
+        cursor[part] = {}
+        cursor = cursor[part]
+    cursor[parts[-1]] = value
+    return node
+
+
+def _read_yaml(path: Path, seen: tuple = ()) -> dict:
+    """A config file as a dict; a `base: other.yaml` key (relative to the file) is loaded first."""
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    if path.resolve() in seen:
+        raise ConfigError(f"config {path} includes itself through 'base'")
+    try:
+        loaded = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"cannot parse {path}: {exc}") from exc
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{path} must hold a mapping")
+    loaded.pop("description", None)
+    base = loaded.pop("base", None)
+    loaded = _numbers(loaded)
+    if base is None:
+        return loaded
+    parent = _read_yaml(path.parent / base, seen + (path.resolve(),))
+    return _merge_loose(parent, loaded)
+
+
+def _merge_loose(base: dict, update: dict) -> dict:
+    """Recursive dict merge without key checks (both sides are checked against DEFAULTS afterwards)."""
+    out = copy.deepcopy(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict) and key != "overrides":
+            out[key] = _merge_loose(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def load_config(path: str | Path | None, overrides: list[str] = ()) -> dict:
+    """DEFAULTS <- YAML file (and its `base` chain) <- key=value overrides, validated."""
+    cfg = copy.deepcopy(DEFAULTS)
+    if path is not None:
+        cfg = _merge(cfg, _read_yaml(Path(path)))
+    for text in overrides:
+        cfg = _merge(cfg, parse_override(text))
+    validate_config(cfg)
+    return cfg
+
+
+def validate_config(cfg: dict) -> None:
+    if cfg["mode"] not in ("fidelity", "perceptual"):
+        raise ConfigError(f"mode must be fidelity or perceptual, got {cfg['mode']!r}")
+    if cfg["amp"] not in ("auto", "off", "bf16", "fp16"):
+        raise ConfigError(f"amp must be auto, off, bf16 or fp16, got {cfg['amp']!r}")
+    if cfg["optim"]["schedule"] not in ("step", "cosine", "constant"):
+        raise ConfigError(f"optim.schedule must be step, cosine or constant, got {cfg['optim']['schedule']!r}")
+    for key in ("steps", "log_every", "checkpoint_every"):
+        if not isinstance(cfg[key], int) or cfg[key] < 1:
+            raise ConfigError(f"{key} must be a positive integer, got {cfg[key]!r}")
+    if cfg["export_dtype"] not in (None, "float32", "float16", "bfloat16"):
+        raise ConfigError(f"export_dtype must be null, float32, float16 or bfloat16, got {cfg['export_dtype']!r}")
+    if not isinstance(cfg["data"]["batch"], int) or cfg["data"]["batch"] < 1:
+        raise ConfigError(f"data.batch must be a positive integer, got {cfg['data']['batch']!r}")
+    if not 0.0 <= float(cfg["ema"]) < 1.0:
+        raise ConfigError(f"ema must be in [0, 1), got {cfg['ema']}")
+    if isinstance(cfg["data"]["train"], str):
+        cfg["data"]["train"] = [cfg["data"]["train"]]
+
+
+def learning_rate_factor(step: int, optim: dict, total_steps: int) -> float:
+    """Multiplier of the base learning rate at `step` (0-based): warm-up, then step / cosine / constant."""
+    warmup = int(optim["warmup"])
+    factor = min(1.0, (step + 1) / warmup) if warmup > 0 else 1.0
+    if optim["schedule"] == "step":
+        factor *= float(optim["gamma"]) ** (step // int(optim["step_every"]))
+    elif optim["schedule"] == "cosine":
+        span = max(1, total_steps - warmup)
+        progress = min(1.0, max(0, step - warmup) / span)
+        floor = float(optim["min_lr"]) / float(optim["lr"])
+        factor *= floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+    return factor
