@@ -188,10 +188,11 @@ def test_pickled_code_is_never_executed(tmp_path):
 # ---- shipped registry ----------------------------------------------------------------------------------------
 
 
-def test_shipped_registry_is_empty_and_default_model_says_so():
-    assert SHIPPED == {}
-    with pytest.raises(WeightFileError, match="no shipped weights for scale x4"):
-        default_model_for_scale(4)
+def test_a_scale_without_shipped_weights_says_so_and_lists_what_exists():
+    with pytest.raises(WeightFileError, match="no shipped weights for scale x7") as info:
+        default_model_for_scale(7)
+    for name in SHIPPED:
+        assert name in str(info.value)
 
 
 def test_a_shipped_entry_is_one_line(tmp_path, monkeypatch):
@@ -258,7 +259,8 @@ def test_models_command_lists_every_preset(capsys):
     out = capsys.readouterr().out
     for name in PRESETS:
         assert name in out
-    assert "shipped weights: none yet" in out
+    for name in SHIPPED:
+        assert name in out
 
 
 def test_models_command_json_counts(capsys):
@@ -267,7 +269,7 @@ def test_models_command_json_counts(capsys):
     by_name = {p["name"]: p for p in listing["presets"]}
     assert set(by_name) == set(PRESETS)
     assert by_name["tiny"]["parameters"] == count_parameters(build_model("tiny"))
-    assert listing["shipped"] == {}
+    assert set(listing["shipped"]) == set(SHIPPED)
 
 
 def test_clip_length_round_trip_and_files_without_it(tmp_path):

@@ -1,0 +1,81 @@
+"""The weights embedded in the package: present, intact, self-describing, and as good as their metadata says.
+
+The README's model table is generated from each file's `measured` record (scripts/model_table.py), so
+re-measuring Set5 here checks the table against an independent run of the evaluation protocol.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from mgbp.cli import main
+from mgbp.metrics import psnr
+from mgbp.models import SHIPPED, load_model
+from mgbp.models.weights import DEFAULT_SCALE, default_model_for_scale, read_metadata
+from mgbp.resize import imresize_uint8, modcrop
+
+SAMPLE = Path(__file__).resolve().parents[1] / "src" / "mgbp" / "assets" / "sample.png"
+SET5 = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "images" / "Set5"
+
+
+def as_tensor(image: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(image).permute(2, 0, 1)[None].to(torch.float64) / 255
+
+
+def test_there_is_a_default_model_and_it_is_small():
+    name = default_model_for_scale(DEFAULT_SCALE)
+    assert SHIPPED[name].path.is_file()
+    assert sum(entry.path.stat().st_size for entry in SHIPPED.values()) < 40e6  # issue 6: all under 40 MB
+
+
+@pytest.mark.parametrize("name", list(SHIPPED))
+def test_shipped_file_is_intact_and_self_describing(name):
+    entry = SHIPPED[name]
+    meta = read_metadata(entry.path)
+    model = load_model(name)  # checks the sha256 recorded in SHIPPED
+    assert model.scale == entry.scale == meta["scale"]
+    for key in ("config", "training", "training_data", "measured"):
+        assert key in meta, f"{name}: metadata lacks {key!r}"
+    for stage in meta["training"]:
+        assert stage["steps"] > 0 and stage["wall_s"] > 0 and stage["device"] and stage["config"]
+    assert meta["measured"]["commands"] and meta["measured"]["machine"]
+
+
+def test_default_model_beats_bicubic_on_the_bundled_sample():
+    hr = modcrop(np.array(Image.open(SAMPLE).convert("RGB")), DEFAULT_SCALE)
+    lr = imresize_uint8(hr, scale=1 / DEFAULT_SCALE)
+    bicubic = imresize_uint8(lr, scale=DEFAULT_SCALE)
+    model = load_model(default_model_for_scale(DEFAULT_SCALE))
+    with torch.no_grad():
+        out = model(as_tensor(lr).float()).clamp(0, 1)
+    out = (out.double() * 255).round() / 255
+    gain = psnr(out, as_tensor(hr), crop=DEFAULT_SCALE) - psnr(as_tensor(bicubic), as_tensor(hr), crop=DEFAULT_SCALE)
+    assert gain.item() > 1.0
+
+
+def test_upscale_with_no_flags_uses_the_default_model(tmp_path):
+    shutil.copy(SAMPLE, tmp_path / "photo.png")
+    assert main(["upscale", "-q", str(tmp_path / "photo.png")]) == 0
+    out = Image.open(tmp_path / f"photo_x{DEFAULT_SCALE}.png")
+    assert out.size == (128 * DEFAULT_SCALE, 128 * DEFAULT_SCALE)
+
+
+@pytest.mark.skipif(not SET5.is_dir(), reason="../shared/data/images/Set5 is not present")
+@pytest.mark.parametrize("name", list(SHIPPED))
+def test_recorded_set5_figures_reproduce(name, tmp_path):
+    """The `measured` record (and so the README table) against a fresh run of `mgbp eval`."""
+    import json
+
+    recorded = read_metadata(SHIPPED[name].path)["measured"]["fidelity_w0"]["Set5/model"]
+    out = tmp_path / "eval.json"
+    assert main(["eval", "--data", str(SET5), "--scale", str(SHIPPED[name].scale), "--method", name,
+                 "--json", str(out), "--quiet"]) == 0
+    row = next(r for r in json.loads(out.read_text())["summary"] if r["dataset"] == "Set5")
+    assert row["psnr_y"] == pytest.approx(recorded["psnr_y"], abs=0.01)
+    assert row["ssim_y"] == pytest.approx(recorded["ssim_y"], abs=0.001)
