@@ -11,7 +11,6 @@ from mgbp import data
 from mgbp.errors import ConfigError, ImageReadError
 from mgbp.resize import imresize_uint8, modcrop
 
-torch.set_num_threads(1)
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 
 

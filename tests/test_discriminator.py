@@ -9,8 +9,6 @@ import torch
 from mgbp.losses import downscale
 from mgbp.models.discriminator import VNSC, MultiscaleDiscriminator
 
-torch.set_num_threads(1)
-
 
 def ref_vnsc(rgb: np.ndarray) -> np.ndarray:
     """Direct per-pixel loops, float64: rgb (3, H, W) in [0,1] -> (49, H, W)."""

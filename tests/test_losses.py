@@ -10,8 +10,6 @@ from mgbp import losses
 from mgbp.models.discriminator import MultiscaleDiscriminator
 from mgbp.vgg import VGG19Conv34
 
-torch.set_num_threads(1)
-
 
 # ---------------------------------------------------------------- independent references (float64, numpy)
 def keys_cubic(x):

@@ -37,15 +37,6 @@ PIRM_TENSORS = 68
 PIRM_PARAMETERS = 281_084
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """The test machine's 2 cores are shared: one intra-op thread avoids oversubscription stalls."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def tiny_config(**overrides) -> MGBPv1Config:
     """A few-thousand-parameter MGBPv1 that runs in milliseconds."""
     base = dict(  # noqa: C408 (keyword form reads like the config)

@@ -23,15 +23,6 @@ from mgbp.resize import imresize
 TINY = {"levels": 3, "mu": 2, "channels": (6, 5, 4)}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny convolutions are far faster on one thread than on threads fighting over 2 shared cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def tiny(**overrides) -> MGBPv2:
     torch.manual_seed(0)
     return MGBPv2(MGBPv2Config(**{**TINY, "scale": 2, **overrides}))

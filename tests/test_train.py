@@ -14,7 +14,6 @@ from PIL import Image
 from mgbp import train, train_config
 from mgbp.errors import ConfigError
 
-torch.set_num_threads(1)
 ROOT = Path(__file__).resolve().parents[1]
 pytest.importorskip("mgbp.models", reason="the trainer builds generators with mgbp.models")
 

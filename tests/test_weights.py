@@ -20,14 +20,6 @@ SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 PIRM = SHARED / "reference" / "pirm2018"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def make(name="tiny", **overrides) -> MGBPv2:
     torch.manual_seed(0)
     return build_model(name, **overrides).eval()
