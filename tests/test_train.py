@@ -1,6 +1,7 @@
 """The trainer (Section IV): config handling, a short fidelity run that learns, exact resume, Ctrl-C."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +13,7 @@ import yaml
 from PIL import Image
 
 from mgbp import train, train_config
-from mgbp.errors import ConfigError
+from mgbp.errors import ConfigError, WeightFileError
 
 ROOT = Path(__file__).resolve().parents[1]
 pytest.importorskip("mgbp.models", reason="the trainer builds generators with mgbp.models")
@@ -218,3 +219,19 @@ def test_perceptual_validation_reports_niqe_at_w1(tmp_path, images):
     val = records(Path(cfg["output_dir"]), "val")[-1]
     assert np.isfinite(val["niqe_w1"]) and np.isfinite(val["psnr_y"])
     assert trainer.best["metric"] == "niqe_w1"
+
+
+class _RunsCodeWhenUnpickled:
+    def __reduce__(self):
+        return (Path.touch, (Path(os.environ["MGBP_PICKLE_MARKER"]),))
+
+
+def test_checkpoints_are_read_without_running_pickled_code(tmp_path, monkeypatch):
+    """init_from / --resume read .pt files with weights_only=True: a hostile file is refused, not executed."""
+    marker = tmp_path / "executed"
+    monkeypatch.setenv("MGBP_PICKLE_MARKER", str(marker))
+    hostile = tmp_path / "hostile.pt"
+    torch.save({"generator": _RunsCodeWhenUnpickled()}, hostile)
+    with pytest.raises(WeightFileError, match="cannot read checkpoint"):
+        train.load_generator_weights(torch.nn.Linear(1, 1), str(hostile))
+    assert not marker.exists()

@@ -27,6 +27,7 @@ import dataclasses
 import json
 import logging
 import os
+import pickle
 import random
 import signal
 import sys
@@ -45,6 +46,14 @@ from mgbp.train_config import DEFAULTS, learning_rate_factor, load_config  # noq
 log = logging.getLogger("mgbp.train")
 
 # ------------------------------------------------------------------------------------------ helpers
+def load_checkpoint(path: Path) -> dict:
+    """A training checkpoint, read with `weights_only=True`: a hostile .pt file cannot run code."""
+    try:
+        return torch.load(str(path), map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as exc:  # refused, truncated, not a checkpoint
+        raise WeightFileError(f"cannot read checkpoint {path}: {str(exc).splitlines()[0]}") from None
+
+
 def atomic_torch_save(obj, path: Path) -> None:
     """torch.save through a temp file in the same folder (never a half-written checkpoint)."""
     with atomic_path(path) as temporary:
@@ -52,7 +61,14 @@ def atomic_torch_save(obj, path: Path) -> None:
 
 
 def rng_state() -> dict:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """Every RNG's state as tensors and plain numbers, so checkpoints load with `weights_only=True`."""
+    name, keys, position, has_gauss, cached = np.random.get_state()
+    state = {
+        "python": random.getstate(),
+        "numpy": {"name": name, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(position),
+                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+        "torch": torch.get_rng_state(),
+    }
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -60,7 +76,9 @@ def rng_state() -> dict:
 
 def set_rng_state(state: dict) -> None:
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    numpy_state = state["numpy"]
+    np.random.set_state((numpy_state["name"], numpy_state["keys"].numpy().astype(np.uint32),
+                         numpy_state["pos"], numpy_state["has_gauss"], numpy_state["cached_gaussian"]))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -98,7 +116,7 @@ def load_generator_weights(model: torch.nn.Module, source: str) -> None:
     """Initialise from a training checkpoint (EMA if it has one) or from a weight file (mgbp.models)."""
     path = Path(source)
     if path.suffix in (".pt", ".pth") and path.is_file():
-        state = torch.load(str(path), map_location="cpu", weights_only=False)
+        state = load_checkpoint(path)
         weights = state.get("ema") or state.get("generator") if isinstance(state, dict) else None
         if weights is None:
             raise WeightFileError(f"{path} is not an mgbp training checkpoint (no 'generator' entry)")
@@ -310,7 +328,7 @@ class Trainer:
             log.warning("--resume: no checkpoint at %s, starting from scratch", path)
             return
         try:
-            state = torch.load(str(path), map_location="cpu", weights_only=False)
+            state = load_checkpoint(path)
         except Exception as exc:
             raise WeightFileError(f"cannot read checkpoint {path}: {exc}") from exc
         try:
