@@ -73,10 +73,12 @@ def table() -> str:
         machines.add(meta["measured"]["machine"])
     if not SHIPPED:
         return "No shipped weights yet."
-    bicubic = read_metadata(next(iter(SHIPPED.values())).path)["measured"]["fidelity_w0"]
-    lines.append(f"| bicubic | x4 | MATLAB imresize | - | {bicubic['Set5/bicubic']['psnr_y']:.2f} / "
-                 f"{bicubic['Set5/bicubic']['ssim_y']:.4f} | {bicubic['Set14/bicubic']['psnr_y']:.2f} / "
-                 f"{bicubic['Set14/bicubic']['ssim_y']:.4f} | | | |")
+    for scale in sorted({entry.scale for entry in SHIPPED.values()}):
+        name = next(n for n, e in SHIPPED.items() if e.scale == scale)
+        bicubic = read_metadata(SHIPPED[name].path)["measured"]["fidelity_w0"]
+        lines.append(f"| bicubic | x{scale} | MATLAB imresize | - | {bicubic['Set5/bicubic']['psnr_y']:.2f} / "
+                     f"{bicubic['Set5/bicubic']['ssim_y']:.4f} | {bicubic['Set14/bicubic']['psnr_y']:.2f} / "
+                     f"{bicubic['Set14/bicubic']['ssim_y']:.4f} | | | |")
     lines += ["", "Measured with (OUT is a scratch folder):", ""]
     lines += [f"    {c}" for c in dict.fromkeys(commands)]
     lines += ["", "Machine: " + "; ".join(sorted(machines)) + "."]

@@ -7,7 +7,7 @@ What it records in the file's metadata (read back by `scripts/model_table.py` fo
 - `training`: per stage, the resolved config (`config.yaml` of the run), steps, wall time and device, taken from
   the run folder and the exported generator;
 - `measured`: PSNR-Y / SSIM-Y at W=0 on Set5 and Set14 (`mgbp eval`, protocol of ../shared/data/README.md) and
-  RMSE / PSNR-Y / SSIM-Y / NIQE on Set14 at W = 0, 0.25, 0.5, 0.75, 1 (`mgbp sweep`), measured on the fp16
+  RMSE / PSNR-Y / SSIM-Y / NIQE on Set14 at W = 0, 0.25, 0.5, 0.75, 1 (`mgbp sweep`), at the model's scale, measured on the fp16
   file itself, with the exact commands and the machine.
 The measurements run the real command-line tools, so the figures are what a user reproduces.
 """
@@ -64,9 +64,9 @@ def readable(args: list[str], weights: Path, work: Path) -> str:
     return "mgbp " + " ".join(args).replace(str(weights), "WEIGHTS").replace(str(work), "OUT")
 
 
-def measure(weights: Path, work: Path) -> dict:
+def measure(weights: Path, work: Path, scale: int) -> dict:
     eval_json, sweep_dir = work / "eval.json", work / "sweep"
-    eval_args = ["eval", "--data", str(IMAGES / "Set5"), str(IMAGES / "Set14"), "--scale", "4",
+    eval_args = ["eval", "--data", str(IMAGES / "Set5"), str(IMAGES / "Set14"), "--scale", str(scale),
                  "--method", "bicubic", str(weights), "--json", str(eval_json), "--quiet"]
     sweep_args = ["sweep", str(IMAGES / "Set14"), "-m", str(weights), "--amplitudes", AMPLITUDES,
                   "-o", str(sweep_dir), "--no-plot", "-q"]
@@ -108,7 +108,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         staged = Path(tmp) / f"{args.name}.safetensors"
         save_model(model, staged, base, dtype=torch.float16)  # measure the very fp16 file we ship
-        measured = measure(staged, Path(tmp))
+        measured = measure(staged, Path(tmp), int(model.scale))
     save_model(model, out, {**base, "measured": measured}, dtype=torch.float16)
     digest = hashlib.sha256(out.read_bytes()).hexdigest()
     print(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB), sha256 {digest}")
