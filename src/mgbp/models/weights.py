@@ -68,6 +68,13 @@ SHIPPED: dict[str, Shipped] = {
         description="default x4: MGBPv2 L3 mu2 64-32-16 (261 k params), fidelity at W=0, perceptual at W=1; "
         "trained on a 2-core CPU (configs/cpu-x4.yaml, then configs/cpu-x4-perceptual.yaml)",
     ),
+    "mgbp-x2": Shipped(
+        "mgbp-x2.safetensors",
+        scale=2,
+        sha256="ef82be7f2fe41c32eb247900b0e9f7ebb94497dede3ba26aea7b4a9eb6d0e282",
+        description="x2: MGBPv2 L3 mu2 64-32-16 (261 k params), fidelity only; trained on a 2-core CPU "
+        "(configs/cpu-x2.yaml)",
+    ),
 }
 
 
