@@ -191,7 +191,7 @@ def test_tiled_matches_untiled_for_the_real_mgbpv2():
 
 def test_gpu_plan_uses_the_memory_budget(monkeypatch, model):
     """On a GPU the tile side is the square root of the pixel budget, and leftover budget batches tiles."""
-    monkeypatch.setattr(inference, "_model_device_dtype", lambda m: (torch.device("cuda"), torch.float32))
+    monkeypatch.setattr(inference, "model_device", lambda m: (torch.device("cuda"), torch.float32))
     monkeypatch.setattr(inference, "_gpu_pixel_budget", lambda m, lr, amp: 10_000)
     plan = inference.auto_plan(model, torch.zeros(1, 3, 400, 500), None, 18, 0.0)
     assert (plan.tile, plan.batch) == (100, 1)

@@ -115,7 +115,8 @@ def default_overlap(model) -> int:
     return 2 * model_border(model) + DEFAULT_RAMP_LR
 
 
-def _model_device_dtype(model) -> tuple[torch.device, torch.dtype]:
+def model_device(model) -> tuple[torch.device, torch.dtype]:
+    """Where a module's parameters live (CPU float32 for a module without parameters)."""
     param = next(iter(model.parameters()), None)
     if param is None:
         return torch.device("cpu"), torch.float32
@@ -123,7 +124,7 @@ def _model_device_dtype(model) -> tuple[torch.device, torch.dtype]:
 
 
 def _forward(model, lr: torch.Tensor, noise_amp, noise=None, placement=None) -> torch.Tensor:
-    device, dtype = _model_device_dtype(model)
+    device, dtype = model_device(model)
     extra = {}
     if noise is not None:
         extra["noise"] = _map_noise(noise, lambda t: t.to(device=device, dtype=dtype))
@@ -199,7 +200,7 @@ def _frames(lr: torch.Tensor) -> int:
 def auto_plan(model, lr: torch.Tensor, tile: int | None, overlap: int, noise_amp) -> TilePlan:
     """Tile extent and batch size: given, or from a pixel budget (CPU) or measured GPU memory (CUDA)."""
     height, width = lr.shape[-2:]
-    device, _ = _model_device_dtype(model)
+    device, _ = model_device(model)
     if device.type != "cuda":
         lr_budget = CPU_OUTPUT_PIXEL_BUDGET // (model_scale(model) ** 2 * _frames(lr))
         side = tile or max(math.isqrt(lr_budget), min_tile(overlap))
@@ -219,7 +220,7 @@ def _gpu_pixel_budget(model, lr: torch.Tensor, noise_amp) -> int:
     The probe (one PROBE_SIZE tile) runs once per model and input layout; a small tile overestimates the
     memory per pixel (fixed costs, padding to the model's grid), which errs on the safe side.
     """
-    device, dtype = _model_device_dtype(model)
+    device, dtype = model_device(model)
     key = (id(model), tuple(lr.shape[1:-2]), str(device), dtype)
     if key not in _BYTES_PER_PIXEL:
         probe = lr[:1, ..., : min(PROBE_SIZE, lr.shape[-2]), : min(PROBE_SIZE, lr.shape[-1])]

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from mgbp.errors import ConfigError, ImageReadError, MgbpError
+from mgbp.inference import model_device
 from mgbp.io import IMAGE_EXTENSIONS, read_image
 from mgbp.resize import imresize, imresize_uint8, modcrop, to_uint8_range
 
@@ -220,14 +221,6 @@ def load_generator(spec: str, scale: int | None = None, device: str | None = Non
         raise ConfigError(f"method {spec} upscales x{model.scale}, not x{scale}")
     model.eval()
     return model
-
-
-def model_device(model: torch.nn.Module) -> tuple[torch.device, torch.dtype]:
-    """Where a module's parameters live (CPU float32 for a module without parameters)."""
-    parameter = next(iter(model.parameters()), None)
-    if parameter is None:
-        return torch.device("cpu"), torch.float32
-    return parameter.device, parameter.dtype
 
 
 @contextlib.contextmanager
