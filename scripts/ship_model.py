@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 import yaml
 
+from mgbp.errors import MgbpError
 from mgbp.models import load_model, save_model
 from mgbp.models.weights import read_metadata
 
@@ -116,4 +117,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except (MgbpError, FileNotFoundError, subprocess.CalledProcessError) as exc:
+        raise SystemExit(f"ship_model: error: {exc}") from None
