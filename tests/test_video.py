@@ -11,7 +11,7 @@ import torch
 
 from mgbp import inference
 from mgbp.cli import main
-from mgbp.video import VideoOptions, apply_rotation, overlap_add_stream, upscale_video
+from mgbp.video import ColourDescription, VideoOptions, apply_rotation, overlap_add_stream, upscale_video
 from tiny_generators import NearestGenerator, TinyGenerator
 
 av = pytest.importorskip("av")
@@ -124,7 +124,8 @@ def describe(path):
         rate, size = video.average_rate, (video.codec_context.height, video.codec_context.width)
         audio = container.streams.audio[0] if container.streams.audio else None
         audio_seconds = float(audio.duration * audio.time_base) if audio is not None else None
-        frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+        colour = ColourDescription.of_stream(video.codec_context)  # as a player that honours the tags
+        frames = [colour.convert(f, "rgb24", to_rgb=True).to_ndarray() for f in container.decode(video=0)]
     return frames, rate, size, audio_seconds
 
 
@@ -308,3 +309,143 @@ def test_seeded_noise_reproduces_a_video(tmp_path):
     first = frames("a", 3)
     assert first.shape[0] == 6 and np.array_equal(first, frames("b", 3))
     assert np.abs(frames("c", 4) - first).max() > 5
+
+
+# ------------------------------------------------------------------------------------ colour and subtitles
+
+
+def test_untagged_streams_get_what_players_assume():
+    from types import SimpleNamespace
+
+    def context(height, pix_fmt="yuv420p", colorspace=2, color_range=0):
+        return SimpleNamespace(height=height, pix_fmt=pix_fmt, colorspace=colorspace, color_range=color_range,
+                               color_primaries=2, color_trc=2)
+
+    assert (ColourDescription.of_stream(context(576)).matrix, ColourDescription.of_stream(context(576)).range) == (6, 1)
+    assert ColourDescription.of_stream(context(720)).matrix == 1
+    assert ColourDescription.of_stream(context(360, pix_fmt="yuvj420p")).range == 2
+    assert ColourDescription.of_stream(context(360, colorspace=9, color_range=2)).matrix == 9  # BT.2020 kept
+
+
+BT709_FULL_BLOCKS = [(81, 90, 240), (145, 54, 34), (41, 240, 110), (210, 16, 146)]  # (Y, U, V), full range
+
+
+def bt709_full_to_rgb(y, u, v):
+    """Float64 BT.709 full-range YUV -> RGB (ITU-R BT.709 coefficients Kr = 0.2126, Kb = 0.0722)."""
+    y, u, v = (np.asarray(c, np.float64) for c in (y, u, v))
+    r = y + 1.5748 * (v - 128)
+    g = y - 0.187324 * (u - 128) - 0.468124 * (v - 128)
+    b = y + 1.8556 * (u - 128)
+    return np.stack([r, g, b], -1).clip(0, 255)
+
+
+def yuv_planes(frame):
+    """(Y, U, V) planes of a decoded yuv420p frame, as numpy arrays."""
+    height = frame.height
+    packed = frame.to_ndarray()  # yuv420p: Y rows, then U and V rows of half width
+    y = packed[:height]
+    chroma = packed[height:].reshape(2, height // 2, frame.width // 2)
+    return y, chroma[0], chroma[1]
+
+
+def make_tagged_clip(path, frames=3):
+    """A lossless x264 clip of four flat 16x16 blocks given in YUV, tagged BT.709 full range."""
+    container = av.open(str(path), "w")
+    video = container.add_stream("libx264", rate=25)
+    video.height, video.width, video.pix_fmt = 32, 32, "yuv420p"
+    video.options = {"qp": "0"}
+    context = video.codec_context
+    context.colorspace, context.color_range, context.color_primaries, context.color_trc = 1, 2, 1, 1
+    planes = [np.zeros((32, 32), np.uint8), np.zeros((16, 16), np.uint8), np.zeros((16, 16), np.uint8)]
+    for k, (y, u, v) in enumerate(BT709_FULL_BLOCKS):
+        row, col = divmod(k, 2)
+        planes[0][16 * row:16 * row + 16, 16 * col:16 * col + 16] = y
+        planes[1][8 * row:8 * row + 8, 8 * col:8 * col + 8] = u
+        planes[2][8 * row:8 * row + 8, 8 * col:8 * col + 8] = v
+    for i in range(frames):
+        frame = av.VideoFrame.from_ndarray(np.concatenate([planes[0], planes[1].reshape(8, 32),
+                                                           planes[2].reshape(8, 32)]), format="yuv420p")
+        frame.color_range, frame.pts = 2, i
+        container.mux(video.encode(frame))
+    container.mux(video.encode(None))
+    container.close()
+    expected = np.zeros((32, 32, 3))
+    for k, yuv in enumerate(BT709_FULL_BLOCKS):
+        row, col = divmod(k, 2)
+        expected[16 * row:16 * row + 16, 16 * col:16 * col + 16] = bt709_full_to_rgb(*yuv)
+    return expected
+
+
+def block_interiors(image, block, margin):
+    mask = np.zeros(image.shape[:2], bool)
+    for row in range(0, image.shape[0], block):
+        for col in range(0, image.shape[1], block):
+            mask[row + margin:row + block - margin, col + margin:col + block - margin] = True
+    return image[mask]
+
+
+def test_colours_of_a_tagged_full_range_clip_do_not_shift(tmp_path, monkeypatch):
+    """BT.709 full range in: decoded with that matrix and range, re-encoded with them and tagged the same."""
+    if "libx264" not in av.codecs_available:
+        pytest.skip("needs libx264 (lossless qp 0)")
+    from mgbp.video import ContainerSource
+
+    source = tmp_path / "tagged.mp4"
+    expected = make_tagged_clip(source)
+    decoder = ContainerSource(source, max_frames=None)
+    first = next(decoder.frames(lambda packet: None))
+    decoder.close()
+    decoded = first.rgb.permute(1, 2, 0).numpy() * 255
+    assert np.abs(block_interiors(decoded, 16, 2) - block_interiors(expected, 16, 2)).max() <= 1.0
+
+    model = NearestGenerator(scale=2)
+    real = inference.resolve_model
+    monkeypatch.setattr(inference, "resolve_model",
+                        lambda name, scale, **kw: model if name == "nearest-test" else real(name, scale, **kw))
+    target = tmp_path / "tagged_x2.mp4"
+    assert main(["upscale", "-q", str(source), "-o", str(target), "-m", "nearest-test", "--crf", "0"]) == 0
+    with av.open(str(target)) as container:
+        context = container.streams.video[0].codec_context
+        assert (context.colorspace, context.color_range, context.color_primaries, context.color_trc) == (1, 2, 1, 1)
+        frame = next(container.decode(video=0))
+        y, u, v = yuv_planes(frame)
+    shown = bt709_full_to_rgb(y, np.repeat(np.repeat(u, 2, 0), 2, 1), np.repeat(np.repeat(v, 2, 0), 2, 1))
+    wanted = expected.repeat(2, 0).repeat(2, 1)
+    assert np.abs(block_interiors(shown, 32, 4) - block_interiors(wanted, 32, 4)).max() <= 2.5
+
+
+def test_subtitles_are_copied_with_their_times(clip, tmp_path, tiny):
+    """An .srt track muxed into an mkv beside video and audio comes out unchanged (text and times)."""
+    subtitles = tmp_path / "lines.srt"
+    subtitles.write_text("1\n00:00:00,080 --> 00:00:00,160\nfirst line\n\n"
+                         "2\n00:00:00,240 --> 00:00:00,360\nsecond line\n\n")
+    source = tmp_path / "with_subs.mkv"
+    with av.open(str(clip)) as video_in, av.open(str(subtitles)) as text_in, av.open(str(source), "w") as out:
+        streams = {s.index: out.add_stream_from_template(s) for s in video_in.streams}
+        text_stream = out.add_stream_from_template(text_in.streams[0])
+        for packet in video_in.demux():
+            if packet.dts is not None:
+                packet.stream = streams[packet.stream.index]
+                out.mux(packet)
+        for packet in text_in.demux():
+            if packet.dts is not None:
+                packet.stream = text_stream
+                out.mux(packet)
+
+    def subtitle_packets(path):
+        with av.open(str(path)) as container:
+            stream = container.streams.subtitles[0]
+            return [(float(p.pts * p.time_base), float(p.duration * p.time_base), bytes(p))
+                    for p in container.demux(stream) if p.dts is not None]
+
+    target = tmp_path / "with_subs_x2.mkv"
+    assert main(["upscale", "-q", str(source), "-o", str(target), "-m", "tiny-test"]) == 0
+    source_lines, target_lines = subtitle_packets(source), subtitle_packets(target)
+    assert [text for *_, text in source_lines] == [b"first line", b"second line"]
+    # the muxer may shift every stream by the same offset; the lines keep their times and durations
+    assert [text for *_, text in target_lines] == [text for *_, text in source_lines]
+    assert np.allclose([t[:2] for t in target_lines], [t[:2] for t in source_lines], atol=1e-3)
+    assert np.allclose([t[1] for t in target_lines], [0.08, 0.12], atol=1e-3)
+    with av.open(str(target)) as container:  # Matroska keeps no per-stream duration: count what is there
+        assert container.streams.video[0].average_rate == 25 and len(container.streams.audio) == 1
+        assert sum(1 for _ in container.decode(video=0)) == 10

@@ -18,6 +18,12 @@ gives a proper weighted average; with stride <= T/2 the window's decay toward cl
 Audio and subtitle streams are re-muxed packet by packet (never re-encoded), frame timestamps are kept, so the
 frame rate, the frame count and the audio sync are preserved; rotation metadata is applied to the pixels
 (the output is upright without it). The output is written under a temporary name and renamed at the end.
+
+Colour: YUV is converted to RGB with the source's own matrix and range (an untagged source gets what players
+assume: BT.709 from 720 lines up, BT.601 below; limited range unless the pixel format is a full-range `yuvj`
+one), and the output is converted back with the same matrix and range and tagged with them, the source's
+primaries and transfer function copied; so the colours a player shows do not shift. Frames stay 8-bit RGB in
+between (the network's input).
 """
 
 from __future__ import annotations
@@ -192,6 +198,52 @@ def apply_rotation(rgb: np.ndarray, degrees_ccw: float) -> np.ndarray:
     return np.ascontiguousarray(np.rot90(rgb, k=quarter_turns)) if quarter_turns else rgb
 
 
+# AVColorSpace code -> the swscale matrix (SWS_CS_*) that converts it; the two BT.601 tags share a matrix
+SWSCALE_MATRIX = {1: 1, 4: 4, 5: 5, 6: 5, 7: 7, 9: 9, 10: 9}
+BT709, BT601, UNSPECIFIED = 1, 6, 2  # AVColorSpace / AVColorPrimaries / AVColorTransferCharacteristic codes
+LIMITED_RANGE, FULL_RANGE = 1, 2  # AVColorRange
+HD_LINES = 720  # players assume BT.709 for untagged video of at least this height, BT.601 below
+
+
+@dataclass(frozen=True)
+class ColourDescription:
+    """How a stream's YUV maps to RGB (matrix, range) and what it says of its colours (primaries, transfer)."""
+    matrix: int = BT601  # AVColorSpace
+    range: int = LIMITED_RANGE  # AVColorRange
+    primaries: int = UNSPECIFIED
+    transfer: int = UNSPECIFIED
+
+    @classmethod
+    def of_stream(cls, codec_context) -> ColourDescription:
+        """The stream's tags, with what players assume where a tag is missing."""
+        matrix = codec_context.colorspace
+        if matrix not in SWSCALE_MATRIX:
+            matrix = BT709 if (codec_context.height or 0) >= HD_LINES else BT601
+        full = (codec_context.pix_fmt or "").startswith("yuvj")
+        range_ = codec_context.color_range if codec_context.color_range in (LIMITED_RANGE, FULL_RANGE) else (
+            FULL_RANGE if full else LIMITED_RANGE)
+        return cls(int(matrix), int(range_), int(codec_context.color_primaries or UNSPECIFIED),
+                   int(codec_context.color_trc or UNSPECIFIED))
+
+    def tag(self, codec_context) -> None:
+        codec_context.colorspace, codec_context.color_range = self.matrix, self.range
+        codec_context.color_primaries, codec_context.color_trc = self.primaries, self.transfer
+
+    def convert(self, frame, format_name: str, to_rgb: bool):
+        """`frame` to `format_name` with this matrix and range (from YUV if `to_rgb`, else to YUV)."""
+        from av.video.reformatter import Interpolation, VideoReformatter
+
+        ends = ("src", "dst") if to_rgb else ("dst", "src")
+        matrix = {f"{ends[0]}_colorspace": SWSCALE_MATRIX[self.matrix]}
+        ranges = {f"{ends[0]}_color_range": self.range, f"{ends[1]}_color_range": FULL_RANGE}  # RGB: full
+        # swscale's default rounding is off by up to 1.5 levels on saturated colours; full chroma is exact
+        exact = Interpolation.BILINEAR | Interpolation.ACCURATE_RND
+        try:
+            return VideoReformatter().reformat(frame, format=format_name, interpolation=exact, **matrix, **ranges)
+        except TypeError:  # PyAV without colour-range arguments: the matrix alone
+            return VideoReformatter().reformat(frame, format=format_name, interpolation=exact, **matrix)
+
+
 @dataclass
 class DecodedFrame:
     rgb: torch.Tensor  # (3,h,w) float32 in [0,1]
@@ -227,6 +279,7 @@ class ContainerSource:
         self.video.thread_type = "AUTO"
         self.copied = [s for s in self.container.streams if s.type in COPIED_STREAM_TYPES]
         self.rate = self.video.average_rate or self.video.guessed_rate or Fraction(25)
+        self.colour = ColourDescription.of_stream(self.video.codec_context)
         total = self.video.frames or None
         self.total = min(total, max_frames) if total and max_frames else (total or max_frames)
         self.end_time: float | None = None  # seconds; set when max_frames cuts the video
@@ -255,7 +308,8 @@ class ContainerSource:
                         break
                     continue
                 for frame in packet.decode():
-                    rgb = apply_rotation(frame.to_ndarray(format="rgb24"), getattr(frame, "rotation", 0))
+                    rgb = self.colour.convert(frame, "rgb24", to_rgb=True).to_ndarray()
+                    rgb = apply_rotation(rgb, getattr(frame, "rotation", 0))
                     yield DecodedFrame(_frame_tensor(rgb), frame.pts, frame.time_base)
                     self._release(mux_packet, before=float(frame.pts * frame.time_base) if frame.pts else 0.0)
                     count += 1
@@ -297,6 +351,7 @@ class FolderSource:
         self.files = files[:max_frames] if max_frames else files
         self.rate = Fraction(fps).limit_denominator(1001)
         self.total, self.copied, self.end_time = len(self.files), [], None
+        self.colour = None  # RGB images: the sink picks the matrix for the output size
 
     def frames(self, mux_packet: Callable) -> Iterator[DecodedFrame]:
         from mgbp.io import read_image
@@ -341,6 +396,9 @@ class ContainerSink:
             self.container.close()
             raise ConfigError(f"cannot encode {options.pix_fmt} with codec {codec!r} "
                               f"({str(exc).splitlines()[0]})") from None
+        self.colour = source.colour or ColourDescription(matrix=BT709 if height >= HD_LINES else BT601)
+        if not self.stream.codec_context.pix_fmt.startswith(("gbr", "rgb", "bgr")):
+            self.colour.tag(self.stream.codec_context)
         if options.crf is not None and codec in CRF_CODECS:
             self.stream.options = {"crf": str(options.crf)}
         self.copied = {}
@@ -363,6 +421,8 @@ class ContainerSink:
     def write(self, frame: torch.Tensor, decoded: DecodedFrame) -> None:
         av = _import_av()
         video_frame = av.VideoFrame.from_ndarray(_to_uint8(frame), format="rgb24")
+        if not self.stream.pix_fmt.startswith(("gbr", "rgb", "bgr")):
+            video_frame = self.colour.convert(video_frame, self.stream.pix_fmt, to_rgb=False)
         if decoded.pts is not None and decoded.time_base is not None:
             video_frame.pts, video_frame.time_base = decoded.pts, decoded.time_base
         self.container.mux(self.stream.encode(video_frame))
