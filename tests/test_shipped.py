@@ -14,6 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
+from mgbp import inference
 from mgbp.cli import main
 from mgbp.metrics import psnr
 from mgbp.models import SHIPPED, load_model
@@ -79,3 +80,23 @@ def test_recorded_set5_figures_reproduce(name, tmp_path):
     row = next(r for r in json.loads(out.read_text())["summary"] if r["dataset"] == "Set5")
     assert row["psnr_y"] == pytest.approx(recorded["psnr_y"], abs=0.01)
     assert row["ssim_y"] == pytest.approx(recorded["ssim_y"], abs=0.001)
+
+
+@pytest.mark.parametrize(("flag", "dtype", "max_loss_db"), [("--half", torch.float16, 0.05),
+                                                             ("--bf16", torch.bfloat16, 0.3)])
+def test_reduced_precision_keeps_the_quality(flag, dtype, max_loss_db, tmp_path):
+    """`--half` / `--bf16` run the default model in that dtype (CPU here): PSNR within a small margin of
+    float32 against the ground truth; the file written is still 8-bit RGB of the right size."""
+    hr = modcrop(np.array(Image.open(SAMPLE).convert("RGB")), DEFAULT_SCALE)
+    lr = imresize_uint8(hr, scale=1 / DEFAULT_SCALE)
+    Image.fromarray(lr).save(tmp_path / "lr.png")
+    scores = {}
+    for name, flags in (("float32", []), ("reduced", [flag])):
+        target = tmp_path / f"{name}.png"
+        assert main(["upscale", "-q", str(tmp_path / "lr.png"), "-o", str(target), *flags]) == 0
+        out = np.array(Image.open(target))
+        assert out.shape == hr.shape and out.dtype == np.uint8
+        scores[name] = psnr(as_tensor(out).double(), as_tensor(hr).double(), crop=DEFAULT_SCALE).item()
+    assert scores["reduced"] > scores["float32"] - max_loss_db
+    model = inference.resolve_model(None, DEFAULT_SCALE, dtype=flag.strip("-"))
+    assert next(model.parameters()).dtype == dtype

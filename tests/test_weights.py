@@ -282,3 +282,34 @@ def test_clip_length_round_trip_and_files_without_it(tmp_path):
     assert old.config.frames == 5 and old.clip_length == 5
     image = make("tiny")
     assert load_model(save_model(image, tmp_path / "image.safetensors")).config.frames is None
+
+
+def test_to_3d_gives_the_image_models_output_on_every_frame(tmp_path):
+    """`mgbp convert --to-3d`: the inflated MGBP-3D equals the image model frame by frame (W=0 and W=0.6
+    with the same noise per frame), computed independently as a loop of 2D forward passes."""
+    from mgbp.models.presets import build_model
+
+    torch.manual_seed(3)
+    image_model = build_model("tiny").eval()
+    with torch.no_grad():  # a nonzero synthesis, so the check is not the bicubic residual alone
+        for p in image_model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    source, target = tmp_path / "image.safetensors", tmp_path / "video.safetensors"
+    save_model(image_model, source)
+    assert main(["convert", str(source), str(target), "--to-3d", "--frames", "7"]) == 0
+    video_model = load_model(target).eval()
+    assert video_model.is_video and video_model.clip_length == 7 and video_model.metadata["inflated_to_3d"]
+    clip = torch.rand(2, 3, 5, 10, 9)
+    noise = torch.randn(2, 1, 5, 40, 36)
+    with torch.no_grad():
+        for amp in (0.0, 0.6):
+            together = video_model(clip, noise_amp=amp, noise=noise)
+            for t in range(5):
+                alone = image_model(clip[:, :, t], noise_amp=amp, noise=noise[:, :, t])
+                assert torch.allclose(together[:, :, t], alone, atol=1e-5), (amp, t)
+    assert main(["convert", "mgbp-x2", str(tmp_path / "x.safetensors"), "--frames", "3"]) == 2  # no --to-3d
+
+
+def test_to_3d_refuses_a_model_it_cannot_inflate(tmp_path, capsys):
+    assert main(["convert", _pirm_file().as_posix(), str(tmp_path / "v.safetensors"), "--to-3d"]) == 2
+    assert "needs an MGBPv2 image model" in capsys.readouterr().err

@@ -1,5 +1,9 @@
 """`mgbp convert IN OUT`: rewrite any weight file `load_model` reads (notably the authors' PIRM-2018
-MGBPv1 `.model` files, Figure 3 / Table V) in the project's safetensors format, config in the metadata."""
+MGBPv1 `.model` files, Figure 3 / Table V) in the project's safetensors format, config in the metadata.
+
+`--to-3d` turns an image MGBPv2 into the MGBP-3D network (Section III-A) that gives the same output frame by
+frame (`mgbp.models.mgbpv2.inflate_to_3d`): the starting point for training a video model.
+"""
 
 from __future__ import annotations
 
@@ -12,10 +16,13 @@ from mgbp.models.weights import load_model, save_model
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("input", help="weight file: the authors' .model or one of ours")
+    parser.add_argument("input", help="weight file (the authors' .model or one of ours) or a shipped name")
     parser.add_argument("output", help="output .safetensors file")
     parser.add_argument("--fp16", action="store_true", help="store the weights as float16")
     parser.add_argument("--force", action="store_true", help="overwrite OUTPUT if it exists")
+    parser.add_argument("--to-3d", action="store_true",
+                        help="inflate an image MGBPv2 into MGBP-3D with the same per-frame output")
+    parser.add_argument("--frames", type=int, default=None, help="with --to-3d: the clip length to record")
 
 
 def run(args) -> int:
@@ -24,8 +31,17 @@ def run(args) -> int:
         raise ConfigError(f"{target} exists (use --force to overwrite)")
     if target.resolve() == source.resolve():
         raise ConfigError("input and output are the same file")
-    model = load_model(source)
+    model = load_model(args.input)
     extra = {"converted_from": source.name}
+    if args.to_3d:
+        from mgbp.models.mgbpv2 import MGBPv2, inflate_to_3d
+
+        if not isinstance(model, MGBPv2):
+            raise ConfigError(f"--to-3d needs an MGBPv2 image model, {args.input} is {model.family}")
+        model = inflate_to_3d(model, frames=args.frames)
+        extra["inflated_to_3d"] = True
+    elif args.frames is not None:
+        raise ConfigError("--frames goes with --to-3d")
     save_model(model, target, extra_metadata=extra, dtype=torch.float16 if args.fp16 else None)
     params = sum(p.numel() for p in model.parameters())
     print(f"{source} -> {target}: {model.family} x{model.scale}, {params:,} parameters")
