@@ -287,8 +287,6 @@ def test_clip_length_round_trip_and_files_without_it(tmp_path):
 def test_to_3d_gives_the_image_models_output_on_every_frame(tmp_path):
     """`mgbp convert --to-3d`: the inflated MGBP-3D equals the image model frame by frame (W=0 and W=0.6
     with the same noise per frame), computed independently as a loop of 2D forward passes."""
-    from mgbp.models.presets import build_model
-
     torch.manual_seed(3)
     image_model = build_model("tiny").eval()
     with torch.no_grad():  # a nonzero synthesis, so the check is not the bicubic residual alone
