@@ -232,6 +232,7 @@ def test_checkpoints_are_read_without_running_pickled_code(tmp_path, monkeypatch
     monkeypatch.setenv("MGBP_PICKLE_MARKER", str(marker))
     hostile = tmp_path / "hostile.pt"
     torch.save({"generator": _RunsCodeWhenUnpickled()}, hostile)
-    with pytest.raises(WeightFileError, match="cannot read checkpoint"):
+    with pytest.raises(WeightFileError, match="cannot read checkpoint") as refused:
         train.load_generator_weights(torch.nn.Linear(1, 1), str(hostile))
     assert not marker.exists()
+    assert "Python objects" in str(refused.value) and "\n" not in str(refused.value)

@@ -51,7 +51,11 @@ def load_checkpoint(path: Path) -> dict:
     try:
         return torch.load(str(path), map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as exc:  # refused, truncated, not a checkpoint
-        raise WeightFileError(f"cannot read checkpoint {path}: {str(exc).splitlines()[0]}") from None
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if "Weights only load failed" in reason:  # torch's message runs on with advice to unpickle anyway
+            reason = ("it holds Python objects besides tensors and plain values (a foreign file, or one "
+                      "written by an older mgbp), so it is not loaded; init_from a .safetensors export instead")
+        raise WeightFileError(f"cannot read checkpoint {path}: {reason}") from None
 
 
 def atomic_torch_save(obj, path: Path) -> None:
