@@ -311,3 +311,16 @@ def test_to_3d_gives_the_image_models_output_on_every_frame(tmp_path):
 def test_to_3d_refuses_a_model_it_cannot_inflate(tmp_path, capsys):
     assert main(["convert", _pirm_file().as_posix(), str(tmp_path / "v.safetensors"), "--to-3d"]) == 2
     assert "needs an MGBPv2 image model" in capsys.readouterr().err
+
+
+def test_videos_prefer_a_shipped_video_model_and_images_never_get_one(monkeypatch):
+    from mgbp.models import weights
+
+    image_only = dict(weights.SHIPPED)
+    monkeypatch.setattr(weights, "SHIPPED", {"v4": weights.Shipped("v4.safetensors", 4, video=True), **image_only})
+    assert default_model_for_scale(4) == "mgbp-x4"  # a video model listed first is not an image default
+    assert weights.default_model_for_scale(4, video=True) == "v4"
+    assert weights.default_model_for_scale(2, video=True) == "mgbp-x2"  # no x2 video model: the image one
+    monkeypatch.setattr(weights, "SHIPPED", {"v3": weights.Shipped("v3.safetensors", 3, video=True)})
+    with pytest.raises(WeightFileError, match="no shipped weights for scale x3"):
+        weights.default_model_for_scale(3)

@@ -358,10 +358,11 @@ def _tile_bar(total: int, progress: bool):
 # Python API: numpy arrays, PIL images and tensors in, the same kind out.
 
 
-def resolve_model(model=None, scale: int | None = None, device=None, dtype=None):
-    """A ready generator: a module as given, a shipped name / weight file, or the default for `scale`."""
+def resolve_model(model=None, scale: int | None = None, device=None, dtype=None, video: bool = False):
+    """A ready generator: a module as given, a shipped name / weight file, or the default for `scale` (for
+    videos, `video=True`: the shipped video model of that scale if there is one)."""
     if model is None:
-        model = default_model_for_scale(scale)
+        model = default_model_for_scale(scale, video)
     elif isinstance(model, (str, bytes)) or hasattr(model, "__fspath__"):
         from mgbp.models import load_model
 
@@ -377,7 +378,7 @@ def resolve_model(model=None, scale: int | None = None, device=None, dtype=None)
     return model
 
 
-def default_model_for_scale(scale: int | None):
+def default_model_for_scale(scale: int | None, video: bool = False):
     """The shipped model for `scale` (first of `mgbp.models.SHIPPED` with that scale), or an MgbpError that says
     which shipped weights exist."""
     try:
@@ -387,7 +388,7 @@ def default_model_for_scale(scale: int | None):
         raise ConfigError(f"no model given and the model registry is unavailable ({exc}); pass -m WEIGHTS") from exc
     from mgbp.models.weights import DEFAULT_SCALE
 
-    return load_model(shipped_name_for(int(scale if scale is not None else DEFAULT_SCALE)))
+    return load_model(shipped_name_for(int(scale if scale is not None else DEFAULT_SCALE), video=video))
 
 
 def resolve_dtype(dtype):

@@ -77,7 +77,8 @@ def run(args: argparse.Namespace) -> int:
     device = args.device or _default_device()
     dtype = "half" if args.half else "bf16" if args.bf16 else None
     scale = args.scale if (args.scale is not None or args.model is not None) else DEFAULT_SCALE
-    model = resolve_model(args.model, scale, device=device, dtype=dtype)
+    videos_only = all(_is_video_path(Path(p)) for p in args.inputs)  # then a shipped video model is preferred
+    model = resolve_model(args.model, scale, device=device, dtype=dtype, video=videos_only)
     overlap = default_overlap(model) if args.tile_overlap is None else args.tile_overlap
     if args.tile is not None and args.tile <= overlap:
         raise ConfigError(f"--tile {args.tile} must exceed the tile overlap ({overlap} LR pixels for this model)")

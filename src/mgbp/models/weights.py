@@ -13,7 +13,8 @@ Weights may be stored in float16; `load_model` returns float32 unless a dtype is
 
 `SHIPPED` names weight files inside the package folder `mgbp/weights/`. Adding trained weights is one line:
     "mgbp-x4": Shipped("mgbp-x4.safetensors", scale=4, sha256="...", description="..."),
-Entries are in order of preference: `default_model_for_scale(f)` returns the first one of scale f.
+Entries are in order of preference: `default_model_for_scale(f)` returns the first image model of scale f,
+`default_model_for_scale(f, video=True)` the first video model (else the image one).
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ class Shipped:
     scale: int
     sha256: str = ""  # checked on load when given
     description: str = ""
+    video: bool = False  # an MGBP-3D model: the default for video inputs of its scale, never for images
 
     @property
     def path(self) -> Path:
@@ -78,12 +80,17 @@ SHIPPED: dict[str, Shipped] = {
 }
 
 
-def default_model_for_scale(scale: int) -> str:
-    """Name of the preferred shipped weights for factor `scale`; WeightFileError when there are none."""
-    for name, entry in SHIPPED.items():
-        if entry.scale == int(scale):
-            return name
-    available = ", ".join(f"{n} (x{e.scale})" for n, e in SHIPPED.items()) or "none yet"
+def default_model_for_scale(scale: int, video: bool = False) -> str:
+    """Name of the preferred shipped weights for factor `scale`; WeightFileError when there are none.
+
+    Images get the first image model of that scale; videos (`video=True`) the first video model, else the
+    first image model (run frame by frame).
+    """
+    fitting = [name for name, entry in SHIPPED.items() if entry.scale == int(scale) and (video or not entry.video)]
+    fitting.sort(key=lambda name: not SHIPPED[name].video if video else False)  # stable: keeps SHIPPED's order
+    if fitting:
+        return fitting[0]
+    available = ", ".join(f"{n} (x{e.scale}{', video' if e.video else ''})" for n, e in SHIPPED.items()) or "none yet"
     raise WeightFileError(f"no shipped weights for scale x{scale} (shipped: {available}); pass a weight file")
 
 
