@@ -59,26 +59,73 @@ def model_rows(name: str, meta: dict) -> list[str]:
     ]
 
 
-def table() -> str:
+def video_rows(name: str, meta: dict) -> list[str]:
+    """One row per method of the Vid4-city measurement: bicubic, the image model per frame, this model."""
+    cfg, clip = meta["config"], meta["measured"]["video"]["vid4_city"]
+    arch = (f"MGBP-3D L{cfg['levels']} mu{cfg['mu']} {'-'.join(map(str, cfg['channels']))}, "
+            f"{parameter_count(SHIPPED[name].path):,} params, clips of {cfg.get('frames')}")
+    size_mb = SHIPPED[name].path.stat().st_size / 1e6
+    rows = []
+    for m in clip["methods"]:
+        label = f"`{name}`" if m["method"] == "model" else m["method"]
+        mode = m["mode"]
+        detail = f"{arch} | {size_mb:.2f} MB" if m["method"] == "model" else "- | -"
+        training = describe_training(meta) if m["method"] == "model" else ""
+        rows.append(f"| {label} | x{meta['scale']} | {mode} | {detail} | {m['psnr_y']:.2f} / {m['ssim_y']:.4f} | "
+                    f"{m['flicker']:.3f} | {training} |")
+    return rows
+
+
+def image_table(names: list[str]) -> tuple[list[str], list[str], set[str]]:
     lines = [
         ("| name | scale | architecture | file | Set5 PSNR-Y / SSIM-Y (W=0) | Set14 PSNR-Y / SSIM-Y (W=0) | "
         "Set14 NIQE at W = 0 / .25 / .5 / .75 / 1 | Set14 RMSE at the same W | training |"),
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     commands, machines = [], set()
-    for name, entry in SHIPPED.items():
-        meta = read_metadata(entry.path)
+    for name in names:
+        meta = read_metadata(SHIPPED[name].path)
         lines += model_rows(name, meta)
         commands += [c.replace("WEIGHTS", name) for c in meta["measured"]["commands"]]
         machines.add(meta["measured"]["machine"])
-    if not SHIPPED:
-        return "No shipped weights yet."
-    for scale in sorted({entry.scale for entry in SHIPPED.values()}):
-        name = next(n for n, e in SHIPPED.items() if e.scale == scale)
+    for scale in sorted({SHIPPED[n].scale for n in names}):
+        name = next(n for n in names if SHIPPED[n].scale == scale)
         bicubic = read_metadata(SHIPPED[name].path)["measured"]["fidelity_w0"]
         lines.append(f"| bicubic | x{scale} | MATLAB imresize | - | {bicubic['Set5/bicubic']['psnr_y']:.2f} / "
                      f"{bicubic['Set5/bicubic']['ssim_y']:.4f} | {bicubic['Set14/bicubic']['psnr_y']:.2f} / "
                      f"{bicubic['Set14/bicubic']['ssim_y']:.4f} | | | |")
+    return lines, commands, machines
+
+
+def video_table(names: list[str]) -> tuple[list[str], list[str], set[str]]:
+    first = read_metadata(SHIPPED[names[0]].path)["measured"]["video"]["vid4_city"]
+    lines = [
+        f"Video models on Vid4-city ({first['frames']} frames, {first['hr_size'][1]}x{first['hr_size'][0]}), "
+        "frame-averaged; each file's `training_data` says what it saw:",
+        "",
+        "| name | scale | mode | architecture | file | PSNR-Y / SSIM-Y | flicker (mean abs. error of dY/dt) | "
+        "training |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    commands, machines = [], set()
+    for name in names:
+        meta = read_metadata(SHIPPED[name].path)
+        lines += video_rows(name, meta)
+        commands += [c.replace("WEIGHTS", name) for c in meta["measured"]["commands"]]
+        machines.add(meta["measured"]["machine"])
+    return lines, commands, machines
+
+
+def table() -> str:
+    if not SHIPPED:
+        return "No shipped weights yet."
+    images = [n for n, e in SHIPPED.items() if not e.video]
+    videos = [n for n, e in SHIPPED.items() if e.video]
+    lines, commands, machines = image_table(images) if images else ([], [], set())
+    if videos:
+        more_lines, more_commands, more_machines = video_table(videos)
+        lines += [""] + more_lines if lines else more_lines
+        commands, machines = commands + more_commands, machines | more_machines
     lines += ["", "Measured with (OUT is a scratch folder):", ""]
     lines += [f"    {c}" for c in dict.fromkeys(commands)]
     lines += ["", "Machine: " + "; ".join(sorted(machines)) + "."]

@@ -2,13 +2,18 @@
 
     python scripts/ship_model.py runs/cpu-x4-perceptual/generator.safetensors --name mgbp-x4 \
         --stage runs/cpu-x4 --stage runs/cpu-x4-perceptual
+    python scripts/ship_model.py runs/cpu-x4-video/generator.safetensors --name mgbp-x4-video --video \
+        --init mgbp-x4 --stage runs/cpu-x4-video --training-data "..."
 
 What it records in the file's metadata (read back by `scripts/model_table.py` for the README):
 - `training`: per stage, the resolved config (`config.yaml` of the run), steps, wall time and device, taken from
   the run folder and the exported generator;
 - `measured`: PSNR-Y / SSIM-Y at W=0 on Set5 and Set14 (`mgbp eval`, protocol of ../shared/data/README.md) and
   RMSE / PSNR-Y / SSIM-Y / NIQE on Set14 at W = 0, 0.25, 0.5, 0.75, 1 (`mgbp sweep`), at the model's scale, measured on the fp16
-  file itself, with the exact commands and the machine.
+  file itself, with the exact commands and the machine;
+- for a video model (`--video`), instead: frame-averaged PSNR-Y / SSIM-Y and flicker on the whole Vid4-city
+  clip against per-frame bicubic and the shipped image model of the same scale (`scripts/eval_video.py`),
+  plus the same on a small crop (`check`) that `tests/test_shipped.py` re-measures.
 The measurements run the real command-line tools, so the figures are what a user reproduces.
 """
 
@@ -34,6 +39,9 @@ from mgbp.models.weights import read_metadata
 ROOT = Path(__file__).resolve().parents[1]
 IMAGES = Path("../shared/data/images")  # relative to the repository root, where the commands run
 AMPLITUDES = "0,0.25,0.5,0.75,1"
+VIDEO_CHECK = ["--max-frames", "8", "--crop", "128"]  # a few seconds on a CPU, re-measured by the tests
+IMAGE_DATA = ("the 291 images of ../shared/data/train (T91 + BSDS200); images smaller than a training patch "
+              "skipped (t20, 78x78); no other data")
 
 
 def machine() -> str:
@@ -87,12 +95,39 @@ def measure(weights: Path, work: Path, scale: int) -> dict:
     }
 
 
+def run_script(args: list[str]) -> None:
+    print("+ python " + " ".join(args), flush=True)
+    subprocess.run([sys.executable, *args], check=True, cwd=ROOT)
+
+
+def measure_video(weights: Path, work: Path, scale: int) -> dict:
+    from mgbp.models.weights import default_model_for_scale
+
+    methods = ["--scale", str(scale), "--methods", "bicubic", default_model_for_scale(scale), str(weights)]
+    records = {}
+    for name, extra in (("vid4_city", []), ("check", VIDEO_CHECK)):
+        args = ["scripts/eval_video.py", *methods, *extra, "--quiet", "--json", str(work / f"{name}.json")]
+        run_script(args)
+        result = json.loads((work / f"{name}.json").read_text())
+        records[name] = {
+            "frames": result["frames"], "hr_size": result["hr_size"], "options": extra,
+            "methods": [{"method": m["method"].replace(weights.stem, "model"), "mode": m["mode"],
+                         **{k: round(m[k], 4) for k in ("psnr_y", "ssim_y", "flicker")}}
+                        for m in result["methods"]],
+            "command": "python " + " ".join(args[:-2]).replace(str(weights), "WEIGHTS"),
+        }
+    return {"video": records, "commands": [records[k]["command"] for k in records], "machine": machine()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("weights", type=Path, help="exported generator (.safetensors)")
     parser.add_argument("--name", required=True, help="shipped name, e.g. mgbp-x4")
     parser.add_argument("--stage", type=Path, action="append", required=True, help="training run folder(s)")
     parser.add_argument("--description", default="")
+    parser.add_argument("--video", action="store_true", help="a video (3D) model: measure on Vid4-city")
+    parser.add_argument("--init", default=None, help="shipped model the first stage started from (recorded)")
+    parser.add_argument("--training-data", default=IMAGE_DATA, help="what the model saw, in words")
     args = parser.parse_args()
 
     model = load_model(args.weights)
@@ -101,19 +136,20 @@ def main() -> None:
     base = {
         "name": args.name,
         "description": args.description,
-        "training_data": "the 291 images of ../shared/data/train (T91 + BSDS200); images smaller than a "
-                         "training patch skipped (t20, 78x78); no other data",
+        "training_data": args.training_data,
+        "initialised_from": args.init,
         "training": stages,
         "training_total_wall_s": sum(s["wall_s"] or 0 for s in stages),
     }
     with tempfile.TemporaryDirectory() as tmp:
         staged = Path(tmp) / f"{args.name}.safetensors"
         save_model(model, staged, base, dtype=torch.float16)  # measure the very fp16 file we ship
-        measured = measure(staged, Path(tmp), int(model.scale))
+        measure_with = measure_video if args.video else measure
+        measured = measure_with(staged, Path(tmp), int(model.scale))
     save_model(model, out, {**base, "measured": measured}, dtype=torch.float16)
     digest = hashlib.sha256(out.read_bytes()).hexdigest()
     print(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB), sha256 {digest}")
-    print(json.dumps(measured["fidelity_w0"], indent=1))
+    print(json.dumps(measured.get("fidelity_w0") or measured["video"], indent=1))
 
 
 if __name__ == "__main__":

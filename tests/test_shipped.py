@@ -23,6 +23,9 @@ from mgbp.resize import imresize_uint8, modcrop
 
 SAMPLE = Path(__file__).resolve().parents[1] / "src" / "mgbp" / "assets" / "sample.png"
 SET5 = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "images" / "Set5"
+VID4_CITY = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "video" / "Vid4-city"
+IMAGE_MODELS = [name for name, entry in SHIPPED.items() if not entry.video]
+VIDEO_MODELS = [name for name, entry in SHIPPED.items() if entry.video]
 
 
 def as_tensor(image: np.ndarray) -> torch.Tensor:
@@ -40,7 +43,7 @@ def test_shipped_file_is_intact_and_self_describing(name):
     entry = SHIPPED[name]
     meta = read_metadata(entry.path)
     model = load_model(name)  # checks the sha256 recorded in SHIPPED
-    assert model.scale == entry.scale == meta["scale"]
+    assert model.scale == entry.scale == meta["scale"] and model.is_video == entry.video
     for key in ("config", "training", "training_data", "measured"):
         assert key in meta, f"{name}: metadata lacks {key!r}"
     for stage in meta["training"]:
@@ -68,7 +71,7 @@ def test_upscale_with_no_flags_uses_the_default_model(tmp_path):
 
 
 @pytest.mark.skipif(not SET5.is_dir(), reason="../shared/data/images/Set5 is not present")
-@pytest.mark.parametrize("name", list(SHIPPED))
+@pytest.mark.parametrize("name", IMAGE_MODELS)
 def test_recorded_set5_figures_reproduce(name, tmp_path):
     """The `measured` record (and so the README table) against a fresh run of `mgbp eval`."""
     import json
@@ -80,6 +83,27 @@ def test_recorded_set5_figures_reproduce(name, tmp_path):
     row = next(r for r in json.loads(out.read_text())["summary"] if r["dataset"] == "Set5")
     assert row["psnr_y"] == pytest.approx(recorded["psnr_y"], abs=0.01)
     assert row["ssim_y"] == pytest.approx(recorded["ssim_y"], abs=0.001)
+
+
+@pytest.mark.skipif(not VID4_CITY.is_dir(), reason="../shared/data/video/Vid4-city is not present")
+@pytest.mark.parametrize("name", VIDEO_MODELS)
+def test_recorded_video_check_reproduces(name, tmp_path):
+    """The small Vid4-city measurement recorded by scripts/ship_model.py --video, measured again."""
+    import json
+    import subprocess
+    import sys
+
+    check = read_metadata(SHIPPED[name].path)["measured"]["video"]["check"]
+    out = tmp_path / "check.json"
+    root = Path(__file__).resolve().parents[1]
+    subprocess.run([sys.executable, str(root / "scripts" / "eval_video.py"), "--scale", str(SHIPPED[name].scale),
+                    "--methods", "bicubic", name, *check["options"], "--quiet", "--json", str(out)],
+                   check=True, cwd=root, capture_output=True)
+    measured = {m["method"]: m for m in json.loads(out.read_text())["methods"]}
+    recorded = {m["method"]: m for m in check["methods"]}
+    for method, label in (("Bicubic", "Bicubic"), (name, "model")):
+        assert measured[method]["psnr_y"] == pytest.approx(recorded[label]["psnr_y"], abs=0.01)
+        assert measured[method]["flicker"] == pytest.approx(recorded[label]["flicker"], abs=0.01)
 
 
 @pytest.mark.parametrize(("flag", "dtype", "max_loss_db"), [("--half", torch.float16, 0.05),
