@@ -164,6 +164,49 @@ def test_video_clips_from_frame_folders(tmp_path):
         data.VideoClipDataset(tmp_path, 2, patch=6, frames=8)
 
 
+def test_panned_stills_move_by_a_constant_step(tmp_path):
+    """Frame t of a panned clip is frame t-1 moved by (vy, vx) HR pixels; the middle frame is a plain crop."""
+    image = write_png(tmp_path / "stills" / "a.png", 80, 90, 7)
+    ds = data.PanningClipDataset(tmp_path / "stills", 4, patch=6, frames=5, pan=3, augment=False)
+    side = (6 + 2 * data.MARGIN) * 4
+    moves = set()
+    for n in range(12):
+        cube = ds[n]["hr"].permute(1, 2, 3, 0).numpy()  # (T, H, W, 3)
+        assert cube.shape == (5, side, side, 3)
+        middle = [(y, x) for y in range(0, 80 - side + 1, 4) for x in range(0, 90 - side + 1, 4)
+                  if np.array_equal(image[y:y + side, x:x + side], cube[2])]
+        if not middle:  # the crop touches a border: reflected, not found as a plain crop
+            continue
+        y, x = middle[0]
+        found = None
+        for vy in range(-3, 4):
+            for vx in range(-3, 4):
+                frames_at = [(y + (t - 2) * vy, x + (t - 2) * vx) for t in range(5)]
+                inside = all(0 <= a and a + side <= 80 and 0 <= b and b + side <= 90 for a, b in frames_at)
+                if inside and all(np.array_equal(image[a:a + side, b:b + side], cube[t])
+                                  for t, (a, b) in enumerate(frames_at)):
+                    found = (vy, vx)
+        if found is not None:
+            moves.add(found)
+    assert len(moves) >= 3  # several different motions, each exactly a constant step per frame
+
+
+def test_mixed_clips_draw_from_both_sources_deterministically(tmp_path):
+    write_png(tmp_path / "stills" / "a.png", 60, 60, 1)
+    frames = [write_png(tmp_path / "seq" / f"{t:08d}.png", 30, 34, 10 + t) for t in range(6)]
+    videos = data.VideoClipDataset(tmp_path / "seq", 2, patch=6, frames=4)
+    stills = data.PanningClipDataset(tmp_path / "stills", 2, patch=6, frames=4)
+    mixed = data.MixedClipDataset(videos, stills, fraction=0.3, seed=5)
+    picks = []
+    for n in range(200):
+        item = mixed[n]["hr"]
+        assert torch.equal(item, mixed[n]["hr"])
+        picks.append(torch.equal(item, stills[n]["hr"]))
+    assert 0.2 < np.mean(picks) < 0.4 and frames
+    with pytest.raises(ConfigError, match="stills_fraction"):
+        data.MixedClipDataset(videos, stills, fraction=1.5)
+
+
 def test_video_file_decoding():
     pytest.importorskip("av")
     video = SHARED / "data" / "video" / "bigbuckbunny.mp4"

@@ -210,6 +210,17 @@ def test_video_fidelity_steps_on_frame_folders(tmp_path):
     assert len(records(Path(cfg["output_dir"]), "train")) == 2
 
 
+def test_video_model_trains_on_panned_stills_mixed_with_clips(tmp_path, images):
+    for t in range(5):
+        smooth_image(tmp_path / "clips" / "a" / f"{t:08d}.png", 24, 28, 20 + t)
+    cfg = make_config(tmp_path, tmp_path / "clips", "stills", steps=2, log_every=1, val={"folder": None},
+                      model={"preset": "tiny-3d"},
+                      data={"video": True, "frames": 3, "batch": 2, "stills": [str(images)], "pan": 2})
+    trainer = train.Trainer(cfg, quiet=True)
+    assert type(trainer.dataset).__name__ == "MixedClipDataset" and trainer.run() == 0
+    assert len(records(Path(cfg["output_dir"]), "train")) == 2
+
+
 def test_perceptual_validation_reports_niqe_at_w1(tmp_path, images):
     smooth_image(tmp_path / "val" / "v.png", 200, 200, 7)
     cfg = make_config(tmp_path, images, "pval", steps=1, mode="perceptual", val={"folder": str(tmp_path / "val")},

@@ -15,6 +15,10 @@ Design, chosen for exact resumption and for speed on a GPU:
   imresize pads; the margin is dropped after downscaling.
 - Bad inputs (unreadable, smaller than a patch, empty folders) raise errors naming the files; `skip_bad`
   skips them instead and counts them.
+- Video clips come from frame folders and video files, and optionally from still photographs panned across
+  (`PanningClipDataset`): frame t is the same crop moved by t (vy, vx) HR pixels, a global motion that is
+  sub-pixel on the LR grid, which is what lets a 3D network gain from its neighbouring frames (the camera
+  pans of Vid4 are of this kind). `MixedClipDataset` draws each clip from one or the other.
 """
 
 from __future__ import annotations
@@ -368,6 +372,52 @@ class VideoClipDataset(Dataset):
         cols = reflect_indices((x - m) * f, (x + p + m) * f, lr_w * f)
         cube = clip[t: t + self.frames][:, rows][:, :, cols]
         return {"hr": _to_chw(dihedral(cube, code, axes=(1, 2)))}
+
+
+class PanningClipDataset(ImagePatchDataset):
+    """Clips made from still images: the crop moves by (vy, vx) HR pixels per frame, |v| <= `pan`, so its
+    LR frames see the scene at sub-pixel offsets. The middle frame is an ordinary patch of the image."""
+
+    def __init__(self, folders, scale: int, patch: int = 48, frames: int = 5, pan: int = 3,
+                 augment: bool = True, cache: bool = True, skip_bad: bool = False, seed: int = 0):
+        super().__init__(folders, scale, patch, augment, cache, None, skip_bad, seed)
+        self.frames, self.pan = int(frames), int(pan)
+
+    def __getitem__(self, n: int) -> dict[str, torch.Tensor]:
+        i, rng = self.indexer(int(n))
+        image = self._image(i)
+        f, p, m = self.scale, self.patch, self.margin
+        lr_h, lr_w = image.shape[0] // f, image.shape[1] // f
+        y = int(rng.integers(0, lr_h - p + 1))
+        x = int(rng.integers(0, lr_w - p + 1))
+        vy, vx = (int(v) for v in rng.integers(-self.pan, self.pan + 1, size=2))
+        code = int(rng.integers(0, 8)) if self.augment else 0
+        cube = []
+        for t in range(self.frames):  # a handful of frames: slicing, not pixel loops
+            dy, dx = (t - self.frames // 2) * vy, (t - self.frames // 2) * vx
+            rows = reflect_indices((y - m) * f + dy, (y + p + m) * f + dy, lr_h * f)
+            cols = reflect_indices((x - m) * f + dx, (x + p + m) * f + dx, lr_w * f)
+            cube.append(image[rows][:, cols])
+        return {"hr": _to_chw(dihedral(np.stack(cube), code, axes=(1, 2)))}
+
+
+class MixedClipDataset(Dataset):
+    """Each clip from `stills` (a PanningClipDataset) with probability `fraction`, else from `videos`."""
+
+    def __init__(self, videos: Dataset | None, stills: Dataset, fraction: float, seed: int = 0):
+        if videos is None:
+            fraction = 1.0
+        if not 0.0 <= fraction <= 1.0:
+            raise ConfigError(f"data.stills_fraction must be in [0, 1], got {fraction}")
+        self.videos, self.stills, self.fraction, self.seed = videos, stills, float(fraction), seed
+        self.margin, self.paired = stills.margin, False
+
+    def __len__(self) -> int:
+        return len(self.stills) + (len(self.videos) if self.videos is not None else 0)
+
+    def __getitem__(self, n: int) -> dict[str, torch.Tensor]:
+        from_stills = np.random.default_rng([self.seed, 2, int(n)]).random() < self.fraction
+        return self.stills[n] if from_stills else self.videos[n]
 
 
 # ------------------------------------------------------------------------------ batch -> (lr, hr)

@@ -43,6 +43,9 @@ DEFAULTS: dict = {
         "video": False,  # clips (N,3,T,H,W) from frame folders / video files for MGBP-3D
         "frames": 5,
         "max_frames": None,  # per video sequence (memory)
+        "stills": None,  # image folders panned into clips (data.PanningClipDataset), video models only
+        "stills_fraction": 0.5,  # share of clips drawn from `stills` when `train` has videos too
+        "pan": 3,  # largest motion of a panned still, HR pixels per frame
         "patch": 48,  # LR patch side; the HR patch is patch * scale
         "batch": 16,  # global batch (split over DDP processes)
         "workers": 2,
