@@ -2,11 +2,15 @@
 
     PYTHONPATH=src python benchmarks/bench_tiled_memory.py -m mgbp-x4 --lr-size 960x540
     PYTHONPATH=src python benchmarks/bench_tiled_memory.py --preset mgbpv2-x4 --lr-size 960x540 --tile 128
+    PYTHONPATH=src python benchmarks/bench_tiled_memory.py --preset mgbpv2-x16 --lr-size 480x270 \
+        --device cuda --max-gpu-memory 8 --dtype half      # issue 5: an x16 8K output within 8 GB of GPU memory
 
 Runs `mgbp.inference.upscale_tensor` (the path `mgbp upscale` takes) on a random LR image and prints one JSON
 line: the output size, wall time, tile plan, and the process's peak resident memory (ru_maxrss) before and
 after, so the growth is what the upscale itself needed. On CUDA it also reports
-`torch.cuda.max_memory_allocated`. Random weights are fine for a preset: memory and time do not depend on them.
+`torch.cuda.max_memory_allocated`; `--max-gpu-memory` caps the process (PyTorch's per-process fraction, what
+`mgbp upscale --max-gpu-memory` sets), so going over it would fail rather than pass unnoticed. The input and the
+output stay in CPU memory, as in `mgbp upscale`; tiles go to the device. Random weights are fine for a preset: memory and time do not depend on them.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import time
 
 import torch
 
-from mgbp.inference import upscale_tensor
+from mgbp.inference import resolve_dtype, upscale_tensor
 from mgbp.models import build_model, load_model
 
 
@@ -35,13 +39,18 @@ def main() -> None:
     parser.add_argument("--lr-size", default="960x540", help="WxH of the LR input")
     parser.add_argument("--tile", type=int, default=None, help="LR tile (default: automatic)")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", default=None, help="half / bf16 (default: float32)")
+    parser.add_argument("--max-gpu-memory", type=float, default=None, metavar="GIB")
     args = parser.parse_args()
 
     device = torch.device(args.device)
+    if args.max_gpu_memory is not None:
+        total = torch.cuda.get_device_properties(device).total_memory
+        torch.cuda.set_per_process_memory_fraction(min(1.0, args.max_gpu_memory * 2**30 / total), device)
     model = load_model(args.model) if args.model else build_model(args.preset)
-    model = model.to(device).eval()
+    model = model.to(device=device, dtype=resolve_dtype(args.dtype)).eval()
     width, height = (int(v) for v in args.lr_size.lower().split("x"))
-    lr = torch.rand(1, 3, height, width, generator=torch.Generator().manual_seed(0)).to(device)
+    lr = torch.rand(1, 3, height, width, generator=torch.Generator().manual_seed(0))  # in CPU memory
     before = peak_rss_gib()
     start = time.perf_counter()
     with torch.inference_mode():
@@ -58,6 +67,8 @@ def main() -> None:
         "peak_rss_gib_after": round(peak_rss_gib(), 2),
         "output_tensor_gib": round(out.numel() * out.element_size() / 2**30, 3),
         "tile": args.tile or "auto",
+        "dtype": str(next(model.parameters()).dtype),
+        "max_gpu_memory_gib": args.max_gpu_memory,
         "device": torch.cuda.get_device_name(device) if device.type == "cuda"
         else f"{platform.machine()} CPU, {torch.get_num_threads()} threads",
         "torch": torch.__version__,

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One prepared run for a session that is lent a GPU (the device tool), about 12 minutes:
-#   1. forward speed and memory of the presets, anchors.md's protocol (fp16 autocast, batch 1);
+#   1. forward speed and memory of the presets, anchors.md's protocol (fp16 autocast, batch 1), and issue 5's
+#      x16 8K output through the tiled path under an 8 GiB cap, in fp16 and in float32;
 #   2. fidelity training of configs/gpu-x4.yaml on the carried .traindata/ (make it first, on this machine:
 #      python scripts/pack_traindata.py), exported as fp16 safetensors;
 #   3. everything worth keeping copied to $OUT (files up to 16 MiB come back).
@@ -16,6 +17,10 @@ nvidia-smi --query-gpu=name,memory.total --format=csv | tee "$OUT/gpu.txt" || tr
 "$PY" benchmarks/bench_forward.py --preset bicubic fast-x4 mgbpv2-x4 --lr-size 480x270 960x540 \
   | tee "$OUT/bench_forward.jsonl"
 "$PY" benchmarks/bench_forward.py --preset mgbpv2-x16 --lr-size 240x135 480x270 | tee -a "$OUT/bench_forward.jsonl"
+for DTYPE in half float32; do
+  "$PY" benchmarks/bench_tiled_memory.py --preset mgbpv2-x16 --lr-size 480x270 --device cuda \
+    --max-gpu-memory 8 --dtype "$DTYPE" | tee -a "$OUT/bench_x16_8k.jsonl"
+done
 "$PY" -m mgbp.train configs/gpu-x4.yaml steps="$STEPS" export_dtype=float16 --quiet 2>&1 | tail -n 40 \
   | tee "$OUT/train.log"
 cp runs/gpu-x4/generator.safetensors runs/gpu-x4/config.yaml runs/gpu-x4/log.jsonl "$OUT/run/"

@@ -199,6 +199,33 @@ def test_gpu_plan_uses_the_memory_budget(monkeypatch, model):
     assert (plan.tile, plan.batch) == (100, 3)  # 30x100 tiles: three fit in the budget
 
 
+def test_gpu_budget_respects_the_per_process_memory_cap(monkeypatch):
+    """The probe's bytes per pixel divide what this process may still allocate: the free memory, or less when
+    `torch.cuda.set_per_process_memory_fraction` (`--max-gpu-memory`) caps the process."""
+    gib = 2**30
+    fake = {"fraction": 1.0}
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (60 * gib, 80 * gib))
+    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device=None: 1 * gib)
+    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda device=None: 2 * gib)
+    monkeypatch.setattr(torch.cuda, "get_per_process_memory_fraction", lambda device=None: fake["fraction"],
+                        raising=False)
+    device = torch.device("cuda")
+    assert inference.available_gpu_memory(device) == 61 * gib  # free + PyTorch's cache
+    fake["fraction"] = 0.1  # an 8 GiB cap on an 80 GiB card, 1 GiB already held by the weights
+    assert inference.available_gpu_memory(device) == 8 * gib - 1 * gib
+    fake["fraction"] = 0.01
+    assert inference.available_gpu_memory(device) == 0
+
+
+def test_max_gpu_memory_needs_cuda(capsys):
+    from mgbp.cli import main
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    assert main(["upscale", "x.png", "--max-gpu-memory", "8", "--device", "cpu"]) == 2
+    assert "needs a CUDA device" in capsys.readouterr().err
+
+
 # ---- grid alignment and noise (W > 0) for the real generators -------------------------------------------------
 
 

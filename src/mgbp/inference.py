@@ -230,9 +230,18 @@ def _gpu_pixel_budget(model, lr: torch.Tensor, noise_amp) -> int:
         _forward(model, probe, noise_amp if isinstance(noise_amp, (int, float)) else noise_amp[:1])
         peak = torch.cuda.max_memory_allocated(device) - before
         _BYTES_PER_PIXEL[key] = max(peak, 1) / (probe.shape[-2] * probe.shape[-1])
-    free, _total = torch.cuda.mem_get_info(device)
-    free += torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)  # PyTorch's own cache
-    return max(int(GPU_MEMORY_FRACTION * free / _BYTES_PER_PIXEL[key]), 1)
+    return max(int(GPU_MEMORY_FRACTION * available_gpu_memory(device) / _BYTES_PER_PIXEL[key]), 1)
+
+
+def available_gpu_memory(device: torch.device) -> int:
+    """Bytes this process may still allocate: the device's free memory plus PyTorch's cache, within the cap
+    of `torch.cuda.set_per_process_memory_fraction` (what `mgbp upscale --max-gpu-memory` sets)."""
+    free, total = torch.cuda.mem_get_info(device)
+    allocated = torch.cuda.memory_allocated(device)
+    free += torch.cuda.memory_reserved(device) - allocated  # PyTorch's own cache
+    get_fraction = getattr(torch.cuda, "get_per_process_memory_fraction", None)  # newer PyTorch only
+    fraction = get_fraction(device) if get_fraction is not None else 1.0
+    return max(0, min(free, int(fraction * total) - allocated))
 
 
 def run_model(model, lr: torch.Tensor, noise_amp=0.0, tile: int | None = None, overlap: int | None = None,

@@ -42,6 +42,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     precision = parser.add_mutually_exclusive_group()
     precision.add_argument("--half", action="store_true", help="run the model in float16")
     precision.add_argument("--bf16", action="store_true", help="run the model in bfloat16")
+    parser.add_argument("--max-gpu-memory", type=float, metavar="GIB",
+                        help="GPU memory this run may use in all (GiB); tiles are sized to fit it")
     parser.add_argument("--ext", default="auto", help="output image format: png, jpg or auto (same as the "
                         "input where it can be written, else png)")
     parser.add_argument("--suffix", default="", help="added to output file names before the extension")
@@ -78,6 +80,7 @@ def run(args: argparse.Namespace) -> int:
     dtype = "half" if args.half else "bf16" if args.bf16 else None
     scale = args.scale if (args.scale is not None or args.model is not None) else DEFAULT_SCALE
     videos_only = all(_is_video_path(Path(p)) for p in args.inputs)  # then a shipped video model is preferred
+    _limit_gpu_memory(args.max_gpu_memory, device)
     model = resolve_model(args.model, scale, device=device, dtype=dtype, video=videos_only)
     overlap = default_overlap(model) if args.tile_overlap is None else args.tile_overlap
     if args.tile is not None and args.tile <= overlap:
@@ -111,6 +114,21 @@ def _check_args(args) -> None:
         value = getattr(args, name, None)
         if value is not None and value < 1:
             raise ConfigError(f"--{name.replace('_', '-')} must be positive, got {value}")
+
+
+def _limit_gpu_memory(gib: float | None, device: str) -> None:
+    """Cap this process's GPU memory (PyTorch's per-process fraction); the tile planner reads the cap."""
+    if gib is None:
+        return
+    import torch
+
+    if gib <= 0:
+        raise ConfigError(f"--max-gpu-memory must be positive, got {gib}")
+    if not str(device).startswith("cuda") or not torch.cuda.is_available():
+        raise ConfigError("--max-gpu-memory needs a CUDA device (--device cuda)")
+    index = torch.device(device).index or 0
+    total = torch.cuda.get_device_properties(index).total_memory
+    torch.cuda.set_per_process_memory_fraction(min(1.0, gib * 2**30 / total), index)
 
 
 def _default_device() -> str:
