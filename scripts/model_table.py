@@ -76,18 +76,24 @@ def video_rows(name: str, meta: dict) -> list[str]:
     return rows
 
 
+def add_models(lines: list[str], names: list[str], rows) -> tuple[list[str], set[str]]:
+    """Append each model's `rows(name, metadata)`; return the commands and machines that measured them."""
+    commands, machines = [], set()
+    for name in names:
+        meta = read_metadata(SHIPPED[name].path)
+        lines += rows(name, meta)
+        commands += [c.replace("WEIGHTS", name) for c in meta["measured"]["commands"]]
+        machines.add(meta["measured"]["machine"])
+    return commands, machines
+
+
 def image_table(names: list[str]) -> tuple[list[str], list[str], set[str]]:
     lines = [
         ("| name | scale | architecture | file | Set5 PSNR-Y / SSIM-Y (W=0) | Set14 PSNR-Y / SSIM-Y (W=0) | "
         "Set14 NIQE at W = 0 / .25 / .5 / .75 / 1 | Set14 RMSE at the same W | training |"),
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
-    commands, machines = [], set()
-    for name in names:
-        meta = read_metadata(SHIPPED[name].path)
-        lines += model_rows(name, meta)
-        commands += [c.replace("WEIGHTS", name) for c in meta["measured"]["commands"]]
-        machines.add(meta["measured"]["machine"])
+    commands, machines = add_models(lines, names, model_rows)
     for scale in sorted({SHIPPED[n].scale for n in names}):
         name = next(n for n in names if SHIPPED[n].scale == scale)
         bicubic = read_metadata(SHIPPED[name].path)["measured"]["fidelity_w0"]
@@ -107,12 +113,7 @@ def video_table(names: list[str]) -> tuple[list[str], list[str], set[str]]:
         "training |",
         "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
-    commands, machines = [], set()
-    for name in names:
-        meta = read_metadata(SHIPPED[name].path)
-        lines += video_rows(name, meta)
-        commands += [c.replace("WEIGHTS", name) for c in meta["measured"]["commands"]]
-        machines.add(meta["measured"]["machine"])
+    commands, machines = add_models(lines, names, video_rows)
     return lines, commands, machines
 
 
