@@ -77,6 +77,13 @@ SHIPPED: dict[str, Shipped] = {
         description="x2: MGBPv2 L3 mu2 64-32-16 (261 k params), fidelity only; trained on a 2-core CPU "
         "(configs/cpu-x2.yaml)",
     ),
+    "mgbp-x8": Shipped(
+        "mgbp-x8.safetensors",
+        scale=8,
+        sha256="47b6e5e0c76d661227cb7953a3995b421c0e71c7f76563aa449c5158af5752db",
+        description="x8: MGBPv2 L4 mu2 64-32-16-8 (557 k params), fidelity only; trained on a 2-core CPU "
+        "(configs/cpu-x8.yaml)",
+    ),
 }
 
 
