@@ -66,9 +66,10 @@ SHIPPED: dict[str, Shipped] = {
     "mgbp-x4": Shipped(
         "mgbp-x4.safetensors",
         scale=4,
-        sha256="b04b097a920bc16b19881e2f255d72cfe33d675c96ed9af81f96675cc4e23804",
+        sha256="d5366030fa0b12e41809e7e29e87b4cfd4e58b35fb046be60e122e81ee0220e6",
         description="default x4: MGBPv2 L3 mu2 64-32-16 (261 k params), fidelity at W=0, perceptual at W=1; "
-        "trained on a 2-core CPU (configs/cpu-x4.yaml, then configs/cpu-x4-perceptual.yaml)",
+        "trained on a 2-core CPU (configs/cpu-x4.yaml, configs/cpu-x4-restart.yaml, then "
+        "configs/cpu-x4-perceptual-restart.yaml)",
     ),
     "mgbp-x2": Shipped(
         "mgbp-x2.safetensors",
@@ -83,6 +84,15 @@ SHIPPED: dict[str, Shipped] = {
         sha256="47b6e5e0c76d661227cb7953a3995b421c0e71c7f76563aa449c5158af5752db",
         description="x8: MGBPv2 L4 mu2 64-32-16-8 (557 k params), fidelity only; trained on a 2-core CPU "
         "(configs/cpu-x8.yaml)",
+    ),
+    "mgbp-x4-video": Shipped(
+        "mgbp-x4-video.safetensors",
+        scale=4,
+        sha256="da5225568dc1e6604801d200210f332a3af85db8e581c4eaa12bd22b66a27054",
+        description="x4 video: MGBP-3D L3 mu2 64-32-16 (801 k params), clips of 5 frames; the image model "
+        "inflated to 3D, then trained on panned stills and Big Buck Bunny on a 2-core CPU "
+        "(configs/cpu-x4-video.yaml)",
+        video=True,
     ),
 }
 
