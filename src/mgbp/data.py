@@ -420,6 +420,20 @@ class MixedClipDataset(Dataset):
         return self.stills[n] if from_stills else self.videos[n]
 
 
+def clip_dataset(d: dict, scale: int, seed: int) -> Dataset:
+    """The clips of a video model's training config `d` (`data.*`): from videos (`train`), from panned stills
+    (`stills`), or a mix of both (`stills_fraction` of the clips from the stills)."""
+    videos = (VideoClipDataset(d["train"], scale, d["patch"], d["frames"], d["augment"], d["skip_bad"], seed,
+                               d["max_frames"]) if d["train"] else None)
+    if not d["stills"]:
+        if videos is None:
+            raise ConfigError("a video model needs data.train (videos) or data.stills (image folders)")
+        return videos
+    stills = PanningClipDataset(d["stills"], scale, d["patch"], d["frames"], d["pan"], d["augment"], d["cache"],
+                                d["skip_bad"], seed)
+    return MixedClipDataset(videos, stills, d["stills_fraction"], seed)
+
+
 # ------------------------------------------------------------------------------ batch -> (lr, hr)
 def quantise(x: torch.Tensor) -> torch.Tensor:
     """Round to 8-bit levels as MATLAB's uint8 conversion does (values stay in [0, 1])."""

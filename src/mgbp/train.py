@@ -272,11 +272,11 @@ class Trainer:
     def _build_data(self):
         from torch.utils.data import DataLoader
 
-        from mgbp.data import ImagePatchDataset, StepBatchSampler, seed_worker
+        from mgbp.data import ImagePatchDataset, StepBatchSampler, clip_dataset, seed_worker
 
         d = self.cfg["data"]
         if self.is_video or d["video"]:
-            self.dataset = self._clip_dataset(d)
+            self.dataset = clip_dataset(d, self.scale, self.cfg["seed"])
         else:
             self.dataset = ImagePatchDataset(d["train"], self.scale, d["patch"], d["augment"], d["cache"],
                                              d["lr_train"], d["skip_bad"], self.cfg["seed"])
@@ -293,21 +293,6 @@ class Trainer:
                 log.warning("validation of video models is not implemented here; use `mgbp eval`")
             else:
                 self.val_set = load_validation_set(v["folder"], self.scale, v["max_images"])
-
-    def _clip_dataset(self, d: dict):
-        """Clips from videos (`data.train`), from panned stills (`data.stills`), or a mix of both."""
-        from mgbp.data import MixedClipDataset, PanningClipDataset, VideoClipDataset
-
-        seed = self.cfg["seed"]
-        videos = (VideoClipDataset(d["train"], self.scale, d["patch"], d["frames"], d["augment"], d["skip_bad"],
-                                   seed, d["max_frames"]) if d["train"] else None)
-        if not d["stills"]:
-            if videos is None:
-                raise ConfigError("a video model needs data.train (videos) or data.stills (image folders)")
-            return videos
-        stills = PanningClipDataset(d["stills"], self.scale, d["patch"], d["frames"], d["pan"], d["augment"],
-                                    d["cache"], d["skip_bad"], seed)
-        return MixedClipDataset(videos, stills, d["stills_fraction"], seed)
 
     def _build_logs(self):
         self.tb = None

@@ -229,19 +229,20 @@ class ColourDescription:
         codec_context.colorspace, codec_context.color_range = self.matrix, self.range
         codec_context.color_primaries, codec_context.color_trc = self.primaries, self.transfer
 
-    def convert(self, frame, format_name: str, to_rgb: bool):
-        """`frame` to `format_name` with this matrix and range (from YUV if `to_rgb`, else to YUV)."""
+    def convert(self, frame, format_name: str, to_rgb: bool, reformatter=None):
+        """`frame` to `format_name` with this matrix and range (from YUV if `to_rgb`, else to YUV). Pass one
+        `av.video.reformatter.VideoReformatter` per stream: it keeps swscale's context between frames."""
         from av.video.reformatter import Interpolation, VideoReformatter
 
+        reformatter = reformatter or VideoReformatter()
         ends = ("src", "dst") if to_rgb else ("dst", "src")
         matrix = {f"{ends[0]}_colorspace": SWSCALE_MATRIX[self.matrix]}
         ranges = {f"{ends[0]}_color_range": self.range, f"{ends[1]}_color_range": FULL_RANGE}  # RGB: full
-        # swscale's default rounding is off by up to 1.5 levels on saturated colours; full chroma is exact
-        exact = Interpolation.BILINEAR | Interpolation.ACCURATE_RND
+        exact = Interpolation.BILINEAR | Interpolation.ACCURATE_RND  # default rounding: up to 1.5 levels off
         try:
-            return VideoReformatter().reformat(frame, format=format_name, interpolation=exact, **matrix, **ranges)
+            return reformatter.reformat(frame, format=format_name, interpolation=exact, **matrix, **ranges)
         except TypeError:  # PyAV without colour-range arguments: the matrix alone
-            return VideoReformatter().reformat(frame, format=format_name, interpolation=exact, **matrix)
+            return reformatter.reformat(frame, format=format_name, interpolation=exact, **matrix)
 
 
 @dataclass
@@ -280,6 +281,7 @@ class ContainerSource:
         self.copied = [s for s in self.container.streams if s.type in COPIED_STREAM_TYPES]
         self.rate = self.video.average_rate or self.video.guessed_rate or Fraction(25)
         self.colour = ColourDescription.of_stream(self.video.codec_context)
+        self.reformatter = av.video.reformatter.VideoReformatter()
         total = self.video.frames or None
         self.total = min(total, max_frames) if total and max_frames else (total or max_frames)
         self.end_time: float | None = None  # seconds; set when max_frames cuts the video
@@ -308,7 +310,7 @@ class ContainerSource:
                         break
                     continue
                 for frame in packet.decode():
-                    rgb = self.colour.convert(frame, "rgb24", to_rgb=True).to_ndarray()
+                    rgb = self.colour.convert(frame, "rgb24", True, self.reformatter).to_ndarray()
                     rgb = apply_rotation(rgb, getattr(frame, "rotation", 0))
                     yield DecodedFrame(_frame_tensor(rgb), frame.pts, frame.time_base)
                     self._release(mux_packet, before=float(frame.pts * frame.time_base) if frame.pts else 0.0)
@@ -397,7 +399,9 @@ class ContainerSink:
             raise ConfigError(f"cannot encode {options.pix_fmt} with codec {codec!r} "
                               f"({str(exc).splitlines()[0]})") from None
         self.colour = source.colour or ColourDescription(matrix=BT709 if height >= HD_LINES else BT601)
-        if not self.stream.codec_context.pix_fmt.startswith(("gbr", "rgb", "bgr")):
+        self.yuv = not options.pix_fmt.startswith(("gbr", "rgb", "bgr"))  # RGB outputs need no matrix
+        self.reformatter = av.video.reformatter.VideoReformatter()
+        if self.yuv:
             self.colour.tag(self.stream.codec_context)
         if options.crf is not None and codec in CRF_CODECS:
             self.stream.options = {"crf": str(options.crf)}
@@ -421,8 +425,8 @@ class ContainerSink:
     def write(self, frame: torch.Tensor, decoded: DecodedFrame) -> None:
         av = _import_av()
         video_frame = av.VideoFrame.from_ndarray(_to_uint8(frame), format="rgb24")
-        if not self.stream.pix_fmt.startswith(("gbr", "rgb", "bgr")):
-            video_frame = self.colour.convert(video_frame, self.stream.pix_fmt, to_rgb=False)
+        if self.yuv:
+            video_frame = self.colour.convert(video_frame, self.stream.pix_fmt, False, self.reformatter)
         if decoded.pts is not None and decoded.time_base is not None:
             video_frame.pts, video_frame.time_base = decoded.pts, decoded.time_base
         self.container.mux(self.stream.encode(video_frame))
