@@ -221,6 +221,13 @@ def test_video_model_trains_on_panned_stills_mixed_with_clips(tmp_path, images):
     assert len(records(Path(cfg["output_dir"]), "train")) == 2
 
 
+@pytest.mark.parametrize(("override", "message"), [("data.pan=-1", "data.pan must be a non-negative integer"),
+                                                   ("data.stills_fraction=1.5", "data.stills_fraction must be in")])
+def test_bad_panning_options_are_config_errors(override, message):
+    with pytest.raises(ConfigError, match=message):
+        train.load_config(None, [override])
+
+
 def test_perceptual_validation_reports_niqe_at_w1(tmp_path, images):
     smooth_image(tmp_path / "val" / "v.png", 200, 200, 7)
     cfg = make_config(tmp_path, images, "pval", steps=1, mode="perceptual", val={"folder": str(tmp_path / "val")},

@@ -309,8 +309,12 @@ def test_to_3d_gives_the_image_models_output_on_every_frame(tmp_path):
 
 
 def test_to_3d_refuses_a_model_it_cannot_inflate(tmp_path, capsys):
-    assert main(["convert", _pirm_file().as_posix(), str(tmp_path / "v.safetensors"), "--to-3d"]) == 2
-    assert "needs an MGBPv2 image model" in capsys.readouterr().err
+    for source in (_pirm_file().as_posix(), "mgbp-x4-video"):
+        assert main(["convert", source, str(tmp_path / "v.safetensors"), "--to-3d"]) == 2
+        assert "needs an MGBPv2 image model" in capsys.readouterr().err
+    assert main(["convert", "mgbp-x4", str(tmp_path / "v.safetensors"), "--to-3d", "--frames", "0"]) == 2
+    assert "--frames must be positive" in capsys.readouterr().err
+    assert not (tmp_path / "v.safetensors").exists()
 
 
 def test_videos_prefer_a_shipped_video_model_and_images_never_get_one(monkeypatch):

@@ -197,8 +197,13 @@ def validate_config(cfg: dict) -> None:
         raise ConfigError(f"data.batch must be a positive integer, got {cfg['data']['batch']!r}")
     if not 0.0 <= float(cfg["ema"]) < 1.0:
         raise ConfigError(f"ema must be in [0, 1), got {cfg['ema']}")
-    if isinstance(cfg["data"]["train"], str):
-        cfg["data"]["train"] = [cfg["data"]["train"]]
+    if not isinstance(cfg["data"]["pan"], int) or cfg["data"]["pan"] < 0:
+        raise ConfigError(f"data.pan must be a non-negative integer (HR pixels per frame), got {cfg['data']['pan']!r}")
+    if not 0.0 <= float(cfg["data"]["stills_fraction"]) <= 1.0:
+        raise ConfigError(f"data.stills_fraction must be in [0, 1], got {cfg['data']['stills_fraction']}")
+    for key in ("train", "stills"):
+        if isinstance(cfg["data"][key], str):
+            cfg["data"][key] = [cfg["data"][key]]
 
 
 def learning_rate_factor(step: int, optim: dict, total_steps: int) -> float:

@@ -36,8 +36,10 @@ def run(args) -> int:
     if args.to_3d:
         from mgbp.models.mgbpv2 import MGBPv2, inflate_to_3d
 
-        if not isinstance(model, MGBPv2):
+        if not isinstance(model, MGBPv2) or model.is_video:
             raise ConfigError(f"--to-3d needs an MGBPv2 image model, {args.input} is {model.family}")
+        if args.frames is not None and args.frames < 1:
+            raise ConfigError(f"--frames must be positive, got {args.frames}")
         model = inflate_to_3d(model, frames=args.frames)
         extra["inflated_to_3d"] = True
     elif args.frames is not None:
