@@ -365,3 +365,71 @@ def test_a_noise_map_of_the_wrong_shape_is_a_config_error():
     model = strong_mgbpv2()
     with pytest.raises(ConfigError, match="noise must have shape"):
         run_model(model, torch.rand(1, 3, 20, 20), noise_amp=0.5, noise=torch.randn(1, 1, 40, 40))
+
+
+# ---- geometric self-ensemble -------------------------------------------------------------------------------------
+
+
+def numpy_self_ensemble(model, lr: torch.Tensor) -> np.ndarray:
+    """The reference, written out with numpy's own rot90/fliplr on HxWxC float64 arrays: the mean over the 8
+    symmetries g of g^-1(model(g(lr)))."""
+    image = lr[0].permute(1, 2, 0).double().numpy()
+    outputs = []
+    for turns in range(4):
+        for mirror in (False, True):
+            x = np.rot90(np.fliplr(image) if mirror else image, turns)
+            with torch.no_grad():
+                y = model(torch.from_numpy(x.copy()).permute(2, 0, 1)[None].float())
+            y = np.rot90(y[0].permute(1, 2, 0).double().numpy(), -turns)
+            outputs.append(np.fliplr(y) if mirror else y)
+    return np.mean(outputs, axis=0)
+
+
+def test_self_ensemble_matches_a_numpy_re_computation(model):
+    lr = torch.rand(1, 3, 21, 34, generator=torch.Generator().manual_seed(6))  # not square: rotations swap axes
+    ensemble = run_model(model, lr, self_ensemble=True)
+    assert ensemble.shape == (1, 3, 42, 68)
+    reference = numpy_self_ensemble(model, lr)
+    assert np.abs(ensemble[0].permute(1, 2, 0).double().numpy() - reference).max() < 1e-5
+    # and the ensemble is not the plain output (the tiny model is not symmetric), so the check above has teeth
+    assert (ensemble - whole_image(model, lr)).abs().max() > ONE_LEVEL
+
+
+def test_self_ensemble_is_equivariant_and_exact_for_a_symmetric_method():
+    """The ensemble of any model commutes with the 8 symmetries; for MATLAB bicubic (symmetric already) it is
+    bicubic itself."""
+    model = TinyGenerator(scale=3, seed=2).eval()
+    lr = torch.rand(1, 3, 17, 23, generator=torch.Generator().manual_seed(7))
+    ensemble = run_model(model, lr, self_ensemble=True)
+    for turns, mirror in inference.dihedral_transforms():
+        g = (lambda t: torch.rot90(t.flip(-1) if mirror else t, turns, (-2, -1)))
+        assert (run_model(model, g(lr), self_ensemble=True) - g(ensemble)).abs().max() < 1e-5
+    from mgbp.protocol import BicubicUpscaler
+
+    bicubic = BicubicUpscaler(3)
+    assert (run_model(bicubic, lr, self_ensemble=True) - imresize(lr, scale=3.0)).abs().max() < 1e-5
+
+
+def test_self_ensemble_of_a_clip_and_with_tiles(model):
+    clip_model = TinyGenerator(scale=2, clip_length=3).eval()
+    clip = torch.rand(1, 3, 3, 26, 22, generator=torch.Generator().manual_seed(8))
+    per_frame = torch.stack([run_model(clip_model, clip[:, :, t], self_ensemble=True) for t in range(3)], 2)
+    whole = run_model(clip_model, clip, self_ensemble=True)
+    # the 3D model mixes frames after a per-frame net: its ensemble is the same mix of per-frame ensembles
+    padded = torch.nn.functional.pad(per_frame, (0, 0, 0, 0, 1, 1))
+    assert (whole - (0.8 * per_frame + 0.1 * (padded[:, :, :-2] + padded[:, :, 2:]))).abs().max() < 1e-5
+    lr = torch.rand(1, 3, 45, 38, generator=torch.Generator().manual_seed(9))
+    tiled = run_model(model, lr, tile=24, self_ensemble=True)
+    assert (tiled - run_model(model, lr, self_ensemble=True)).abs().max() < ONE_LEVEL / 10
+
+
+def test_self_ensemble_refuses_noise(model, tmp_path, capsys):
+    with pytest.raises(ConfigError, match="W = 0"):
+        run_model(model, torch.rand(1, 3, 8, 8), noise_amp=0.5, self_ensemble=True)
+    from mgbp.cli import main
+
+    source = tmp_path / "in.png"
+    Image.fromarray(np.zeros((12, 12, 3), np.uint8)).save(source)
+    assert main(["upscale", "-q", str(source), "--self-ensemble", "-W", "0.5", "-o", str(tmp_path / "o.png")]) == 2
+    assert "W = 0" in capsys.readouterr().err
+    assert not (tmp_path / "o.png").exists()

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from mgbp.errors import ConfigError, ImageReadError, MgbpError
+from mgbp.inference import check_self_ensemble
 from mgbp.io import read_image, write_image
 from mgbp.protocol import (
     BICUBIC,
@@ -107,6 +108,7 @@ class Method:
     label: str
     spec: str
     model: torch.nn.Module | None = None
+    self_ensemble: bool = False  # the mean over the 8 flips/rotations (label ends in SELF_ENSEMBLE_SUFFIX)
 
     def supports(self, scale: int) -> bool:
         return self.model is None or int(self.model.scale) == scale
@@ -114,12 +116,23 @@ class Method:
     def upscale(self, lr: np.ndarray, scale: int, noise: float, tile: int | None, seed: int) -> np.ndarray:
         """uint8 HxWx3 LR -> uint8 (scale*H)x(scale*W)x3 output, rounded as MATLAB rounds to uint8."""
         model = BicubicUpscaler(scale) if self.model is None else self.model
-        return upscale_uint8(model, lr, noise, seed=seed, tile=tile)
+        return upscale_uint8(model, lr, noise, seed=seed, tile=tile, self_ensemble=self.self_ensemble)
 
 
-def load_methods(specs: Sequence[str], device: str | None) -> list[Method]:
-    return [Method(label, spec, None if is_bicubic(spec) else load_generator(spec, device=device))
-            for spec, label in zip(specs, method_labels(specs))]
+SELF_ENSEMBLE_SUFFIX = "+SE"  # as EDSR's "+" models: the same weights, averaged over the 8 symmetries
+
+
+def load_methods(specs: Sequence[str], device: str | None, self_ensemble: bool = False) -> list[Method]:
+    """Methods for the specs; with `self_ensemble` every generator runs as its 8-symmetry mean (bicubic, which
+    is symmetric already, stays as it is)."""
+    methods = []
+    for spec, label in zip(specs, method_labels(specs)):
+        if is_bicubic(spec):
+            methods.append(Method(label, spec))
+        else:
+            suffix = SELF_ENSEMBLE_SUFFIX if self_ensemble else ""
+            methods.append(Method(label + suffix, spec, load_generator(spec, device=device), self_ensemble))
+    return methods
 
 
 # ------------------------------------------------------------------------------------------------- data
@@ -185,22 +198,25 @@ def summarise(images: Sequence[ImageScore]) -> list[Summary]:
 def evaluate(datasets: Sequence, scales: Sequence[int] = (4,), methods: Sequence[str] = (BICUBIC,),
              noise: float = 0.0, niqe: bool = False, rmse: bool = False, lr_dirs: Sequence | None = None,
              tile: int | None = None, device: str | None = None, save_images=None, seed: int = 0,
-             strict: bool = False, progress: bool = True, warn=None) -> EvalResults:
+             strict: bool = False, progress: bool = True, warn=None, self_ensemble: bool = False) -> EvalResults:
     """Evaluate `methods` on every image of every dataset folder at every scale (see the module docstring).
 
     An unreadable image is skipped and listed in `results.skipped` (and passed to `warn`), unless `strict`,
     in which case it raises `ImageReadError`. Missing or empty folders and bad options raise `MgbpError`s.
+    `self_ensemble`: generators run as the mean over the 8 flips/rotations (W = 0 only; labels get "+SE").
     """
     folders = [Path(d) for d in datasets]
     scales = _check_options(folders, scales, noise, lr_dirs, tile)
+    if self_ensemble:
+        check_self_ensemble(noise)
     device = resolve_device(device)
-    loaded = load_methods(list(methods) or [BICUBIC], device)
+    loaded = load_methods(list(methods) or [BICUBIC], device, self_ensemble)
     jobs = _method_scale_jobs(loaded, scales)
     names = dataset_names(folders)
     listings = [list_images(f) for f in folders]  # fail fast on a bad folder, before any work
     results = EvalResults(settings={
         "datasets": [str(f) for f in folders], "scales": scales, "methods": [m.spec for m in loaded],
-        "noise": float(noise), "seed": int(seed), "tile": tile, "device": device,
+        "noise": float(noise), "seed": int(seed), "tile": tile, "device": device, "self_ensemble": self_ensemble,
         "lr_dirs": None if lr_dirs is None else [str(d) for d in lr_dirs],
     })
     warn = warn or (lambda message: print(f"mgbp eval: warning: {message}", file=sys.stderr))
@@ -299,6 +315,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lr", nargs="+", metavar="DIR",
                         help="paired LR folders, one per --data folder (instead of bicubic downscaling)")
     parser.add_argument("--tile", type=int, metavar="N", help="LR tile size for model inference (auto)")
+    parser.add_argument("--self-ensemble", action="store_true",
+                        help="run every model as the mean over the 8 flips/rotations of its input (W = 0; "
+                             "labels get '+SE')")
     parser.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     parser.add_argument("--strict", action="store_true", help="stop at an unreadable image instead of skipping")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -310,7 +329,7 @@ def run(args: argparse.Namespace) -> int:
     results = evaluate(args.data or [sample_image()], args.scale, args.method or [BICUBIC], noise=args.noise, niqe=args.niqe,
                        rmse=args.rmse, lr_dirs=args.lr, tile=args.tile, device=args.device,
                        save_images=args.save_images, seed=args.seed, strict=args.strict,
-                       progress=not args.quiet)
+                       progress=not args.quiet, self_ensemble=args.self_ensemble)
     document = results.to_dict()
     print(tables.text_table(*tables.summary_grid(document["summary"])))
     if args.per_image:

@@ -53,6 +53,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                           help="replace existing outputs (and allow writing over an input)")
     parser.add_argument("--consistent", action="store_true",
                         help="enforce S_f(output) = input by back-projection (paper eqs. 4-5)")
+    parser.add_argument("--self-ensemble", action="store_true",
+                        help="average the outputs for the 8 flips/rotations of the input (W = 0 only; "
+                             "8x slower; about 0.1 dB higher PSNR-Y at x4)")
     video = parser.add_argument_group("video")
     video.add_argument("--codec", default=None, help="video codec (default: libx264, else mpeg4)")
     video.add_argument("--crf", type=int, default=18, help="constant rate factor (x264/x265/vp9)")
@@ -108,6 +111,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _check_args(args) -> None:
+    if args.self_ensemble:
+        from mgbp.inference import check_self_ensemble
+
+        check_self_ensemble(args.noise)
     if args.ext.lower().lstrip(".") not in ("auto", "png", "jpg", "jpeg"):
         raise ConfigError(f"--ext must be png, jpg or auto, got {args.ext!r}")
     for name in ("tile", "window", "stride", "max_frames"):
@@ -268,7 +275,8 @@ def _run_job(job: Job, model, args) -> None:
     options = VideoOptions(codec=args.codec, crf=args.crf, pix_fmt=args.pix_fmt, window=args.window,
                            stride=args.stride, max_frames=args.max_frames, fps=args.fps,
                            noise=args.noise, tile=args.tile, overlap=args.tile_overlap,
-                           consistent=args.consistent, progress=not args.quiet, seed=args.seed)
+                           consistent=args.consistent, progress=not args.quiet, seed=args.seed,
+                           self_ensemble=args.self_ensemble)
     upscale_video(job.source, job.target, model, options, to_frames=args.to_frames)
 
 
@@ -284,7 +292,8 @@ def upscale_image_file(source: Path, target: Path, model, args) -> None:
     planes = [loaded.rgb] if loaded.alpha is None else [loaded.rgb, loaded.alpha[..., None]]
     x = torch.from_numpy(np.concatenate(planes, axis=2)).permute(2, 0, 1)[None].float()
     out = upscale_tensor(model, x, noise=args.noise, tile=args.tile, overlap=args.tile_overlap,
-                         progress=not args.quiet, consistent=args.consistent, seed=args.seed)
+                         progress=not args.quiet, consistent=args.consistent, seed=args.seed,
+                         self_ensemble=args.self_ensemble)
     out = out[0].permute(1, 2, 0).numpy()
     colour_channels = loaded.rgb.shape[2]
     alpha = out[..., colour_channels] if loaded.alpha is not None else None

@@ -233,29 +233,31 @@ def seeded_rng(seed: int, model: torch.nn.Module) -> Iterator[None]:
 
 
 def forward_with_noise(model: torch.nn.Module, lr: torch.Tensor, noise_amp: float, seed: int = 0,
-                       tile: int | None = None, overlap: int | None = None, out_device=None) -> torch.Tensor:
+                       tile: int | None = None, overlap: int | None = None, out_device=None,
+                       self_ensemble: bool = False) -> torch.Tensor:
     """One forward pass at noise amplitude W with the noise seeded by `seed` (the same standard-normal maps
     at every W), through `mgbp.inference.run_model`: tiles of `tile` LR pixels (None: automatic, the whole
     image unless it is large), float32 output on `out_device` (default: lr's device), not clamped.
 
     Generators whose noise `run_model` draws for the whole image take it from a CPU generator seeded with
     `seed` (the same maps on every device, as `mgbp upscale --seed` draws them); the others draw their own from
-    torch's RNG, seeded likewise for the call."""
+    torch's RNG, seeded likewise for the call. `self_ensemble`: the 8-symmetry mean (W = 0; `run_model`)."""
     from mgbp.inference import run_model
 
     with seeded_rng(seed, model):
         return run_model(model, lr, float(noise_amp), tile, overlap, out_device=out_device,
-                         generator=torch.Generator().manual_seed(int(seed)))
+                         generator=torch.Generator().manual_seed(int(seed)), self_ensemble=self_ensemble)
 
 
 def upscale_uint8(model: torch.nn.Module, lr: np.ndarray, noise_amp: float = 0.0, seed: int = 0,
-                  tile: int | None = None) -> np.ndarray:
+                  tile: int | None = None, self_ensemble: bool = False) -> np.ndarray:
     """The method's output for a uint8 HxWx3 LR image, rounded to uint8 as the protocol says."""
     scale = int(model.scale)
     if isinstance(model, BicubicUpscaler):
         # MATLAB's imresize of the uint8 image: float64 on the integer values, rounded once
         return imresize_uint8(lr, scale=float(scale))
-    output = forward_with_noise(model, from_uint8(lr), noise_amp, seed=seed, tile=tile, out_device="cpu")
+    output = forward_with_noise(model, from_uint8(lr), noise_amp, seed=seed, tile=tile, out_device="cpu",
+                                self_ensemble=self_ensemble)
     expected = (1, 3, scale * lr.shape[0], scale * lr.shape[1])
     if tuple(output.shape) != expected:
         raise MgbpError(f"the x{scale} model returned shape {tuple(output.shape)} for a {lr.shape[1]}x"

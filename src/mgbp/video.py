@@ -64,6 +64,7 @@ class VideoOptions:
     tile: int | None = None
     overlap: int | None = None
     consistent: bool = False
+    self_ensemble: bool = False  # mean over the 8 flips/rotations of each window (W = 0 only)
     progress: bool = True
 
 
@@ -169,10 +170,11 @@ def make_window_runner(model, options: VideoOptions) -> Callable[[torch.Tensor],
     def run(clip: torch.Tensor) -> torch.Tensor:
         if getattr(model, "is_video", False):
             out = run_model(model, clip.permute(1, 0, 2, 3)[None], noise_amp=options.noise, tile=options.tile,
-                            overlap=options.overlap, generator=generator)[0].permute(1, 0, 2, 3)
+                            overlap=options.overlap, generator=generator,
+                            self_ensemble=options.self_ensemble)[0].permute(1, 0, 2, 3)
         else:
             out = run_model(model, clip, noise_amp=options.noise, tile=options.tile, overlap=options.overlap,
-                            generator=generator)
+                            generator=generator, self_ensemble=options.self_ensemble)
         if options.consistent:
             middle = clip[(clip.shape[0] - out.shape[0]) // 2:][: out.shape[0]]
             out = back_project(middle, out, int(model.scale))
