@@ -22,7 +22,8 @@ import torch
 from tqdm import tqdm
 
 from mgbp.errors import MgbpError
-from mgbp.protocol import load_generator, method_labels
+from mgbp.evaluate import SELF_ENSEMBLE_SUFFIX
+from mgbp.protocol import is_bicubic, load_generator, method_labels
 from mgbp.tables import markdown_table, write_json
 from mgbp.video_metrics import (
     center_crop,
@@ -50,6 +51,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--window", type=int, default=None, help="3D models: frames per window (default: model's)")
     parser.add_argument("--stride", type=int, default=5, help="3D models: frames between windows")
     parser.add_argument("--tile", type=int, default=None, help="LR tile size (default: automatic)")
+    parser.add_argument("--self-ensemble", action="store_true",
+                        help="run the models as the mean over the 8 flips/rotations (labels get '+SE')")
     parser.add_argument("--device", default=None)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--json", type=Path, default=None, help="write the results here")
@@ -84,13 +87,16 @@ def evaluate(args: argparse.Namespace) -> dict:
     for spec, label in zip(args.methods, method_labels(args.methods)):
         model = load_generator(spec, scale=args.scale, device=args.device)
         video = bool(getattr(model, "is_video", False))
+        ensemble = args.self_ensemble and not is_bicubic(spec)  # bicubic is symmetric already
+        label = label + SELF_ENSEMBLE_SUFFIX if ensemble else label
         bar = tqdm(total=len(lr), desc=label, unit="frame", disable=args.quiet, file=sys.stderr)
         start = time.perf_counter()
         if video:
             outputs = upscale_clip_3d(model, lr, window=args.window, stride=args.stride, tile=args.tile,
-                                      progress=partial(bar.update, 1))
+                                      progress=partial(bar.update, 1), self_ensemble=ensemble)
         else:
-            outputs = upscale_per_frame(model, lr, tile=args.tile, progress=partial(bar.update, 1))
+            outputs = upscale_per_frame(model, lr, tile=args.tile, progress=partial(bar.update, 1),
+                                        self_ensemble=ensemble)
         seconds = time.perf_counter() - start
         bar.close()
         scores = clip_scores(stack_uint8(outputs), reference, crop=args.scale)

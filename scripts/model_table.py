@@ -106,11 +106,11 @@ def image_table(names: list[str]) -> tuple[list[str], list[str], set[str]]:
 def video_table(names: list[str]) -> tuple[list[str], list[str], set[str]]:
     first = read_metadata(SHIPPED[names[0]].path)["measured"]["video"]["vid4_city"]
     lines = [
-        f"Video models on Vid4-city ({first['frames']} frames, {first['hr_size'][1]}x{first['hr_size'][0]}), "
-        "frame-averaged; each file's `training_data` says what it saw:",
+        (f"Video models on Vid4-city ({first['frames']} frames, {first['hr_size'][1]}x{first['hr_size'][0]}), "
+         "frame-averaged; each file's `training_data` says what it saw:"),
         "",
-        "| name | scale | mode | architecture | file | PSNR-Y / SSIM-Y | flicker (mean abs. error of dY/dt) | "
-        "training |",
+        ("| name | scale | mode | architecture | file | PSNR-Y / SSIM-Y | flicker (mean abs. error of dY/dt) | "
+         "training |"),
         "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     commands, machines = add_models(lines, names, video_rows)

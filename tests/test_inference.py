@@ -402,7 +402,9 @@ def test_self_ensemble_is_equivariant_and_exact_for_a_symmetric_method():
     lr = torch.rand(1, 3, 17, 23, generator=torch.Generator().manual_seed(7))
     ensemble = run_model(model, lr, self_ensemble=True)
     for turns, mirror in inference.dihedral_transforms():
-        g = (lambda t: torch.rot90(t.flip(-1) if mirror else t, turns, (-2, -1)))
+        def g(t, turns=turns, mirror=mirror):
+            return torch.rot90(t.flip(-1) if mirror else t, turns, (-2, -1))
+
         assert (run_model(model, g(lr), self_ensemble=True) - g(ensemble)).abs().max() < 1e-5
     from mgbp.protocol import BicubicUpscaler
 

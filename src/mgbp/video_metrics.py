@@ -124,22 +124,27 @@ def clip_scores(output: torch.Tensor, reference: torch.Tensor, crop: int) -> dic
 
 
 def upscale_per_frame(model: torch.nn.Module, lr_frames: Sequence[np.ndarray], seed: int = 0,
-                      tile: int | None = None, progress: Callable | None = None) -> list[np.ndarray]:
-    """Bicubic or a 2D generator applied to each uint8 LR frame, outputs rounded to uint8 (at W = 0)."""
+                      tile: int | None = None, progress: Callable | None = None,
+                      self_ensemble: bool = False) -> list[np.ndarray]:
+    """Bicubic or a 2D generator applied to each uint8 LR frame, outputs rounded to uint8 (at W = 0);
+    `self_ensemble`: each frame as the mean over the 8 flips/rotations."""
     from mgbp.protocol import upscale_uint8
 
     outputs = []
     for frame in lr_frames:
-        outputs.append(upscale_uint8(model, frame, noise_amp=0.0, seed=seed, tile=tile))
+        outputs.append(upscale_uint8(model, frame, noise_amp=0.0, seed=seed, tile=tile,
+                                     self_ensemble=self_ensemble))
         if progress is not None:
             progress()
     return outputs
 
 
 def upscale_clip_3d(model: torch.nn.Module, lr_frames: Sequence[np.ndarray], window: int | None = None,
-                    stride: int = 5, tile: int | None = None, progress: Callable | None = None) -> list[np.ndarray]:
+                    stride: int = 5, tile: int | None = None, progress: Callable | None = None,
+                    self_ensemble: bool = False) -> list[np.ndarray]:
     """A 3D generator over the whole clip: `mgbp.video`'s windows of the model's clip length (or `window`),
-    every `stride` frames, overlap-added with its temporal window; outputs rounded to uint8 (at W = 0)."""
+    every `stride` frames, overlap-added with its temporal window; outputs rounded to uint8 (at W = 0).
+    `self_ensemble`: each window as the mean over the 8 spatial flips/rotations."""
     from mgbp.protocol import from_uint8, to_uint8
     from mgbp.video import VideoOptions, make_window_runner, model_clip_length, overlap_add_stream
 
@@ -148,7 +153,8 @@ def upscale_clip_3d(model: torch.nn.Module, lr_frames: Sequence[np.ndarray], win
     if length - 2 * consumed < 1:
         raise ConfigError(f"a window of {length} frames is too short: the model consumes {consumed} at each end")
     stride = min(stride, length - 2 * consumed)
-    options = VideoOptions(window=length, stride=stride, tile=tile, noise=0.0, seed=0, progress=False)
+    options = VideoOptions(window=length, stride=stride, tile=tile, noise=0.0, seed=0, progress=False,
+                           self_ensemble=self_ensemble)
     frames = (from_uint8(f)[0] for f in lr_frames)
     outputs = []
     with torch.no_grad():
