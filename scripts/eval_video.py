@@ -49,7 +49,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--crop", type=str, default=None,
                         help="centre-crop every HR frame to SIDE or HEIGHTxWIDTH pixels (short CPU runs)")
     parser.add_argument("--window", type=int, default=None, help="3D models: frames per window (default: model's)")
-    parser.add_argument("--stride", type=int, default=5, help="3D models: frames between windows")
+    parser.add_argument("--stride", type=int, default=None,
+                        help="3D models: frames between windows (default: half a window's frames, at most 5)")
     parser.add_argument("--tile", type=int, default=None, help="LR tile size (default: automatic)")
     parser.add_argument("--self-ensemble", action="store_true",
                         help="run the models as the mean over the 8 flips/rotations (labels get '+SE')")

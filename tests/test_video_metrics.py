@@ -120,3 +120,18 @@ def test_per_frame_bicubic_and_protocol_lr():
 def test_load_a_few_frames_of_vid4_city():
     frames = center_crop(load_clip(CITY, max_frames=2), 64, 48)
     assert len(frames) == 2 and frames[0].shape == (64, 48, 3) and frames[0].dtype == np.uint8
+
+
+def test_default_stride_overlaps_windows_by_half():
+    """Without a stride, a 5-frame model's windows start every 2 frames (half a window; at most the paper's 5
+    for long clips): the output equals an explicit stride of 2 and differs from back-to-back windows."""
+    from mgbp.video import default_stride
+    from tiny_generators import TinyGenerator
+
+    assert [default_stride(n) for n in (1, 2, 5, 9, 37)] == [1, 1, 2, 4, 5]
+    model = TinyGenerator(scale=2, clip_length=5).eval()
+    rng = np.random.default_rng(3)
+    frames = [rng.integers(0, 256, (10, 12, 3), dtype=np.uint8) for _ in range(11)]
+    default = stack_uint8(upscale_clip_3d(model, frames))
+    assert torch.equal(default, stack_uint8(upscale_clip_3d(model, frames, stride=2)))
+    assert not torch.equal(default, stack_uint8(upscale_clip_3d(model, frames, stride=5)))

@@ -61,7 +61,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     video.add_argument("--crf", type=int, default=18, help="constant rate factor (x264/x265/vp9)")
     video.add_argument("--pix-fmt", default="yuv420p", help="output pixel format")
     video.add_argument("--window", type=int, help="frames per window (default: the model's clip length)")
-    video.add_argument("--stride", type=int, default=5, help="frames between windows (default 5, as the paper)")
+    video.add_argument("--stride", type=int, help="frames between windows (default: half the frames a window "
+                       "produces, at most 5 as the paper)")
     video.add_argument("--max-frames", type=int, help="only the first N frames (audio cut to match)")
     video.add_argument("--fps", type=float, default=25.0, help="frame rate of frame-folder inputs")
     video.add_argument("--to-frames", action="store_true", help="write video outputs as folders of PNG frames")
