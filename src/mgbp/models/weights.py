@@ -88,10 +88,10 @@ SHIPPED: dict[str, Shipped] = {
     "mgbp-x4-video": Shipped(
         "mgbp-x4-video.safetensors",
         scale=4,
-        sha256="da5225568dc1e6604801d200210f332a3af85db8e581c4eaa12bd22b66a27054",
+        sha256="9a5dc2e9bc4def359429abaa0f7aba30ed5161bb8c343dc351abd75febdbbd65",
         description="x4 video: MGBP-3D L3 mu2 64-32-16 (801 k params), clips of 5 frames; the image model "
         "inflated to 3D, then trained on panned stills and Big Buck Bunny on a 2-core CPU "
-        "(configs/cpu-x4-video.yaml)",
+        "(configs/cpu-x4-video.yaml, then configs/cpu-x4-video-restart.yaml)",
         video=True,
     ),
 }
