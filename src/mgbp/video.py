@@ -15,7 +15,7 @@ temporal padding sees the most context, and never zero, so the first and last fr
 window only) keep a valid weight. Because every frame is divided by its own weight sum, any positive window
 gives a proper weighted average; with stride <= T/2 the window's decay toward clip ends hides clip borders.
 The default stride is therefore half the frames a window produces, at most the paper's 5: 5 for the paper's
-37-frame clips, 2 for our 5-frame video model (shipped mgbp-x4-video on Vid4-city: 26.18 dB against 26.12 for
+37-frame clips, 2 for our 5-frame video model (shipped mgbp-x4-video on Vid4-city: 26.28 dB against 26.20 for
 back-to-back windows, at 2.5 times the work; `scripts/eval_video.py --stride 5`).
 
 Audio and subtitle streams are re-muxed packet by packet (never re-encoded), frame timestamps are kept, so the

@@ -88,10 +88,10 @@ SHIPPED: dict[str, Shipped] = {
     "mgbp-x4-video": Shipped(
         "mgbp-x4-video.safetensors",
         scale=4,
-        sha256="9a5dc2e9bc4def359429abaa0f7aba30ed5161bb8c343dc351abd75febdbbd65",
+        sha256="729b54ddef87eca0901875031fe8debdf89ff4488584610b446f1b63ae1a7d26",
         description="x4 video: MGBP-3D L3 mu2 64-32-16 (801 k params), clips of 5 frames; the image model "
         "inflated to 3D, then trained on panned stills and Big Buck Bunny on a 2-core CPU "
-        "(configs/cpu-x4-video.yaml, then configs/cpu-x4-video-restart.yaml)",
+        "(configs/cpu-x4-video.yaml, then two warm restarts: configs/cpu-x4-video-restart*.yaml)",
         video=True,
     ),
 }
