@@ -84,6 +84,12 @@ def default_stride(produced: int) -> int:
     return min(PAPER_STRIDE, max(1, produced // 2))
 
 
+def window_stride(requested: int | None, produced: int) -> int:
+    """The stride to run: the requested one (None: `default_stride`), never more than the frames a window
+    produces (a larger one would leave frames no window covers)."""
+    return min(default_stride(produced) if requested is None else requested, produced)
+
+
 def model_clip_length(model) -> int:
     """Frames per window: the 3D model's training clip length (`model.clip_length`, MGBP-3D's `config.frames`,
     or a config field of another name), PAPER_CLIP_LENGTH when the model does not say; 1 for 2D models."""
@@ -490,8 +496,7 @@ def upscale_video(source_path, target_path, model, options: VideoOptions | None 
     if length - 2 * consumed < 1:
         source.close()
         raise ConfigError(f"a window of {length} frames is too short: the model consumes {consumed} at each end")
-    stride = default_stride(length - 2 * consumed) if options.stride is None else options.stride
-    stride = min(stride, length - 2 * consumed)
+    stride = window_stride(options.stride, length - 2 * consumed)
     to_folder = to_frames or not target_path.suffix
     target_path.parent.mkdir(parents=True, exist_ok=True)
     temporary = _temporary_path(target_path, folder=to_folder)

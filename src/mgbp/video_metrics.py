@@ -143,23 +143,23 @@ def upscale_clip_3d(model: torch.nn.Module, lr_frames: Sequence[np.ndarray], win
                     stride: int | None = None, tile: int | None = None, progress: Callable | None = None,
                     self_ensemble: bool = False) -> list[np.ndarray]:
     """A 3D generator over the whole clip: `mgbp.video`'s windows of the model's clip length (or `window`),
-    every `stride` frames (None: `mgbp.video.default_stride`), overlap-added with its temporal window; outputs
+    every `stride` frames (None: `mgbp.video.default_stride`; see `window_stride`), overlap-added with its temporal window; outputs
     rounded to uint8 (at W = 0).
     `self_ensemble`: each window as the mean over the 8 spatial flips/rotations."""
     from mgbp.protocol import from_uint8, to_uint8
     from mgbp.video import (
         VideoOptions,
-        default_stride,
         make_window_runner,
         model_clip_length,
         overlap_add_stream,
+        window_stride,
     )
 
     consumed = int(getattr(model, "frames_consumed", 0) or 0)
     length = window or min(model_clip_length(model), len(lr_frames) + 2 * consumed)
     if length - 2 * consumed < 1:
         raise ConfigError(f"a window of {length} frames is too short: the model consumes {consumed} at each end")
-    stride = min(default_stride(length - 2 * consumed) if stride is None else stride, length - 2 * consumed)
+    stride = window_stride(stride, length - 2 * consumed)
     options = VideoOptions(window=length, stride=stride, tile=tile, noise=0.0, seed=0, progress=False,
                            self_ensemble=self_ensemble)
     frames = (from_uint8(f)[0] for f in lr_frames)
