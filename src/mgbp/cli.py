@@ -11,14 +11,15 @@ import argparse
 import importlib
 import sys
 
+from mgbp import __version__
 from mgbp.errors import MgbpError
 
 # name -> (module, one-line help). Modules are imported lazily so `mgbp --help` stays fast.
 COMMANDS: dict[str, tuple[str, str]] = {
-    "upscale": ("mgbp.inference_cli", "upscale images, folders or videos"),
+    "upscale": ("mgbp.commands.upscale", "upscale images, folders or videos"),
     "eval": ("mgbp.evaluate", "evaluate methods on datasets (PSNR-Y / SSIM-Y / NIQE / RMSE)"),
-    "models": ("mgbp.models.registry_cli", "list model presets and shipped weights"),
-    "convert": ("mgbp.models.convert_cli", "convert the authors' .model files to safetensors"),
+    "models": ("mgbp.commands.models", "list model presets and shipped weights"),
+    "convert": ("mgbp.commands.convert", "convert the authors' .model files to safetensors"),
     "train": ("mgbp.train", "train a generator from a YAML config"),
     "sweep": ("mgbp.sweep", "perception-distortion sweep over the noise amplitude W"),
     "linearscope": ("mgbp.linearscope", "impulse response of the network with frozen ReLUs"),
@@ -28,6 +29,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mgbp", description="Multi-Grid Back-Projection super-resolution")
+    parser.add_argument("--version", action="version", version=f"mgbp {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module_name, help_text) in COMMANDS.items():
         if name != only:  # listed in --help without importing its module
@@ -65,6 +67,17 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"mgbp {args.command}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `mgbp models --json | head`: the reader left; say nothing more
+        _silence_stdout()
+        return 128 + 13  # what a shell reports for a process ended by SIGPIPE
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's final flush does not raise BrokenPipeError again."""
+    import os
+
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
 
 
 if __name__ == "__main__":
