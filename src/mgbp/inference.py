@@ -287,6 +287,23 @@ def run_model(model, lr: torch.Tensor, noise_amp=0.0, tile: int | None = None, o
         _shrink_after_oom(plan, lr, reason)
 
 
+def check_noise_amplitude(noise_amp, allow_extrapolation: bool = False, name: str = "noise") -> None:
+    """W (Algorithm 1, line 1: x = [X, W N(0,1)]) must be finite and in [0, 1], the range the generators are
+    trained on (W = 0 fidelity, W = 1 perception, eq. 11); `allow_extrapolation` also permits W > 1.
+    ConfigError otherwise: a NaN or infinite W would turn every output pixel into NaN (written black)."""
+    values = noise_amp.detach().double().flatten().tolist() if torch.is_tensor(noise_amp) else [noise_amp]
+    try:
+        values = [float(v) for v in values]
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name} (the noise amplitude W) must be a number, got {noise_amp!r}") from None
+    top = math.inf if allow_extrapolation else 1.0
+    for value in values:
+        if not (math.isfinite(value) and 0.0 <= value <= top):
+            allowed = "finite and >= 0" if allow_extrapolation else \
+                "finite and in [0, 1] (W > 1 extrapolates beyond training: --allow-extrapolation permits it)"
+            raise ConfigError(f"{name} (the noise amplitude W) must be {allowed}, got {value}")
+
+
 def check_self_ensemble(noise_amp) -> None:
     """The self-ensemble is for the fidelity end: averaging 8 noisy outputs would wash out their texture."""
     if not _noise_is_off(noise_amp):
@@ -443,19 +460,20 @@ def resolve_dtype(dtype):
 
 def upscale(image, model=None, scale: int | None = None, noise: float = 0.0, tile: int | None = None,
             device=None, dtype=None, overlap: int | None = None, progress: bool = False, seed: int | None = None,
-            self_ensemble: bool = False):
+            self_ensemble: bool = False, allow_extrapolation: bool = False):
     """Upscale a numpy array (HxW, HxWxC, NxHxWxC; uint8, uint16 or float in [0,1]), a PIL image or a float
     tensor ((C,H,W) or (N,C,H,W) in [0,1]) and return the same kind, clamped to the valid range.
 
-    `noise` is the amplitude W; `seed` (int) makes its noise reproducible, on any device and with any tiling
-    (None: torch's RNG). Grey inputs run through the model as RGB and come back grey (channel mean); an alpha
+    `noise` is the amplitude W, finite and in [0, 1] (`allow_extrapolation=True` permits W > 1); `seed` (int)
+    makes its noise reproducible, on any device and with any tiling (None: torch's RNG). Grey inputs run through the model as RGB and come back grey (channel mean); an alpha
     channel is upscaled separately with MATLAB bicubic (`mgbp.resize.imresize`). PIL palette images come back
     RGB or RGBA. `self_ensemble` (W = 0): average over the 8 flips/rotations (8x slower, about +0.1 dB).
     """
-    model = resolve_model(model, scale, device, dtype)
+    check_noise_amplitude(noise, allow_extrapolation)
     to_kind, x = _from_any(image)
+    model = resolve_model(model, scale, device, dtype)
     return to_kind(upscale_tensor(model, x, noise=noise, tile=tile, overlap=overlap, progress=progress,
-                                  seed=seed, self_ensemble=self_ensemble))
+                                  seed=seed, self_ensemble=self_ensemble, allow_extrapolation=allow_extrapolation))
 
 
 def seeded_generator(seed: int | None) -> torch.Generator | None:
@@ -465,14 +483,15 @@ def seeded_generator(seed: int | None) -> torch.Generator | None:
 
 def upscale_tensor(model, x: torch.Tensor, noise=0.0, tile: int | None = None, overlap: int | None = None,
                    progress: bool = False, consistent: bool = False, seed: int | None = None,
-                   self_ensemble: bool = False) -> torch.Tensor:
+                   self_ensemble: bool = False, allow_extrapolation: bool = False) -> torch.Tensor:
     """(N,C,H,W) float in [0,1], C = 1 (grey), 2 (grey+alpha), 3 (RGB) or 4 (RGBA) -> upscaled, clamped.
 
     Grey runs through the model as RGB and comes back as the channel mean; alpha is upscaled with MATLAB
     bicubic and re-attached. `consistent`: project the output onto S_f(Y) = x (classic back-projection,
-    eqs. 4-5, `mgbp.consistency.enforce_consistency`) before clamping. `noise` is W; `seed` seeds its noise;
-    `self_ensemble`: see `run_model`.
+    eqs. 4-5, `mgbp.consistency.enforce_consistency`) before clamping. `noise` is W (checked by
+    `check_noise_amplitude`); `seed` seeds its noise; `self_ensemble`: see `run_model`.
     """
+    check_noise_amplitude(noise, allow_extrapolation)
     rgb, alpha, grey = _split_channels(x)
     out = run_model(model, rgb, noise_amp=noise, tile=tile, overlap=overlap, progress=progress,
                     out_device=rgb.device, generator=seeded_generator(seed), self_ensemble=self_ensemble)

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -52,6 +53,7 @@ COPIED_STREAM_TYPES = ("audio", "subtitle")
 CRF_CODECS = ("libx264", "libx265", "libvpx-vp9", "libaom-av1", "libsvtav1")
 PAPER_CLIP_LENGTH = 37  # frames per training clip of MGBP-3D in the paper, when a model does not say
 PAPER_STRIDE = 5  # frames between windows in the paper's video inference
+FRAME_NAME = re.compile(r"\d{8}\.png")  # the frames FolderSink writes
 
 
 @dataclass
@@ -63,7 +65,8 @@ class VideoOptions:
     stride: int | None = None  # None: default_stride
     max_frames: int | None = None
     fps: float = 25.0  # for frame-folder inputs
-    noise: float = 0.0
+    noise: float = 0.0  # W, in [0, 1] unless allow_extrapolation (`mgbp.inference.check_noise_amplitude`)
+    allow_extrapolation: bool = False
     seed: int | None = None  # seeds the noise of the whole video (None: torch's RNG)
     tile: int | None = None
     overlap: int | None = None
@@ -486,7 +489,13 @@ def upscale_video(source_path, target_path, model, options: VideoOptions | None 
                   to_frames: bool = False) -> Path:
     """Upscale a video file or a folder of frames into a video file or (`to_frames`) a folder of PNG frames."""
     options = options or VideoOptions()
+    from mgbp.inference import check_noise_amplitude
+
+    check_noise_amplitude(options.noise, options.allow_extrapolation)
     source_path, target_path = Path(source_path), Path(target_path)
+    to_folder = to_frames or not target_path.suffix
+    if to_folder:
+        check_frames_target(source_path, target_path)
     source = (FolderSource(source_path, options.fps, options.max_frames) if source_path.is_dir()
               else ContainerSource(source_path, options.max_frames))
     consumed = int(getattr(model, "frames_consumed", 0) or 0)
@@ -497,7 +506,6 @@ def upscale_video(source_path, target_path, model, options: VideoOptions | None 
         source.close()
         raise ConfigError(f"a window of {length} frames is too short: the model consumes {consumed} at each end")
     stride = window_stride(options.stride, length - 2 * consumed)
-    to_folder = to_frames or not target_path.suffix
     target_path.parent.mkdir(parents=True, exist_ok=True)
     temporary = _temporary_path(target_path, folder=to_folder)
     sink = None
@@ -558,11 +566,36 @@ def _format_for(target: Path) -> str | None:
 
 
 def _temporary_path(target: Path, folder: bool) -> Path:
+    """A fresh hidden `.NAME.tmp-*` file or folder beside `target` (absolute: `-o .` has no name of its own),
+    never inside it; `mgbp upscale` removes such leftovers of a killed run on its next start."""
+    target = target.resolve()
     if folder:
-        return Path(tempfile.mkdtemp(prefix=f"{target.name}.tmp-", dir=target.parent))
-    handle, name = tempfile.mkstemp(prefix=f"{target.stem}.tmp-", suffix=target.suffix, dir=target.parent)
+        return Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    handle, name = tempfile.mkstemp(prefix=f".{target.stem}.tmp-", suffix=target.suffix, dir=target.parent)
     os.close(handle)
     return Path(name)
+
+
+def is_frame_file(path: Path) -> bool:
+    """A frame as `FolderSink` names it (`00000012.png`): what a frame-folder output may hold and replace."""
+    return FRAME_NAME.fullmatch(path.name) is not None and path.is_file()
+
+
+def check_frames_target(source: Path, target: Path) -> None:
+    """Refuse (ConfigError, before any work) a frame-folder output that would hold the input or that holds
+    anything but the frames of an earlier run: publishing replaces frames, and must never touch other files."""
+    if not target.exists():
+        return
+    if not target.is_dir():
+        raise ConfigError(f"{target}: exists and is not a folder (frames are written into a folder)")
+    where, what = target.resolve(), source.resolve()
+    if where == what or where in what.parents:
+        raise ConfigError(f"{target}: the frame folder would contain the input {source}; choose another -o")
+    foreign = sorted(p.name for p in target.iterdir() if not is_frame_file(p))
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (f", ... ({len(foreign)} in all)" if len(foreign) > 3 else "")
+        raise ConfigError(f"{target}: holds files that are not frames of an earlier run ({shown}); "
+                          f"choose a new or empty folder")
 
 
 def _publish(temporary: Path, target: Path) -> None:
@@ -570,9 +603,23 @@ def _publish(temporary: Path, target: Path) -> None:
     os.umask(umask)
     # mkstemp/mkdtemp make private files; give the output the permissions a plain new file would have
     os.chmod(temporary, (0o777 if temporary.is_dir() else 0o666) & ~umask)
-    if temporary.is_dir() and target.is_dir():  # --overwrite of a frame folder: replace it whole
-        shutil.rmtree(target)
+    if temporary.is_dir() and target.is_dir():  # --overwrite of a frame folder: its frames only
+        _replace_frames(temporary, target)
+        return
     os.replace(temporary, target)
+
+
+def _replace_frames(temporary: Path, target: Path) -> None:
+    """Move the new frames into `target`, then drop the earlier run's frames beyond the new count; nothing
+    else is touched (`check_frames_target` made sure there is nothing else)."""
+    written = set()
+    for frame in sorted(temporary.iterdir()):
+        os.replace(frame, target / frame.name)
+        written.add(frame.name)
+    for old in target.iterdir():
+        if is_frame_file(old) and old.name not in written:
+            old.unlink()
+    temporary.rmdir()
 
 
 def _remove(path: Path) -> None:

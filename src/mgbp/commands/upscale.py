@@ -31,7 +31,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"upscaling factor: picks the shipped model for it (default x{DEFAULT_SCALE} "
                              "when no -m is given)")
     parser.add_argument("-m", "--model", help="shipped model name or weight file")
-    parser.add_argument("-W", "--noise", type=float, default=0.0, help="noise amplitude W (0: best PSNR)")
+    parser.add_argument("-W", "--noise", type=float, default=0.0,
+                        help="noise amplitude W in [0, 1] (0: best PSNR; 1: the perceptual end, for models "
+                             "trained with noise)")
+    parser.add_argument("--allow-extrapolation", action="store_true",
+                        help="permit W > 1 (beyond the range the models are trained on; finite, >= 0)")
     parser.add_argument("--seed", type=int, default=0,
                         help="seed of the noise at W > 0 (default 0): the same seed gives the same output, "
                         "whatever the tiling or device")
@@ -91,6 +95,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--tile {args.tile} must exceed the tile overlap ({overlap} LR pixels for this model)")
     jobs, failures = plan_jobs(args, video_model=bool(getattr(model, "is_video", False)),
                                scale=int(getattr(model, "scale", scale or DEFAULT_SCALE)))
+    _check_frame_folders(jobs, args)
     done = skipped = 0
     for job in _progress(jobs, args, desc="files", unit="file"):
         if job.target.exists() and not args.overwrite:
@@ -112,6 +117,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _check_args(args) -> None:
+    from mgbp.inference import check_noise_amplitude
+
+    check_noise_amplitude(args.noise, args.allow_extrapolation, name="-W/--noise")
     if args.self_ensemble:
         from mgbp.inference import check_self_ensemble
 
@@ -262,6 +270,23 @@ def _not_an_input(job: Job, args, failures: list[str]) -> bool:
     return True
 
 
+def writes_frames(job: Job, args) -> bool:
+    """True when the job's output is a folder of frames (`mgbp.video.upscale_video`'s rule)."""
+    return job.kind != "image" and (args.to_frames or not job.target.suffix)
+
+
+def _check_frame_folders(jobs: list[Job], args) -> None:
+    """Before any work: a frame folder that --overwrite would write into must hold only frames of an earlier
+    run, and never the input (`mgbp.video.check_frames_target`); a refusal ends the run (ConfigError)."""
+    if not args.overwrite:
+        return  # an existing output is skipped or reported, never written into
+    from mgbp.video import check_frames_target
+
+    for job in jobs:
+        if writes_frames(job, args):
+            check_frames_target(job.source, job.target)
+
+
 # ------------------------------------------------------------------------------------------- doing it
 
 
@@ -277,7 +302,7 @@ def _run_job(job: Job, model, args) -> None:
                            stride=args.stride, max_frames=args.max_frames, fps=args.fps,
                            noise=args.noise, tile=args.tile, overlap=args.tile_overlap,
                            consistent=args.consistent, progress=not args.quiet, seed=args.seed,
-                           self_ensemble=args.self_ensemble)
+                           self_ensemble=args.self_ensemble, allow_extrapolation=args.allow_extrapolation)
     upscale_video(job.source, job.target, model, options, to_frames=args.to_frames)
 
 
@@ -294,7 +319,7 @@ def upscale_image_file(source: Path, target: Path, model, args) -> None:
     x = torch.from_numpy(np.concatenate(planes, axis=2)).permute(2, 0, 1)[None].float()
     out = upscale_tensor(model, x, noise=args.noise, tile=args.tile, overlap=args.tile_overlap,
                          progress=not args.quiet, consistent=args.consistent, seed=args.seed,
-                         self_ensemble=args.self_ensemble)
+                         self_ensemble=args.self_ensemble, allow_extrapolation=args.allow_extrapolation)
     out = out[0].permute(1, 2, 0).numpy()
     colour_channels = loaded.rgb.shape[2]
     alpha = out[..., colour_channels] if loaded.alpha is not None else None
