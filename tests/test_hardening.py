@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from mgbp import inference
@@ -142,3 +143,169 @@ def test_api_allows_extrapolation_when_asked():
     image = np.full((4, 4, 3), 100, np.uint8)
     out = inference.upscale(image, model=NearestGenerator(2), noise=2.0, allow_extrapolation=True)
     assert np.array_equal(out, np.full((8, 8, 3), 100, np.uint8))
+
+
+# ----------------------------------------------------------------------------- NaN / Inf in a model's output
+
+
+class NaNCornerGenerator(NearestGenerator):
+    """Nearest-neighbour upscaling whose first output pixel of every pass is NaN (as bad weights give)."""
+
+    def forward(self, lr, noise_amp=0.0, noise=None):
+        out = super().forward(lr, noise_amp, noise).clone()
+        out[..., 0, 0] = math.nan
+        return out
+
+
+class HalfOverflowGenerator(NearestGenerator):
+    """Nearest-neighbour upscaling through an activation of 512^2 times the pixel: exact in float32 (powers of
+    two), but beyond float16's largest value (65504) for pixels above 0.25, which become inf (the fp16
+    overflow of a GPU run, reproduced on the CPU)."""
+
+    def __init__(self, scale: int = 2):
+        super().__init__(scale)
+        self.gain = torch.nn.Parameter(torch.tensor(512.0))
+
+    def forward(self, lr, noise_amp=0.0, noise=None):
+        activation = super().forward(lr, noise_amp, noise) * self.gain * self.gain
+        return activation / self.gain / self.gain
+
+
+def nearest_reference(lr: torch.Tensor, scale: int) -> torch.Tensor:
+    """Independent nearest-neighbour upscale (numpy's repeat)."""
+    array = lr.double().numpy().repeat(scale, axis=-2).repeat(scale, axis=-1)
+    return torch.from_numpy(array)
+
+
+def test_nan_in_one_tile_is_an_error_not_black_pixels():
+    lr = torch.rand(1, 3, 40, 40, generator=torch.Generator().manual_seed(0))
+    with pytest.raises(MgbpError, match="NaN"):
+        inference.run_model(NaNCornerGenerator(2), lr, tile=24, overlap=4)
+    with pytest.raises(MgbpError, match="NaN"):
+        inference.upscale(np.zeros((9, 9, 3), np.uint8), model=NaNCornerGenerator(2))
+
+
+def test_reduced_precision_overflow_is_rerun_in_float32():
+    lr = torch.rand(1, 3, 30, 34, generator=torch.Generator().manual_seed(1))
+    model = HalfOverflowGenerator(2).half()
+    with torch.inference_mode():
+        assert not torch.isfinite(model(lr.half())).all()  # the stand-in really overflows in float16
+    with pytest.warns(UserWarning, match="float32"):
+        out = inference.run_model(model, lr, tile=20, overlap=4)
+    assert torch.equal(out.double(), nearest_reference(lr, 2))
+    assert next(model.parameters()).dtype == torch.float16  # the caller's model is left as it was
+
+
+def test_cli_fails_the_file_whose_output_has_nan(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(inference, "resolve_model", lambda name, scale, **kw: NaNCornerGenerator(2))
+    folder = tmp_path / "in"
+    save_png(folder / "a.png")
+    assert upscale_cli(folder, "-o", tmp_path / "out", "-m", "nan-test") == 1
+    err = capsys.readouterr().err
+    assert "a.png" in err and "NaN" in err and "Traceback" not in err
+    assert not (tmp_path / "out" / "a.png").exists()
+
+
+def test_video_whose_output_has_nan_is_not_written(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(inference, "resolve_model", lambda name, scale, **kw: NaNCornerGenerator(2))
+    clip = make_clip(tmp_path / "clip.mp4")
+    assert upscale_cli(clip, "-o", tmp_path / "out.mp4", "-m", "nan-test") == 1
+    assert "NaN" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.mp4"]
+
+
+# ----------------------------------------------------------------------------- weight files
+
+
+def saved_tiny(path: Path, edit=None, config_edit=None) -> Path:
+    """A tiny MGBPv2 weight file; `edit(state)` changes its tensors, `config_edit(config)` its metadata."""
+    import json
+
+    from safetensors.torch import save_file
+
+    from mgbp.models import build_model
+    from mgbp.models.weights import model_metadata
+
+    torch.manual_seed(0)
+    model = build_model("tiny")
+    state = {k: v.clone().contiguous() for k, v in model.state_dict().items()}
+    metadata = model_metadata(model)
+    if edit is not None:
+        edit(state)
+    if config_edit is not None:
+        config = json.loads(metadata["config"])
+        config_edit(config)
+        metadata["config"] = json.dumps(config)
+    save_file(state, str(path), metadata=metadata)
+    return path
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf])
+def test_weights_with_nan_or_inf_are_refused_at_load(tmp_path, bad, capsys):
+    from mgbp.errors import WeightFileError
+    from mgbp.models import load_model
+
+    def poison(state):
+        key = min(k for k in state if k.endswith("weight"))
+        state[key].view(-1)[3] = bad
+
+    path = saved_tiny(tmp_path / "bad.safetensors", edit=poison)
+    with pytest.raises(WeightFileError, match="NaN/Inf"):
+        load_model(path)
+    save_png(tmp_path / "x.png")
+    assert upscale_cli(tmp_path / "x.png", "-o", tmp_path / "out.png", "-m", path) == 2
+    err = capsys.readouterr().err
+    assert "NaN/Inf" in err and len(err.strip().splitlines()) == 1 and not (tmp_path / "out.png").exists()
+
+
+def test_metadata_claiming_huge_channels_is_refused_before_building(tmp_path):
+    """[100000, 100000, 4] channels would need 360 GB: the file's shapes are checked first, on a weightless
+    copy, so the error names the mismatch instead of an allocation failing."""
+    from mgbp.errors import WeightFileError
+    from mgbp.models import load_model
+
+    def huge(config):
+        config["channels"] = [100000, 100000, 4]
+
+    path = saved_tiny(tmp_path / "huge.safetensors", config_edit=huge)
+    with pytest.raises(WeightFileError, match="100000"):
+        load_model(path)
+
+
+def hostile_pickle(path: Path) -> Path:
+    """A .pt file whose unpickling would call os.system (never run: torch.load(weights_only=True))."""
+    import os
+    import pickle
+
+    class Exploit:
+        def __reduce__(self):
+            return os.system, ("echo pwned",)
+
+    torch.save({"generator": Exploit()}, path, pickle_module=pickle)
+    return path
+
+
+def test_unsafe_pickle_refusals_do_not_advise_unpickling(tmp_path):
+    from mgbp.errors import WeightFileError
+    from mgbp.models import load_model
+    from mgbp.train import load_checkpoint
+
+    path = hostile_pickle(tmp_path / "hostile.pt")
+    for load in (load_model, load_checkpoint):
+        with pytest.raises(WeightFileError) as info:
+            load(path)
+        message = str(info.value)
+        assert "weights_only" not in message and "posix.system" in message  # the reason, not torch's advice
+        assert "\n" not in message and message.count(str(path)) == 1
+
+
+def test_a_corrupt_checkpoint_on_resume_names_its_path_once(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "last.pt").write_bytes(b"PK\x03\x04 not a checkpoint")
+    config = tmp_path / "c.yaml"
+    config.write_text(f"output_dir: {run_dir}\nmodel: {{preset: tiny}}\ndevice: cpu\n")
+    code = main(["train", str(config), "--resume", "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert err.count(str(run_dir / "last.pt")) == 1

@@ -19,3 +19,7 @@ class WeightFileError(MgbpError):
 
 class ConfigError(MgbpError):
     """A configuration value or a command-line option is invalid."""
+
+
+class NumericalError(MgbpError):
+    """A model produced NaN or infinite values (bad weights, or an overflow in reduced precision)."""

@@ -35,6 +35,7 @@ size; the full-size output lives on the input's device (CPU for numpy and PIL in
 
 from __future__ import annotations
 
+import copy
 import math
 import warnings
 from dataclasses import dataclass
@@ -42,7 +43,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from mgbp.errors import ConfigError, MgbpError
+from mgbp.errors import ConfigError, MgbpError, NumericalError
 from mgbp.resize import imresize
 
 # On CPU, tiles are sized so one forward pass produces at most this many output pixels (per frame): a few GB of
@@ -378,7 +379,8 @@ def _run_tiles(model, lr, noise_amp, noise, plan: TilePlan, progress: bool, out_
                 [model.crop_noise(_map_noise(noise, lambda t, n=n: t[n:n + 1]), r, c) for n, r, c in regions])
             # a chunk shares its padding (see _tile_batches), so its first tile's placement serves them all
             placement = (rows[chunk[0][1]], cols[chunk[0][2]], height, width) if placed else None
-            result = _forward(model, tiles, amp, tile_noise, placement).to(out_device)
+            where = f"LR ({rows[chunk[0][1]]}, {cols[chunk[0][2]]})"
+            result = _finite_forward(model, tiles, amp, tile_noise, placement, where).to(out_device)
             if out is None:
                 out = result.new_zeros((lr.shape[0], *result.shape[1:-2], scale * height, scale * width))
             for k, (n, i, j) in enumerate(chunk):
@@ -392,6 +394,28 @@ def _run_tiles(model, lr, noise_amp, noise, plan: TilePlan, progress: bool, out_
             bar.close()
     return out / _weight_sum(wy, rows, ext_h, height, scale, out_device)[:, None] \
         / _weight_sum(wx, cols, ext_w, width, scale, out_device)[None, :]
+
+
+REDUCED_PRECISION = (torch.float16, torch.bfloat16)
+
+
+def _finite_forward(model, tiles, amp, noise, placement, where: str) -> torch.Tensor:
+    """`_forward`, checked: a NaN/Inf anywhere in the output is never averaged in (it would be written as black
+    pixels). A model in float16/bfloat16 reruns the piece in float32 (an overflow of the reduced range, most
+    likely); a float32 model, or a float32 rerun that is not finite either, is a NumericalError."""
+    result = _forward(model, tiles, amp, noise, placement)
+    if bool(torch.isfinite(result).all()):
+        return result
+    _, dtype = model_device(model)
+    if dtype in REDUCED_PRECISION:
+        result = _forward(copy.deepcopy(model).float(), tiles, amp, noise, placement)
+        if bool(torch.isfinite(result).all()):
+            warnings.warn(f"the tile at {where} overflowed in {str(dtype).replace('torch.', '')}: it was rerun "
+                          f"in float32", stacklevel=3)
+            return result
+    again = " (in float32 too)" if dtype in REDUCED_PRECISION else ""
+    raise NumericalError(f"the model's output has NaN/Inf values in the tile at {where}{again}: bad weights or "
+                         f"a numeric overflow; nothing was written")
 
 
 def _weight_sum(weights, starts, extent, length, scale, device) -> torch.Tensor:

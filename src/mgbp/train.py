@@ -27,7 +27,6 @@ import dataclasses
 import json
 import logging
 import os
-import pickle
 import random
 import signal
 import sys
@@ -48,13 +47,17 @@ log = logging.getLogger("mgbp.train")
 # ------------------------------------------------------------------------------------------ helpers
 def load_checkpoint(path: Path) -> dict:
     """A training checkpoint, read with `weights_only=True`: a hostile .pt file cannot run code."""
+    from mgbp.models.weights import unpickler_reason
+
     try:
         return torch.load(str(path), map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as exc:  # refused, truncated, not a checkpoint
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        if "Weights only load failed" in reason:  # torch's message runs on with advice to unpickle anyway
-            reason = ("it holds Python objects besides tensors and plain values (a foreign file, or one "
-                      "written by an older mgbp), so it is not loaded; init_from a .safetensors export instead")
+    except Exception as exc:  # noqa: BLE001 - refused, truncated, not a checkpoint: unpickling raises many types
+        if "Weights only load failed" in str(exc):  # torch's message runs on with advice to unpickle anyway
+            reason = (f"it holds Python objects besides tensors and plain values ({unpickler_reason(exc)}; a "
+                      f"foreign file, or one written by an older mgbp), so it is not loaded; init_from a "
+                      f".safetensors export instead")
+        else:
+            reason = unpickler_reason(exc)
         raise WeightFileError(f"cannot read checkpoint {path}: {reason}") from None
 
 
@@ -330,10 +333,7 @@ class Trainer:
         if not path.is_file():
             log.warning("--resume: no checkpoint at %s, starting from scratch", path)
             return
-        try:
-            state = load_checkpoint(path)
-        except Exception as exc:
-            raise WeightFileError(f"cannot read checkpoint {path}: {exc}") from exc
+        state = load_checkpoint(path)  # a WeightFileError that names the path once
         try:
             self.generator.load_state_dict(state["generator"])
             if self.ema is not None and state.get("ema") is not None:

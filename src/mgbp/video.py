@@ -47,7 +47,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mgbp.errors import ConfigError, ImageReadError, MgbpError
+from mgbp.errors import ConfigError, ImageReadError, MgbpError, NumericalError
 
 COPIED_STREAM_TYPES = ("audio", "subtitle")
 CRF_CODECS = ("libx264", "libx265", "libvpx-vp9", "libaom-av1", "libsvtav1")
@@ -534,7 +534,10 @@ def upscale_video(source_path, target_path, model, options: VideoOptions | None 
                 yield item.rgb
 
         bar = _frame_bar(source.total, options.progress)
-        for frame in overlap_add_stream(lr_frames(), make_window_runner(model, options), length, stride, consumed):
+        for index, frame in enumerate(overlap_add_stream(lr_frames(), make_window_runner(model, options),
+                                                         length, stride, consumed)):
+            if not bool(torch.isfinite(frame).all()):  # never encoded as black (run_model checks each tile too)
+                raise NumericalError(f"{source_path}: output frame {index} has NaN/Inf values; nothing was written")
             sink.write(frame, pending.popleft())
             if bar is not None:
                 bar.update(1)

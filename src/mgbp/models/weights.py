@@ -223,17 +223,25 @@ def _read_torch(path: Path) -> dict[str, torch.Tensor]:
     except Exception as exc:  # noqa: BLE001 - unpickling/zip/EOF errors of any kind mean "not a state dict"
         raise WeightFileError(
             f"{path}: neither safetensors nor a PyTorch state dict that loads without running pickled code "
-            f"({_unpickler_reason(exc)})"
+            f"({unpickler_reason(exc)})"
         ) from None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise WeightFileError(f"{path}: the file holds a {type(state).__name__}, not a state dict of tensors")
     return state
 
 
-def _unpickler_reason(exc: BaseException) -> str:
-    """The specific reason inside torch's long weights_only message (never its advice to disable it)."""
-    found = re.search(r"WeightsUnpickler error:\s*(.+?)(?:\.\s|\n\n|$)", str(exc), flags=re.DOTALL)
-    return _one_line(found.group(1)) if found else _one_line(exc)
+def unpickler_reason(exc: BaseException) -> str:
+    """The specific reason inside torch's long weights_only refusal, on one line, never its advice to load the
+    file with the protection off (which would let a hostile file run code)."""
+    text = str(exc)
+    found = re.search(r"WeightsUnpickler error:\s*(.+?)(?:\.\s|\n\n|$)", text, flags=re.DOTALL)
+    if found:
+        return _one_line(found.group(1))
+    paragraphs = [part for part in re.split(r"\n\s*\n", text) if part.strip()]
+    kept = [part for part in paragraphs if "weights_only" not in part and "Weights only load failed" not in part]
+    if kept:
+        return _one_line(kept[0])
+    return "it holds Python objects besides tensors, which could run code when loaded"
 
 
 def _describe_keys(keys, limit: int = 3) -> str:
@@ -272,11 +280,29 @@ def _parse_json(metadata: dict[str, str], key: str, path: Path):
         raise WeightFileError(f"{path}: metadata {key!r} is missing or not JSON ({_one_line(exc)})") from None
 
 
-def _build_from_metadata(metadata: dict[str, str], path: Path) -> nn.Module:
+def check_finite(state: dict[str, torch.Tensor], where: str) -> None:
+    """Refuse weights holding NaN or infinite values (a diverged training, a damaged file): every output of such
+    a network would be NaN, written as black pixels."""
+    bad = [key for key, tensor in state.items() if tensor.is_floating_point() and not bool(tensor.isfinite().all())]
+    if bad:
+        raise WeightFileError(f"{where}: weights hold NaN/Inf values ({_describe_keys(bad)}); the file is "
+                              f"damaged or comes from a diverged training")
+
+
+def _build_from_metadata(metadata: dict[str, str], path: Path, state: dict[str, torch.Tensor]) -> nn.Module:
+    """The network the metadata describes, after checking on a weightless ("meta") copy that the file's tensor
+    shapes are those of that network: a config claiming huge channels fails here, before any allocation."""
     family = metadata.get("family")
     config = _parse_json(metadata, "config", path)
     if not isinstance(config, dict):
         raise WeightFileError(f"{path}: metadata 'config' is not a JSON object")
+    with torch.device("meta"):
+        skeleton = _construct(family, config, path)
+    check_state_dict(skeleton, state, str(path))
+    return _construct(family, config, path)
+
+
+def _construct(family, config: dict, path: Path) -> nn.Module:
     try:
         if family in ("mgbpv2", "mgbp3d"):
             from mgbp.models.mgbpv2 import MGBPv2
@@ -334,11 +360,11 @@ def load_model(
     if _looks_like_safetensors(path):
         state, metadata = _read_safetensors(path)
     else:
+    check_finite(state, str(path))
         state = _read_torch(path)
 
     if metadata.get("format") == FORMAT_NAME:
-        model = _build_from_metadata(metadata, path)
-        check_state_dict(model, state, str(path))
+        model = _build_from_metadata(metadata, path, state)
         model.load_state_dict(state, strict=True)
     else:
         model = _authors_model(state, path)
