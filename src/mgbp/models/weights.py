@@ -360,9 +360,9 @@ def load_model(
     if _looks_like_safetensors(path):
         state, metadata = _read_safetensors(path)
     else:
-    check_finite(state, str(path))
         state = _read_torch(path)
 
+    check_finite(state, str(path))
     if metadata.get("format") == FORMAT_NAME:
         model = _build_from_metadata(metadata, path, state)
         model.load_state_dict(state, strict=True)
