@@ -211,7 +211,7 @@ def test_video_file_decoding():
     pytest.importorskip("av")
     video = SHARED / "data" / "video" / "bigbuckbunny.mp4"
     if not video.exists():
-        pytest.skip(f"shared video {video} is absent")
+        pytest.skip(f"../shared is absent: no {video}")
     ds = data.VideoClipDataset(video, 4, patch=8, frames=3, max_frames=4)
     assert ds.clips[0].shape == (4, 720, 1280, 3)
     assert ds[0]["hr"].shape == (3, 3, 48, 48)

@@ -13,6 +13,7 @@ import torch
 from PIL import Image
 
 import mgbp.evaluate as evaluate_module
+from mgbp import models
 from mgbp.cli import main
 from mgbp.errors import ConfigError, ImageReadError
 from mgbp.evaluate import evaluate
@@ -96,7 +97,7 @@ def protocol_by_hand(path: Path, scale: int):
 # ------------------------------------------------------------------------------------------ published figures
 
 
-@pytest.mark.skipif(not IMAGES.is_dir(), reason=f"shared data not found at {IMAGES}")
+@pytest.mark.skipif(not IMAGES.is_dir(), reason=f"../shared is absent: no {IMAGES}")
 def test_bicubic_x4_reproduces_published_set5_set14_figures(tmp_path, capsys):
     out = tmp_path / "table.json"
     code = main(["eval", "--data", str(IMAGES / "Set5"), str(IMAGES / "Set14"), "--scale", "4",
@@ -132,7 +133,6 @@ def test_scores_match_direct_float64_computation(dataset, stand_in_models):
 
 
 def test_saved_generator_file_runs_through_load_model(dataset, tmp_path):
-    models = pytest.importorskip("mgbp.models", reason="mgbp.models is not written yet")
     torch.manual_seed(0)
     model = models.build_model("tiny").eval()
     path = models.save_model(model, tmp_path / "tiny_net.safetensors")

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from mgbp import io
 from mgbp.errors import ConfigError
 from mgbp.linearscope import bicubic_response, filter_statistics, impulse_response, parse_pixel
 from mgbp.protocol import BicubicUpscaler
@@ -123,7 +124,6 @@ def test_bad_pixel_and_channel():
 
 def test_command_writes_npy_json_and_figure(tmp_path):
     pytest.importorskip("matplotlib")
-    io = pytest.importorskip("mgbp.io")
     from mgbp import linearscope
 
     image = (np.random.default_rng(5).random((20, 24, 3)) * 255).round().astype(np.uint8)
@@ -171,7 +171,7 @@ def test_fallback_jvp_gives_the_same_response(monkeypatch):
 def test_mgbpv1_response_matches_a_tiny_difference_quotient():
     """On the authors' architecture (tiny config, float64, W > 0 with the noise held fixed) the JVP matches
     (F(x + eps e_p) - F(x)) / eps: no ReLU changes state for so small a step."""
-    model = tiny_mgbpv1(pytest.importorskip("mgbp.models.mgbpv1"))
+    model = tiny_mgbpv1()
     lr = torch.rand(1, 3, 9, 10, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
     pixel, eps = (4, 5), 1e-7
     result = impulse_response(model, lr, pixel, noise_amp=0.5, seed=4)

@@ -188,7 +188,7 @@ def test_uint8_to_tensor_rejects_bad_arrays():
 # ---- the protocol's published bicubic figures -----------------------------------------------------------------
 
 
-@pytest.mark.skipif(not IMAGES.is_dir(), reason=f"shared data not found at {IMAGES}")
+@pytest.mark.skipif(not IMAGES.is_dir(), reason=f"../shared is absent: no {IMAGES}")
 @pytest.mark.parametrize("name, psnr_y, ssim_y", [("Set5", 28.43, 0.811), ("Set14", 26.09, 0.705)])
 def test_bicubic_x4_protocol_figures(name, psnr_y, ssim_y):
     from PIL import Image

@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from mgbp.errors import ConfigError, WeightFileError
+from mgbp.models import weights
 from mgbp.models.mgbpv1 import (
     ClassicUpscale,
     MGBPv1,
@@ -30,7 +31,7 @@ from mgbp.resize import imresize
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 PIRM = SHARED / "reference" / "pirm2018"
 needs_pirm = pytest.mark.skipif(
-    not (PIRM / "BOE-R3.model").is_file(), reason=f"authors' PIRM-2018 weights not found under {PIRM}"
+    not (PIRM / "BOE-R3.model").is_file(), reason=f"../shared is absent: no authors' PIRM-2018 weights under {PIRM}"
 )
 
 PIRM_TENSORS = 68
@@ -94,7 +95,7 @@ def test_authors_files_load_strictly(region):
 @pytest.fixture(scope="module")
 def boe_r3():
     if not (PIRM / "BOE-R3.model").is_file():
-        pytest.skip(f"authors' PIRM-2018 weights not found under {PIRM}")
+        pytest.skip(f"../shared is absent: no authors' PIRM-2018 weights under {PIRM}")
     return load_authors_file(PIRM / "BOE-R3.model")
 
 
@@ -305,9 +306,6 @@ def test_recursion_depth_limits_the_back_projection():
 
 
 def test_safetensors_round_trip_rebuilds_mgbpv1(tmp_path):
-    weights = pytest.importorskip(
-        "mgbp.models.weights", reason="mgbp.models.weights (load_model) not there yet"
-    )
     model = tiny_model(scale=2).eval()
     path = weights.save_model(model, tmp_path / "tiny.safetensors", {})
     loaded = weights.load_model(path)

@@ -103,7 +103,7 @@ def as_grey_tensor(*images):
 # ---- the published check value ---------------------------------------------------------------------------------
 
 
-@pytest.mark.skipif(not BABOON.is_file(), reason=f"shared data not found at {BABOON}")
+@pytest.mark.skipif(not BABOON.is_file(), reason=f"../shared is absent: no {BABOON}")
 def test_baboon_check_value():
     from PIL import Image
 
@@ -211,7 +211,7 @@ def test_shipped_model_and_window():
     np.testing.assert_allclose(model["window"], window / window.sum(), rtol=1e-12)
 
 
-@pytest.mark.skipif(not (SHARED / "reference").is_dir(), reason=f"shared reference not found at {SHARED}")
+@pytest.mark.skipif(not (SHARED / "reference").is_dir(), reason=f"../shared is absent: no reference folder in {SHARED}")
 def test_shipped_model_is_the_shared_reference():
     shared = np.load(SHARED / "reference" / "niqe_pris_params.npz")
     model = pristine_model()

@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from mgbp import protocol
+from mgbp import models, protocol
 from mgbp.errors import ConfigError, ImageReadError
 from mgbp.io import read_image
 from mgbp.resize import imresize_uint8
@@ -147,7 +147,6 @@ def test_bicubic_generator_and_scale_check(tmp_path):
     lr = random_uint8(5, 7)
     upscaled = protocol.upscale_uint8(bicubic, lr)  # MATLAB imresize(uint8 LR, 3)
     np.testing.assert_array_equal(upscaled, imresize_uint8(lr, scale=3.0))
-    models = pytest.importorskip("mgbp.models")
     path = models.save_model(models.build_model("tiny"), tmp_path / "tiny.safetensors")
     scale = protocol.load_generator(str(path), device="cpu").scale
     with pytest.raises(ConfigError, match=f"upscales x{scale}, not x{scale + 1}"):
@@ -157,7 +156,7 @@ def test_bicubic_generator_and_scale_check(tmp_path):
 def test_mgbpv1_sees_the_same_standard_normal_maps_at_every_w():
     """The authors' per-level noise (MGBPv1): the seeded forward equals the model fed, explicitly, the maps
     drawn once from that seed in its documented drawing order, at every W; the caller's RNG is untouched."""
-    model = tiny_mgbpv1(pytest.importorskip("mgbp.models.mgbpv1"))
+    model = tiny_mgbpv1()
     lr = torch.rand(1, 3, 9, 11, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     torch.manual_seed(5)
     if hasattr(model, "draw_noise") and hasattr(model, "crop_noise"):

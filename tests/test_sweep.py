@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from mgbp import io, models
 from mgbp.errors import ConfigError
 from mgbp.protocol import BicubicUpscaler
 from mgbp.resize import imresize
@@ -111,11 +112,9 @@ def test_amplitude_grid_and_errors():
 
 def test_bicubic_anchor_of_the_protocol():
     """W-independent bicubic through the sweep reproduces the protocol's Set5 x4 figures (data/README.md)."""
-    io = pytest.importorskip("mgbp.io")
-    metrics = pytest.importorskip("mgbp.metrics")
     set5 = SHARED / "data" / "images" / "Set5"
     if not set5.is_dir():
-        pytest.skip(f"shared data not found at {set5}")
+        pytest.skip(f"../shared is absent: no {set5}")
     from mgbp.protocol import list_images
     from mgbp.sweep import default_metrics
 
@@ -124,13 +123,10 @@ def test_bicubic_anchor_of_the_protocol():
     result = sweep({"bicubic": BicubicUpscaler(4)}, dataset, 4, [0.0], metrics=chosen, progress=False)
     curves = result.curves()["bicubic"]
     assert curves["psnr_y"][0] == pytest.approx(28.43, abs=0.005)
-    assert metrics is not None
 
 
 def test_command_overlays_models_and_writes_figure(tmp_path, capsys):
     pytest.importorskip("matplotlib")
-    io = pytest.importorskip("mgbp.io")
-    models = pytest.importorskip("mgbp.models")
     from mgbp import sweep as sweep_module
 
     data = tmp_path / "data"

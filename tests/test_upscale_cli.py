@@ -7,11 +7,9 @@ import pytest
 import torch
 from PIL import Image
 
+from mgbp import io, models
 from mgbp.cli import main
 from mgbp.resize import imresize
-
-io = pytest.importorskip("mgbp.io")
-models = pytest.importorskip("mgbp.models")
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from mgbp import inference
+from mgbp import inference, models
 from mgbp.cli import main
 from mgbp.video import ColourDescription, VideoOptions, apply_rotation, overlap_add_stream, upscale_video
 from tiny_generators import NearestGenerator, TinyGenerator
@@ -223,7 +223,7 @@ def test_rotation_turns_frames_upright():
     assert apply_rotation(frame, 0) is frame
 
 
-@pytest.mark.skipif(not BUNNY.is_file(), reason=f"shared clip not found: {BUNNY}")
+@pytest.mark.skipif(not BUNNY.is_file(), reason=f"../shared is absent: no {BUNNY}")
 def test_big_buck_bunny_first_frames(tmp_path):
     """Real H.264 + AAC, 1280x720 at 25 fps: 5 frames through a nearest-neighbour x2 stand-in."""
     target = upscale_video(BUNNY, tmp_path / "bunny_x2.mp4", NearestGenerator(scale=2),
@@ -263,7 +263,6 @@ def test_rotation_metadata_is_applied_to_the_pixels(tmp_path):
 
 def test_real_mgbp3d_on_a_clip(tmp_path):
     """The MGBP-3D of the model issue (tiny-3d preset, untrained) through the whole pipeline."""
-    models = pytest.importorskip("mgbp.models")
     model = models.build_model("tiny-3d").eval()
     source = make_clip(tmp_path / "c.mp4", frames=7, size=(16, 24))
     target = upscale_video(source, tmp_path / "c3d.mp4", model, VideoOptions(window=4, stride=2, progress=False))
@@ -273,7 +272,6 @@ def test_real_mgbp3d_on_a_clip(tmp_path):
 
 def test_a_saved_3d_models_clip_length_sets_the_window(tmp_path):
     """config.frames survives save/load and becomes the temporal window; the trainer records data.frames."""
-    models = pytest.importorskip("mgbp.models")
     from mgbp.train import build_generator
     from mgbp.video import PAPER_CLIP_LENGTH, model_clip_length
 
@@ -292,7 +290,6 @@ def test_a_saved_3d_models_clip_length_sets_the_window(tmp_path):
 
 def test_seeded_noise_reproduces_a_video(tmp_path):
     """W > 0 with a seed: the same frames twice; another seed, other frames (MGBP-3D with a strong residual)."""
-    models = pytest.importorskip("mgbp.models")
     from PIL import Image
 
     torch.manual_seed(0)
@@ -387,7 +384,7 @@ def block_interiors(image, block, margin):
 def test_colours_of_a_tagged_full_range_clip_do_not_shift(tmp_path, monkeypatch):
     """BT.709 full range in: decoded with that matrix and range, re-encoded with them and tagged the same."""
     if "libx264" not in av.codecs_available:
-        pytest.skip("needs libx264 (lossless qp 0)")
+        pytest.skip("PyAV without libx264 (this test needs its lossless qp 0)")
     from mgbp.video import ContainerSource
 
     source = tmp_path / "tagged.mp4"

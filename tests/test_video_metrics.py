@@ -116,7 +116,7 @@ def test_per_frame_bicubic_and_protocol_lr():
     np.testing.assert_array_equal(out[1], imresize_uint8(lr[1], scale=4.0))
 
 
-@pytest.mark.skipif(not CITY.is_dir(), reason=f"{CITY} is absent (shared video data)")
+@pytest.mark.skipif(not CITY.is_dir(), reason=f"../shared is absent: no {CITY}")
 def test_load_a_few_frames_of_vid4_city():
     frames = center_crop(load_clip(CITY, max_frames=2), 64, 48)
     assert len(frames) == 2 and frames[0].shape == (64, 48, 3) and frames[0].dtype == np.uint8

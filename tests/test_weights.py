@@ -206,10 +206,9 @@ def test_a_shipped_entry_is_one_line(tmp_path, monkeypatch):
 
 
 def _pirm_file() -> Path:
-    pytest.importorskip("mgbp.models.mgbpv1", reason="MGBPv1 module not available")
     path = PIRM / "BOE-R1.model"
     if not path.is_file():
-        pytest.skip(f"the authors' PIRM weights are not here ({path}); ../shared is absent")
+        pytest.skip(f"../shared is absent: the authors' PIRM weights are not here ({path})")
     return path
 
 

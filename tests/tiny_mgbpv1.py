@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import torch
 
+from mgbp.models import mgbpv1
 
-def tiny_mgbpv1(mgbpv1) -> torch.nn.Module:
-    """A seeded tiny `mgbpv1.MGBPv1` in float64 and eval mode (`mgbpv1`: the module, imported by the caller
-    with `pytest.importorskip`)."""
+
+def tiny_mgbpv1() -> torch.nn.Module:
+    """A seeded tiny `mgbpv1.MGBPv1` in float64 and eval mode."""
     config = mgbpv1.MGBPv1Config(scale=2, features=8, growth_rate=4, bottleneck_factor=1, analysis_layers=1,
                                  upscaling_layers=1, upscaling_pre_layers=0, downscaling_layers=1,
                                  synthesis_layers=1, mu=1, recursion_depth=1)

@@ -52,8 +52,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         parser = build_parser(only)
-    except ImportError as exc:  # a subcommand whose module is not there yet or lacks an extra
-        print(f"mgbp: error: command {only!r} is unavailable: {exc}", file=sys.stderr)
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").split(".")[0] == "mgbp":
+            raise  # our own code is broken: a traceback, never "unavailable"
+        # an optional extra that is not installed (gradio, onnx, ray, ...): one line, not a traceback
+        print(f"mgbp: error: command {only!r} needs {exc.name}, which is not installed", file=sys.stderr)
         return 2
     args = parser.parse_args(argv)
     if getattr(args, "_run", None) is None:

@@ -461,11 +461,8 @@ def resolve_model(model=None, scale: int | None = None, device=None, dtype=None,
 def default_model_for_scale(scale: int | None, video: bool = False):
     """The shipped model for `scale` (first of `mgbp.models.SHIPPED` with that scale), or an MgbpError that says
     which shipped weights exist."""
-    try:
-        from mgbp.models import default_model_for_scale as shipped_name_for
-        from mgbp.models import load_model
-    except ImportError as exc:
-        raise ConfigError(f"no model given and the model registry is unavailable ({exc}); pass -m WEIGHTS") from exc
+    from mgbp.models import default_model_for_scale as shipped_name_for
+    from mgbp.models import load_model
     from mgbp.models.weights import DEFAULT_SCALE
 
     return load_model(shipped_name_for(int(scale if scale is not None else DEFAULT_SCALE), video=video))
@@ -541,11 +538,9 @@ def _from_any(image):
         return _from_tensor(image)
     if isinstance(image, np.ndarray):
         return _from_numpy(image)
-    try:
-        from PIL import Image
-    except ImportError:  # pragma: no cover - pillow is a dependency
-        Image = None
-    if Image is not None and isinstance(image, Image.Image):
+    from PIL import Image
+
+    if isinstance(image, Image.Image):
         return _from_pil(image)
     raise ConfigError(f"upscale expects a numpy array, a PIL image or a tensor, got {type(image).__name__}")
 

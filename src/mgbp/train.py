@@ -103,10 +103,8 @@ def build_generator(model_cfg: dict, frames: int | None = None) -> torch.nn.Modu
     exported with the weights) so that video inference uses windows of the length it was trained on.
     """
     if model_cfg.get("preset"):
-        try:
-            from mgbp.models import build_model
-        except ImportError as exc:
-            raise ConfigError(f"model.preset needs mgbp.models.build_model, which is unavailable: {exc}") from exc
+        from mgbp.models import build_model
+
         model = build_model(model_cfg["preset"], **(model_cfg.get("overrides") or {}))
     elif model_cfg.get("config"):
         from mgbp.models.mgbpv2 import MGBPv2, config_from_dict
@@ -128,10 +126,8 @@ def load_generator_weights(model: torch.nn.Module, source: str) -> None:
         if weights is None:
             raise WeightFileError(f"{path} is not an mgbp training checkpoint (no 'generator' entry)")
     else:
-        try:
-            from mgbp.models import load_model
-        except ImportError as exc:
-            raise ConfigError(f"init_from={source} needs mgbp.models.load_model: {exc}") from exc
+        from mgbp.models import load_model
+
         weights = load_model(source).state_dict()
     try:
         model.load_state_dict(weights)
@@ -361,11 +357,8 @@ class Trainer:
         """The generator (EMA if on) in the project's weight format, with recipe and metrics in metadata."""
         if not (self.is_main and self.cfg["export"]):
             return None
-        try:
-            from mgbp.models import save_model
-        except ImportError:
-            log.warning("mgbp.models.save_model is unavailable: no %s.safetensors export", name)
-            return None
+        from mgbp.models import save_model
+
         model = self.ema if self.ema is not None else self.generator
         meta = {  # save_model JSON-encodes each value
             "recipe": self.cfg,

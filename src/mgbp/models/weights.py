@@ -329,10 +329,8 @@ def _construct(family, config: dict, path: Path) -> nn.Module:
 
 def _authors_model(state: dict[str, torch.Tensor], path: Path) -> nn.Module | None:
     """The authors' MGBPv1 network when `state` has their keys, else None."""
-    try:
-        from mgbp.models.mgbpv1 import from_authors_state_dict, is_authors_state_dict
-    except ImportError:  # MGBPv1 support not installed / not there yet
-        return None
+    from mgbp.models.mgbpv1 import from_authors_state_dict, is_authors_state_dict
+
     if not is_authors_state_dict(state):
         return None
     try:
