@@ -53,7 +53,7 @@ def make_clip(path: Path, times=(0, 1, 2, 3, 4, 5), time_base=Fraction(1, 25), s
     stream.codec_context.time_base = time_base
     stream.time_base = time_base
     for index, pts in enumerate(times):
-        image = np.full((*size, 3), 20 + 30 * index, np.uint8)
+        image = np.full((*size, 3), (20 + 30 * index) % 256, np.uint8)
         frame = av.VideoFrame.from_ndarray(image, format="rgb24")
         frame.pts, frame.time_base = pts, time_base
         container.mux(stream.encode(frame))
@@ -95,6 +95,7 @@ def test_frames_output_replaces_only_the_frames_of_an_earlier_run(tmp_path, tiny
     target = tmp_path / "frames"
     for index in range(9):  # an earlier, longer run
         save_png(target / f"{index:08d}.png", seed=index)
+    save_png(tmp_path / ".frames.tmp-k3j4l5m6" / "00000000.png")  # and one that was killed
     assert upscale_cli(clip, "-o", target, "--to-frames", "--overwrite", "-m", "tiny-test") == 0
     assert sorted(p.name for p in target.iterdir()) == [f"{i:08d}.png" for i in range(6)]
     assert Image.open(target / "00000000.png").size == (48, 32)  # the new frames, upscaled x2
@@ -309,3 +310,106 @@ def test_a_corrupt_checkpoint_on_resume_names_its_path_once(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2 and len(err.strip().splitlines()) == 1
     assert err.count(str(run_dir / "last.pt")) == 1
+
+
+# ----------------------------------------------------------------------------- output names, folders, temporaries
+
+
+def test_inputs_differing_only_in_extension_each_get_their_own_output(tmp_path, tiny, capsys):
+    folder = tmp_path / "in"
+    for index, name in enumerate(("x.png", "x.tiff", "x.webp")):
+        save_png(folder / name, seed=index)
+    save_png(folder / "y.png", seed=9)
+    assert upscale_cli(folder, "-o", tmp_path / "out", "-m", "tiny-test", "--suffix", "_x2") == 0
+    written = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert written == ["x.png_x2.png", "x.tiff_x2.png", "x.webp_x2.png", "y_x2.png"]
+    for name in ("x.png", "x.tiff", "x.webp"):  # each output is its own source through the model
+        source = torch.from_numpy(np.asarray(Image.open(folder / name).convert("RGB")) / 255.0)
+        with torch.no_grad():
+            expected = tiny(source.permute(2, 0, 1)[None].float()).clamp(0, 1)[0].permute(1, 2, 0) * 255
+        out = np.asarray(Image.open(tmp_path / "out" / f"{name}_x2.png")).astype(float)
+        assert np.abs(out - expected.numpy()).max() <= 0.51
+    assert "4 written" in capsys.readouterr().err
+    # a rerun with --skip-existing skips all four (none is missing), and says so truthfully
+    assert upscale_cli(folder, "-o", tmp_path / "out", "-m", "tiny-test", "--suffix", "_x2",
+                       "--skip-existing") == 0
+    assert "0 written, 4 skipped" in capsys.readouterr().err
+
+
+def test_beside_the_inputs_collisions_are_kept_apart_too(tmp_path, tiny):
+    for index, name in enumerate(("x.png", "x.bmp", "x.jpg")):
+        save_png(tmp_path / name, seed=index)
+    assert upscale_cli(tmp_path / "x.png", tmp_path / "x.bmp", tmp_path / "x.jpg", "-m", "tiny-test") == 0
+    assert (tmp_path / "x.png_x2.png").is_file() and (tmp_path / "x.bmp_x2.png").is_file()
+    assert (tmp_path / "x_x2.jpg").is_file()  # no collision (JPEG stays JPEG): its usual name
+
+
+def test_same_name_from_two_folders_into_one_output_is_refused_before_any_work(tmp_path, tiny, capsys):
+    save_png(tmp_path / "a" / "x.png")
+    save_png(tmp_path / "b" / "x.png", seed=1)
+    assert upscale_cli(tmp_path / "a" / "x.png", tmp_path / "b" / "x.png", "-o", tmp_path / "out",
+                       "-m", "tiny-test") == 2
+    err = capsys.readouterr().err
+    assert "same output" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()
+
+
+def test_empty_input_folder_is_an_error(tmp_path, tiny, capsys):
+    (tmp_path / "empty").mkdir()
+    assert upscale_cli(tmp_path / "empty", "-o", tmp_path / "out", "-m", "tiny-test") == 1
+    err = capsys.readouterr().err
+    assert "empty" in err and "no images" in err and len(err.strip().splitlines()) == 1
+
+
+def test_hidden_files_are_not_inputs_and_stale_temporaries_are_removed(tmp_path, tiny, capsys):
+    folder = tmp_path / "in"
+    save_png(folder / "a.png")
+    save_png(folder / ".a.tmp-k2j4h5l6.png", seed=1)  # what a killed earlier run left beside its output
+    save_png(folder / ".hidden" / "b.png", seed=2)
+    out = tmp_path / "out"
+    save_png(out / ".a.tmp-x8y7z6w5.png", seed=3)  # a killed run's temporary output
+    (out / ".keep").write_text("not ours")
+    assert upscale_cli(folder, "-o", out, "-m", "tiny-test") == 0
+    assert sorted(p.name for p in out.iterdir()) == [".keep", "a.png"]
+    assert "1 written, 0 skipped (existing), 0 failed" in capsys.readouterr().err
+
+
+def test_sigterm_is_handled_like_ctrl_c(tmp_path, monkeypatch):
+    """A scheduler's SIGTERM during a video ends the run as Ctrl-C does: exit 130, the temporary output gone."""
+    import os
+    import signal
+
+    received = []
+
+    def test_handler(*_):
+        received.append("test")
+
+    previous = signal.signal(signal.SIGTERM, test_handler)  # never the default action (kill pytest)
+    try:
+        class Terminated(TinyGenerator):
+            calls = 0
+
+            def forward(self, lr, noise_amp=0.0, noise=None):
+                Terminated.calls += 1
+                if Terminated.calls == 3:
+                    os.kill(os.getpid(), signal.SIGTERM)
+                return super().forward(lr, noise_amp, noise)
+
+        model = Terminated(scale=2).eval()
+        monkeypatch.setattr(inference, "resolve_model", lambda name, scale, **kw: model)
+        clip = make_clip(tmp_path / "clip.mp4", times=tuple(range(12)))
+        assert upscale_cli(clip, "-o", tmp_path / "out.mp4", "-m", "stand-in") == 130
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.mp4"]
+        assert received == []  # the run's own handler got it, and put the test's back afterwards
+        assert signal.getsignal(signal.SIGTERM) is test_handler
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def test_hidden_files_in_a_frame_folder_are_not_frames(tmp_path, tiny):
+    frames = tmp_path / "frames"
+    for index in range(3):
+        save_png(frames / f"{index:08d}.png", seed=index)
+    save_png(frames / ".00000003.tmp-a1b2c3d4.png", shape=(9, 9, 3))  # another size: would fail the clip
+    assert upscale_cli(frames, "-o", tmp_path / "big", "--to-frames", "-m", "tiny-test") == 0
+    assert sorted(p.name for p in (tmp_path / "big").iterdir()) == [f"{i:08d}.png" for i in range(3)]

@@ -368,7 +368,8 @@ class FolderSource:
     def __init__(self, path: Path, fps: float, max_frames: int | None):
         from mgbp.io import IMAGE_EXTENSIONS
 
-        files = sorted((p for p in path.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS), key=_natural_key)
+        files = sorted((p for p in path.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS
+                        and not p.name.startswith(".")), key=_natural_key)  # hidden: e.g. a killed run's temp
         if not files:
             raise ImageReadError(f"{path}: no image frames in the folder")
         self.files = files[:max_frames] if max_frames else files

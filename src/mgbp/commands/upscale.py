@@ -9,9 +9,14 @@ the rest and exits 1 with a summary. Inputs are never overwritten unless `--over
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fnmatch
 import glob
 import os
+import shutil
+import signal
 import sys
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,7 +55,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="GPU memory this run may use in all (GiB); tiles are sized to fit it")
     parser.add_argument("--ext", default="auto", help="output image format: png, jpg or auto (same as the "
                         "input where it can be written, else png)")
-    parser.add_argument("--suffix", default="", help="added to output file names before the extension")
+    parser.add_argument("--suffix", default="", help="added to output file names before the extension; inputs "
+                        "that would share an output name keep their full names (x.png, x.tiff -> x.png_x4.png, "
+                        "x.tiff_x4.png)")
     existing = parser.add_mutually_exclusive_group()
     existing.add_argument("--skip-existing", action="store_true", help="skip inputs whose output exists")
     existing.add_argument("--overwrite", action="store_true",
@@ -96,6 +103,19 @@ def run(args: argparse.Namespace) -> int:
     jobs, failures = plan_jobs(args, video_model=bool(getattr(model, "is_video", False)),
                                scale=int(getattr(model, "scale", scale or DEFAULT_SCALE)))
     _check_frame_folders(jobs, args)
+    if not jobs and failures:  # nothing to do: each reason is on its line already
+        return 1
+    remove_stale_temporaries(jobs)
+    with sigterm_as_interrupt():  # a scheduler's SIGTERM, like Ctrl-C, removes the temporary output
+        done, skipped = _run_jobs(jobs, model, args, failures)
+    print(f"mgbp upscale: {done} written, {skipped} skipped (existing), {len(failures)} failed",
+          file=sys.stderr)
+    return 1 if failures else 0
+
+
+def _run_jobs(jobs: list[Job], model, args, failures: list[str]) -> tuple[int, int]:
+    """Run every job; one file's failure (a bad file, NaN outputs, memory) is a line in `failures`, never the
+    end of the run. Returns (written, skipped)."""
     done = skipped = 0
     for job in _progress(jobs, args, desc="files", unit="file"):
         if job.target.exists() and not args.overwrite:
@@ -111,9 +131,19 @@ def run(args: argparse.Namespace) -> int:
         except (MgbpError, OSError) as exc:
             failures.append(f"{job.source}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
             _report(failures[-1])
-    print(f"mgbp upscale: {done} written, {skipped} skipped (existing), {len(failures)} failed",
-          file=sys.stderr)
-    return 1 if failures else 0
+        except (MemoryError, RuntimeError) as exc:
+            if not isinstance(exc, MemoryError) and not _is_host_out_of_memory(exc):
+                raise
+            failures.append(f"{job.source}: not enough memory ({type(exc).__name__}); try a smaller --tile, "
+                            f"or a machine with more memory")
+            _report(failures[-1])
+    return done, skipped
+
+
+def _is_host_out_of_memory(exc: BaseException) -> bool:
+    """PyTorch's CPU allocator raises a RuntimeError, not a MemoryError, when an allocation fails."""
+    text = str(exc)
+    return "can't allocate memory" in text or "DefaultCPUAllocator" in text
 
 
 def _check_args(args) -> None:
@@ -188,12 +218,49 @@ def expand_inputs(inputs: list[str]) -> tuple[list[Path], list[str]]:
 
 def plan_jobs(args, video_model: bool = False, scale: int = 4) -> tuple[list[Job], list[str]]:
     """One job per output. A folder is a tree of images (structure kept under -o), except that it is one clip
-    of frames when the output is a video file, with --to-frames, or for a video (3D) model.
+    of frames when the output is a video file, with --to-frames, or for a video (3D) model. Hidden files and
+    folders (names starting with a dot, our temporary files among them) are never inputs.
 
     Without -o (as Real-ESRGAN's and chaiNNer's users expect), an output goes beside its input: a file as
-    NAME_x<scale>.EXT (or with --suffix), a folder as a sibling FOLDER_x<scale>."""
+    NAME_x<scale>.EXT (or with --suffix), a folder as a sibling FOLDER_x<scale>. Inputs that would share an
+    output name keep their full names (`keep_outputs_apart`)."""
     if args.output is None:
-        return _plan_jobs_beside_inputs(args, video_model, scale)
+        jobs, failures = _plan_jobs_beside_inputs(args, video_model, scale)
+    else:
+        jobs, failures = _plan_jobs_into_output(args, video_model)
+    jobs = keep_outputs_apart(jobs)
+    return [job for job in jobs if _not_an_input(job, args, failures)], failures
+
+
+def keep_outputs_apart(jobs: list[Job]) -> list[Job]:
+    """Every input its own output. Inputs that would write the same file (x.png, x.tiff and x.webp all give
+    x_x4.png) keep their full file name in it instead: x.png_x4.png, x.tiff_x4.png, x.webp_x4.png. What still
+    collides (x.png from two folders into one -o) is a ConfigError that lists it, before any work."""
+    jobs = [_full_name(job) if _shares_target(job, jobs) else job for job in jobs]
+    seen: dict[str, Job] = {}
+    for job in jobs:
+        key = os.path.abspath(job.target)
+        if key in seen:
+            raise ConfigError(f"{seen[key].source} and {job.source} would write the same output {job.target}; "
+                              f"upscale them in separate runs or into separate folders (-o)")
+        seen[key] = job
+    return jobs
+
+
+def _shares_target(job: Job, jobs: list[Job]) -> bool:
+    key = os.path.abspath(job.target)
+    return sum(os.path.abspath(other.target) == key for other in jobs) > 1
+
+
+def _full_name(job: Job) -> Job:
+    """NAME_x4.png -> NAME.EXT_x4.png: the source's extension kept (a source without one stays as it is)."""
+    stem, name = job.source.stem, job.target.name
+    if not job.source.suffix or not name.startswith(stem):
+        return job
+    return Job(job.source, job.target.with_name(job.source.name + name[len(stem):]), job.kind)
+
+
+def _plan_jobs_into_output(args, video_model: bool) -> tuple[list[Job], list[str]]:
     from mgbp.io import IMAGE_EXTENSIONS
 
     sources, failures = expand_inputs(args.inputs)
@@ -206,15 +273,24 @@ def plan_jobs(args, video_model: bool = False, scale: int = 4) -> tuple[list[Job
         if path.is_dir() and (_is_video_path(output) or args.to_frames or video_model):
             jobs.append(Job(path, output if single else output / f"{path.name}{args.suffix}", "frames"))
         elif path.is_dir():
-            for file in sorted(p for p in path.rglob("*") if p.is_file()):
-                if file.suffix.lower() in IMAGE_EXTENSIONS + VIDEO_EXTENSIONS:
-                    jobs.append(_file_job(file, output / file.parent.relative_to(path), None, args))
+            files = [file for file in sorted(path.rglob("*")) if file.is_file() and not _is_hidden(file, path)
+                     and file.suffix.lower() in IMAGE_EXTENSIONS + VIDEO_EXTENSIONS]
+            if not files:
+                failures.append(f"{path}: no images or videos in the folder")
+                _report(failures[-1])
+            for file in files:
+                jobs.append(_file_job(file, output / file.parent.relative_to(path), None, args))
         else:
             # one input: -o names the output file (or, with --to-frames, the frame folder) unless it is a folder
             names_target = output.suffix and not output.is_dir() or (args.to_frames and _is_video_path(path))
             target = output if single and names_target else None
             jobs.append(_file_job(path, output, target, args))
-    return [job for job in jobs if _not_an_input(job, args, failures)], failures
+    return jobs, failures
+
+
+def _is_hidden(file: Path, root: Path) -> bool:
+    """A dot name anywhere below `root`: hidden files and folders, and our own `.NAME.tmp-*` temporaries."""
+    return any(part.startswith(".") for part in file.relative_to(root).parts)
 
 
 def _plan_jobs_beside_inputs(args, video_model: bool, scale: int) -> tuple[list[Job], list[str]]:
@@ -228,7 +304,7 @@ def _plan_jobs_beside_inputs(args, video_model: bool, scale: int) -> tuple[list[
         else:
             one.output = str(path.parent)
             one.suffix = args.suffix or f"_x{scale}"
-        more_jobs, more_failures = plan_jobs(one, video_model, scale)
+        more_jobs, more_failures = _plan_jobs_into_output(one, video_model)
         jobs += more_jobs
         failures += more_failures
     missing = expand_inputs(args.inputs)[1]
@@ -268,6 +344,41 @@ def _not_an_input(job: Job, args, failures: list[str]) -> bool:
         _report(failures[-1])
         return False
     return True
+
+
+def remove_stale_temporaries(jobs: list[Job]) -> None:
+    """Remove what a killed earlier run left beside this run's outputs: the hidden `.NAME.tmp-*` files
+    (`mgbp.atomic`, `mgbp.video`) and frame folders named after these very outputs, nothing else."""
+    for job in jobs:
+        target = Path(os.path.abspath(job.target))
+        if not target.parent.is_dir():
+            continue
+        patterns = (glob.escape(f".{target.stem}.tmp-") + "*" + glob.escape(target.suffix),  # files
+                    glob.escape(f".{target.name}.tmp-") + "*")  # frame folders (and suffixless files)
+        for leftover in target.parent.iterdir():
+            if any(fnmatch.fnmatchcase(leftover.name, pattern) for pattern in patterns):
+                if leftover.is_dir() and not leftover.is_symlink():
+                    shutil.rmtree(leftover, ignore_errors=True)
+                else:
+                    leftover.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt():
+    """SIGTERM (`timeout`, systemd, Kubernetes) raises KeyboardInterrupt as Ctrl-C does, so that the
+    temporary outputs are removed on the way out; the previous handler is restored afterwards."""
+    if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def writes_frames(job: Job, args) -> bool:
