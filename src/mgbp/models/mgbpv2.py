@@ -69,7 +69,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mgbp.errors import ConfigError
-from mgbp.resize import imresize
+from mgbp.resize import phase_kernel, upscale_integer
 
 PADDINGS = ("valid", "same")
 TEMPORAL_PADDINGS = ("same", "none")
@@ -318,6 +318,9 @@ class MGBPv2(nn.Module):
         )
         self.border_lr = self._border_lr()
         self.border_frames = self._border_frames() if self.is_video else 0
+        # The fixed polyphase kernel of the bicubic X (a buffer: it follows .to(device/dtype), export sees a
+        # constant, and no tensor is built per forward; not saved: it is MATLAB's, not learned).
+        self.register_buffer("bicubic_kernel", phase_kernel(cfg.scale, cfg.scale), persistent=False)
 
     supports_placement = True  # forward(..., placement=) lines a tile's grids up with the whole image's
 
@@ -350,10 +353,16 @@ class MGBPv2(nn.Module):
         that size (a tile); it is padded so that its grids line up with that image's (see the module
         docstring). T' = T - 2 * frames_consumed.
         """
-        cfg = self.config
         X = self._upscaled_input(lr, upscaled)
         x = torch.cat([X, self._scaled_noise(X, noise_amp, noise)], dim=1)  # line 1: x = [X, W N(0,1)]
         x, crop = self._pad_to_valid_size(x, placement)
+        return self.network(x)[crop]
+
+    def network(self, x: torch.Tensor) -> torch.Tensor:
+        """Lines 2-9 of Algorithm 1 on x = [X, W N(0,1)] already padded to a valid size; same size out.
+
+        `forward` pads and crops around it; `mgbp.export` calls it with padding written in traceable ops."""
+        cfg = self.config
         image, noise_map = x[:, : cfg.image_channels], x[:, cfg.image_channels :]
 
         analysis_input = image if cfg.noise_features > 0 else x
@@ -366,7 +375,7 @@ class MGBPv2(nn.Module):
         Y = self.synthesis(out)  # line 9: Y = Synthesis(y)
         if cfg.residual:
             Y = Y + image
-        return Y[crop]
+        return Y
 
     # ---- input handling ---------------------------------------------------------------------------------
 
@@ -381,7 +390,9 @@ class MGBPv2(nn.Module):
             )
         if upscaled is not None:
             return upscaled
-        return imresize(lr, scale=self.scale)
+        # float64 (tests, references) rebuilds the kernel exactly instead of widening a float32 buffer
+        kernel = None if lr.dtype == torch.float64 else self.bicubic_kernel
+        return upscale_integer(lr, self.scale, kernel)
 
     def _scaled_noise(self, X: torch.Tensor, noise_amp, noise: torch.Tensor | None) -> torch.Tensor:
         """W N(0,1) with `noise_channels` channels on X's grid (zeros, not drawn, when W is the float 0)."""
