@@ -413,3 +413,38 @@ def test_hidden_files_in_a_frame_folder_are_not_frames(tmp_path, tiny):
     save_png(frames / ".00000003.tmp-a1b2c3d4.png", shape=(9, 9, 3))  # another size: would fail the clip
     assert upscale_cli(frames, "-o", tmp_path / "big", "--to-frames", "-m", "tiny-test") == 0
     assert sorted(p.name for p in (tmp_path / "big").iterdir()) == [f"{i:08d}.png" for i in range(3)]
+
+
+# ----------------------------------------------------------------------------- Python API: float pixels
+
+
+@pytest.mark.parametrize("pixels", [
+    np.full((5, 5, 3), 200.0),  # 0..255 data in a float64 array: would be clamped to white
+    np.full((5, 5, 3), -0.25, np.float32),
+    np.array([[[0.5, math.nan, 0.5]]], np.float32).repeat(4, 0).repeat(4, 1),  # NaN would spread
+    np.array([[[0.5, math.inf, 0.5]]], np.float32).repeat(4, 0).repeat(4, 1),
+])
+def test_api_refuses_floats_outside_0_1_or_not_finite(pixels):
+    with pytest.raises(MgbpError, match=r"\[0, 1\]"):
+        inference.upscale(pixels, model=NearestGenerator(2))
+    with pytest.raises(MgbpError, match=r"\[0, 1\]"):
+        inference.upscale(torch.from_numpy(pixels).permute(2, 0, 1), model=NearestGenerator(2))
+
+
+def test_api_float_in_0_1_is_upscaled():
+    pixels = np.random.default_rng(0).random((5, 6, 3))
+    out = inference.upscale(pixels, model=NearestGenerator(2))
+    assert out.dtype == np.float64 and np.abs(out - pixels.repeat(2, 0).repeat(2, 1)).max() < 1e-6
+
+
+def test_pil_float_image_in_0_1_comes_back_as_float_not_black():
+    values = np.random.default_rng(1).random((5, 6)).astype(np.float32)
+    out = inference.upscale(Image.fromarray(values, mode="F"), model=NearestGenerator(2))
+    assert out.mode == "F" and out.size == (12, 10)
+    assert np.abs(np.asarray(out) - values.repeat(2, 0).repeat(2, 1)).max() < 1e-6
+
+
+def test_pil_float_image_outside_0_1_is_refused():
+    values = np.full((5, 6), 128.0, np.float32)  # a 0..255 float image
+    with pytest.raises(MgbpError, match=r"\[0, 1\]"):
+        inference.upscale(Image.fromarray(values, mode="F"), model=NearestGenerator(2))

@@ -485,10 +485,13 @@ def upscale(image, model=None, scale: int | None = None, noise: float = 0.0, til
     """Upscale a numpy array (HxW, HxWxC, NxHxWxC; uint8, uint16 or float in [0,1]), a PIL image or a float
     tensor ((C,H,W) or (N,C,H,W) in [0,1]) and return the same kind, clamped to the valid range.
 
+    Float pixels must be finite and in [0, 1] (else a ConfigError: 0..255 data is never guessed); a PIL "F"
+    (32-bit float) image is taken as 0..1 too and comes back as "F".
     `noise` is the amplitude W, finite and in [0, 1] (`allow_extrapolation=True` permits W > 1); `seed` (int)
-    makes its noise reproducible, on any device and with any tiling (None: torch's RNG). Grey inputs run through the model as RGB and come back grey (channel mean); an alpha
-    channel is upscaled separately with MATLAB bicubic (`mgbp.resize.imresize`). PIL palette images come back
-    RGB or RGBA. `self_ensemble` (W = 0): average over the 8 flips/rotations (8x slower, about +0.1 dB).
+    makes its noise reproducible, on any device and with any tiling (None: torch's RNG). Grey inputs run through
+    the model as RGB and come back grey (channel mean); an alpha channel is upscaled separately with MATLAB
+    bicubic (`mgbp.resize.imresize`). PIL palette images come back RGB or RGBA. `self_ensemble` (W = 0):
+    average over the 8 flips/rotations (8x slower, about +0.1 dB).
     """
     check_noise_amplitude(noise, allow_extrapolation)
     to_kind, x = _from_any(image)
@@ -567,6 +570,8 @@ def _from_tensor(image: torch.Tensor):
         raise ConfigError(f"tensors must be (C,H,W) or (N,C,H,W), got shape {tuple(image.shape)}")
     x = image if batched else image[None]
     integer = not x.is_floating_point()
+    if not integer:
+        check_float_pixels(x, "a float tensor")
     x = x.float() / 255.0 if integer else x.float()
 
     def back(out):
@@ -576,12 +581,29 @@ def _from_tensor(image: torch.Tensor):
     return back, x
 
 
+def check_float_pixels(x, what: str) -> None:
+    """Float pixels (a tensor or numpy array) must be finite and in [0, 1], the package's convention
+    (docs/DEVELOPING.md): 0..255 data in a float array would be clamped to white, and a NaN would spread through
+    every output pixel it reaches. ConfigError otherwise."""
+    library = torch if torch.is_tensor(x) else np
+    if (x.size if library is np else x.numel()) == 0:
+        return
+    finite = bool(library.isfinite(x).all())
+    low, high = float(x.min()), float(x.max())
+    if not finite or low < 0.0 or high > 1.0:
+        found = "NaN/Inf values" if not finite else f"values from {low:g} to {high:g}"
+        raise ConfigError(f"{what} must hold finite values in [0, 1], got {found}; divide 0..255 data by 255 (or "
+                          f"pass uint8/uint16 pixels)")
+
+
 def _from_numpy(image: np.ndarray):
     if image.ndim not in (2, 3, 4):
         raise ConfigError(f"arrays must be HxW, HxWxC or NxHxWxC, got shape {image.shape}")
     peak = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}.get(image.dtype)
     if peak is None and not np.issubdtype(image.dtype, np.floating):
         raise ConfigError(f"arrays must be uint8, uint16 or float, got {image.dtype}")
+    if peak is None:
+        check_float_pixels(image, "a float array")
     x = torch.from_numpy(np.ascontiguousarray(image).astype(np.float32) / (peak or 1.0))
     x = x[..., None] if image.ndim == 2 else x
     x = (x if image.ndim == 4 else x[None]).permute(0, 3, 1, 2)
@@ -603,7 +625,12 @@ def _from_pil(image):
     mode = image.mode
     if mode == "P":
         image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+    elif mode == "F":  # 32-bit float: taken as 0..1 (checked), returned as "F"
+        back, tensors = _from_numpy(np.asarray(image, dtype=np.float32))
+        return (lambda out: Image.fromarray(back(out), mode="F")), tensors
     elif mode in ("I;16", "I;16B", "I;16L", "I"):
+        if mode == "I" and not 0 <= int(np.asarray(image).min()) <= int(np.asarray(image).max()) <= 65535:
+            raise ConfigError("a 32-bit integer PIL image (mode I) must hold values in 0..65535 (16-bit samples)")
         array = np.asarray(image).astype(np.uint16) if mode == "I" else np.asarray(image)
         back, tensors = _from_numpy(array.astype(np.uint16))
         return (lambda out: Image.fromarray(back(out))), tensors
