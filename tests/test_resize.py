@@ -20,7 +20,7 @@ import pytest
 import torch
 
 from mgbp.errors import ConfigError
-from mgbp.resize import imresize, imresize_uint8, modcrop
+from mgbp.resize import imresize, imresize_uint8, modcrop, resize_axis, upscale_integer
 
 FIXTURES = np.load(Path(__file__).parent / "fixtures" / "resize_octave.npz")
 CASES = sorted(k[len("uint8/"):] for k in FIXTURES.files if k.startswith("uint8/"))
@@ -164,3 +164,68 @@ def test_bad_requests(kwargs):
 def test_rejects_integer_tensor():
     with pytest.raises(ConfigError):
         imresize(torch.zeros(1, 1, 4, 4, dtype=torch.uint8), scale=2)
+
+
+# ---- integer upscales: the polyphase convolution --------------------------------------------------------
+
+
+def gather_upscale(x: torch.Tensor, fy: int, fx: int) -> torch.Tensor:
+    """The per-axis table-and-gather path (the one non-integer scales take), rows first."""
+    if fy > 1:
+        x = resize_axis(x, -2, x.shape[-2] * fy, float(fy))
+    if fx > 1:
+        x = resize_axis(x, -1, x.shape[-1] * fx, float(fx))
+    return x
+
+
+@pytest.mark.parametrize("factor", [2, 3, 4, 5, 8])
+@pytest.mark.parametrize("hw", [(1, 1), (1, 4), (2, 3), (3, 2), (7, 9)])
+def test_integer_upscale_equals_independent_dense_resize(factor, hw):
+    """Tiny sizes too: with 1 or 2 pixels the symmetric mirror folds back over the whole axis."""
+    x = torch.rand(2, 3, *hw, dtype=torch.float64, generator=torch.Generator().manual_seed(factor))
+    want = np.stack([[dense_resize(plane.numpy(), (hw[0] * factor, hw[1] * factor), (factor, factor), True)
+                      for plane in sample] for sample in x])
+    np.testing.assert_allclose(upscale_integer(x, factor).numpy(), want, atol=1e-12, rtol=0)
+    np.testing.assert_allclose(imresize(x, scale=factor).numpy(), want, atol=1e-12, rtol=0)
+    np.testing.assert_allclose(imresize(x.float(), scale=factor).numpy(), want, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("factors", [(2, 3), (3, 2), (1, 4), (4, 1)])
+def test_integer_upscale_per_axis_factors_match_gather_path(factors):
+    x = torch.rand(1, 2, 6, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    want = gather_upscale(x, *factors)
+    torch.testing.assert_close(imresize(x, scale=factors), want, atol=1e-12, rtol=0)
+    torch.testing.assert_close(imresize(x.float(), scale=factors).double(), want, atol=1e-6, rtol=0)
+
+
+def test_integer_upscale_of_clips_size_requests_and_low_precision():
+    clip = torch.rand(1, 3, 4, 5, 6, generator=torch.Generator().manual_seed(5))  # (N, C, T, H, W)
+    out = upscale_integer(clip, 4)
+    assert out.shape == (1, 3, 4, 20, 24)
+    torch.testing.assert_close(out, gather_upscale(clip, 4, 4), atol=1e-6, rtol=0)
+    # a size request that is an integer factor takes the same path
+    torch.testing.assert_close(imresize(clip, size=(15, 18)), gather_upscale(clip, 3, 3), atol=1e-6, rtol=0)
+    for dtype, tol in ((torch.bfloat16, 2e-2), (torch.float16, 2e-3)):
+        low = upscale_integer(clip.to(dtype), 2)
+        assert low.dtype == dtype
+        torch.testing.assert_close(low.float(), gather_upscale(clip, 2, 2), atol=tol, rtol=0)
+
+
+def test_integer_upscale_gradcheck():
+    x = torch.rand(1, 2, 4, 3, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda t: upscale_integer(t, (2, 3)), (x,))
+
+
+def test_integer_upscale_exports_with_dynamic_height_and_width():
+    """One torch.export trace serves every size: nothing in the path depends on H or W."""
+
+    class Upscale(torch.nn.Module):
+        def forward(self, x):
+            return imresize(x, scale=4)
+
+    h, w = torch.export.Dim("h", min=2, max=1024), torch.export.Dim("w", min=2, max=1024)
+    example = torch.rand(1, 3, 6, 8)
+    program = torch.export.export(Upscale(), (example,), dynamic_shapes={"x": {2: h, 3: w}})
+    for shape in [(1, 3, 6, 8), (1, 3, 2, 13), (1, 3, 17, 5)]:
+        x = torch.rand(shape, generator=torch.Generator().manual_seed(sum(shape)))
+        torch.testing.assert_close(program.module()(x), gather_upscale(x, 4, 4), atol=1e-6, rtol=0)

@@ -18,6 +18,16 @@ Here the per-axis weights are a (out, taps) table of weights and source indices,
 (length, size, scale) and cached; the resize is a sum over the few taps of `index_select`s, so it is
 vectorised, differentiable, works on any leading dims ((N,C,H,W) images, (N,C,T,H,W) clips), any float
 dtype and any device.
+
+Integer upscales (f = 2, 3, 4, ...; the bicubic input of MGBPv2, the back-projection of `consistency`) take
+a second path, `upscale_integer`, a fixed polyphase convolution. Output pixel f m + p (0-based) sits at LR
+coordinate m + (p + 1/2)/f - 1/2, so its taps are LR pixels m-2 .. m+2 (one of them always weighs 0) with
+weights that depend only on the phase p, never on the size. The input is padded by 2 LR pixels symmetrically
+(MATLAB's mirror, edge repeated), convolved once with the f^2 separable 5x5 phase kernels (a 2D phase (p, q)
+is the product of the row phase p and the column phase q), and the phases are interleaved (pixel shuffle).
+No size-dependent table and no Python arithmetic on sizes, so the same code traces and exports (ONNX) with
+dynamic height and width. Against the per-axis gather it differs only by float rounding (< 1e-6 in float32
+on [0, 1] images).
 """
 
 from __future__ import annotations
@@ -28,6 +38,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from mgbp.errors import ConfigError
 
@@ -90,6 +101,83 @@ def resize_axis(x: torch.Tensor, dim: int, out_length: int, scale: float, antial
     return out
 
 
+# ---- integer upscales: a fixed polyphase convolution -------------------------------------------------------
+
+PHASE_TAPS = 5  # LR pixels m-2 .. m+2 around the output's LR pixel m
+PHASE_PAD = PHASE_TAPS // 2
+
+
+@functools.lru_cache(maxsize=64)
+def phase_weights(factor: int) -> tuple[tuple[float, ...], ...]:
+    """MATLAB's bicubic weights of an integer upscale by `factor`: one row of 5 taps per output phase.
+
+    Output phase p lies at (p + 1/2)/f - 1/2 LR pixels from LR pixel m; tap t (t = -2..2) weighs
+    cubic(that offset - t), renormalised to sum 1 as MATLAB does (it is 1 up to rounding anyway).
+    """
+    rows = []
+    for p in range(factor):
+        offset = (p + 0.5) / factor - 0.5
+        w = cubic(np.array([offset - t for t in range(-PHASE_PAD, PHASE_PAD + 1)], dtype=np.float64))
+        rows.append(tuple((w / w.sum()).tolist()))
+    return tuple(rows)
+
+
+def phase_kernel(fy: int, fx: int, device=None, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """The (fy fx, 1, ky, kx) kernel: channel p fx + q holds phase p of the rows times phase q of the columns.
+
+    An axis with factor 1 gets the single tap 1 (no padding, no work along it). Built on every call from
+    cached Python floats, never cached as a tensor: a tensor made while tracing (export, compile) is a fake
+    one and must not outlive the trace. Modules that upscale on every forward keep it as a buffer instead.
+    """
+    rows = torch.tensor(phase_weights(fy) if fy > 1 else ((1.0,),), dtype=torch.float64)
+    cols = torch.tensor(phase_weights(fx) if fx > 1 else ((1.0,),), dtype=torch.float64)
+    kernel = (rows[:, None, :, None] * cols[None, :, None, :]).reshape(fy * fx, 1, rows.shape[1], cols.shape[1])
+    return kernel.to(device=device, dtype=dtype)
+
+
+def symmetric_pad2(x: torch.Tensor, dim: int) -> torch.Tensor:
+    """Pad `dim` with 2 mirrored pixels per side, edge repeated (MATLAB's 'symmetric': -1 -> 0, -2 -> 1).
+
+    Built from slices, flips and concatenation only (it traces with a symbolic length); a length-1 axis
+    repeats its pixel, as MATLAB's mirror does.
+    """
+    def cut(t, start, stop):  # t[..., start:stop, ...] along `dim`
+        return t[(slice(None),) * dim + (slice(start, stop),)]
+
+    # Edge-replicated by one: (x0, x0, x1, ..., x_{n-1}, x_{n-1}), n + 2 >= 3 pixels, so the outer taps
+    # x1 (position 2) and x_{n-2} (position -3) are fixed-length slices of it, also when n = 1 (all x0).
+    edged = torch.cat([cut(x, 0, 1), x, cut(x, -1, None)], dim)
+    return torch.cat([cut(edged, 2, 3), edged, cut(edged, -3, -2)], dim)
+
+
+def upscale_integer(x: torch.Tensor, factor: int | tuple[int, int],
+                    kernel: torch.Tensor | None = None) -> torch.Tensor:
+    """MATLAB `imresize(x, f, 'bicubic')` for integer f >= 1 on the last two dims, as a polyphase convolution.
+
+    Equal to `imresize(x, scale=f)` up to float rounding; `factor` may be an (fy, fx) pair of integers. Both
+    axes at once: one convolution of the padded input with the fy fx separable phase kernels (5x5 taps), then
+    the phases are interleaved (a pixel shuffle). Any leading dims ((N,C,H,W), (N,C,T,H,W)), float dtype and
+    device; differentiable; traceable with dynamic H and W (nothing here depends on the size). `kernel`: the
+    `phase_kernel(fy, fx)` a caller keeps (a module buffer), else it is built here.
+    """
+    fy, fx = (factor, factor) if isinstance(factor, int) else (int(factor[0]), int(factor[1]))
+    if min(fy, fx) < 1:
+        raise ConfigError(f"upscale_integer needs factors >= 1, got {factor}")
+    lead, (h, w) = x.shape[:-2], x.shape[-2:]
+    planes = x.reshape(-1, 1, h, w)  # every channel (and frame) is one plane
+    if fy > 1:
+        planes = symmetric_pad2(planes, 2)
+    if fx > 1:
+        planes = symmetric_pad2(planes, 3)
+    kernel = phase_kernel(fy, fx, x.device, x.dtype) if kernel is None else kernel
+    phases = F.conv2d(planes, kernel.to(device=x.device, dtype=x.dtype))  # (B, fy fx, h, w)
+    if fy == fx:
+        out = F.pixel_shuffle(phases, fy)
+    else:  # the same interleave with two factors: channel p fx + q -> row fy i + p, column fx j + q
+        out = phases.reshape(-1, fy, fx, h, w).permute(0, 3, 1, 4, 2)
+    return out.reshape(*lead, h * fy, w * fx)
+
+
 def output_size(in_size: Sequence[int], scale: Sequence[float]) -> tuple[int, ...]:
     """MATLAB's output size for a scale: ceil(in * scale), with a guard against float error."""
     return tuple(math.ceil(round(n * s, 9)) for n, s in zip(in_size, scale))
@@ -104,11 +192,23 @@ def _normalise_request(in_hw, scale, size):
             raise ConfigError(f"imresize size must be two positive integers, got {size}")
         scales = tuple(o / i for o, i in zip(size, in_hw))
         return size, scales
+    scales = _requested_scales(scale)
+    return output_size(in_hw, scales), scales
+
+
+def _requested_scales(scale) -> tuple[float, float]:
+    """A scale argument (number or (sy, sx)) as two positive finite floats."""
     scales = (scale, scale) if isinstance(scale, (int, float)) else tuple(float(v) for v in scale)
     if len(scales) != 2 or min(scales) <= 0 or not all(math.isfinite(s) for s in scales):
         raise ConfigError(f"imresize scale must be positive and finite, got {scale}")
-    scales = tuple(float(s) for s in scales)
-    return output_size(in_hw, scales), scales
+    return tuple(float(s) for s in scales)
+
+
+def _integer_factors(scales: tuple[float, float]) -> tuple[int, int] | None:
+    """(fy, fx) when both scales are whole numbers >= 1 and one is >= 2 (the polyphase path), else None."""
+    if all(s >= 1 and s.is_integer() for s in scales) and max(scales) >= 2:
+        return int(scales[0]), int(scales[1])
+    return None
 
 
 def imresize(x: torch.Tensor, scale=None, size=None, antialias: bool = True) -> torch.Tensor:
@@ -121,8 +221,15 @@ def imresize(x: torch.Tensor, scale=None, size=None, antialias: bool = True) -> 
         raise ConfigError("imresize expects a floating-point tensor")
     if x.dim() < 2 or min(x.shape[-2:]) < 1:
         raise ConfigError(f"imresize expects (..., H, W) with H, W >= 1, got {tuple(x.shape)}")
+    if size is None and scale is not None:
+        factors = _integer_factors(_requested_scales(scale))
+        if factors is not None:  # the size-independent polyphase path (no arithmetic on traced sizes)
+            return upscale_integer(x, factors)
     in_hw = tuple(x.shape[-2:])
     out_hw, scales = _normalise_request(in_hw, scale, size)
+    factors = _integer_factors(scales)
+    if factors is not None:
+        return upscale_integer(x, factors)
     # MATLAB resizes the axis with the smallest scale first (stable sort: rows first on a tie).
     order = sorted(range(2), key=lambda k: scales[k])
     for k in order:
