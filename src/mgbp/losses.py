@@ -12,6 +12,12 @@ and the contextual loss CX of Mechrez et al. on VGG19 conv3_4 features.
   C is the discriminator's logit map and R, F the multiscale real and fake sets of eq. 13, which the
   multiscale discriminator (`mgbp.models.discriminator`) takes as one input.
 
+- Texture statistics (ours, off by default; `texture_w1`): L1 between the 7x7 local standard deviation maps of the
+  luminance of Y_{W=1} and of X. Eq. 11 lets the noise paint texture wherever the discriminator cannot tell and
+  the cycle terms (which see only low frequencies) allow it - over skin, sky and bokeh too. This term asks the
+  W=1 output to have, in every neighbourhood, about as much texture as the ground truth: none where X is flat,
+  some where X is textured; it needs no pretrained network (the CX term needs VGG19 weights).
+
 Every term has its own weight; a weight of 0 switches the term off (no computation), which is how the
 ablation configs of Fig. 15 are expressed.
 """
@@ -23,7 +29,10 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from mgbp.color import rgb_to_y
 from mgbp.resize import imresize
+
+TEXTURE_WINDOW = 7  # the window of the flat-region texture measure (`mgbp.metrics.texture`)
 
 
 def cycle_factors(scale: int) -> list[int]:
@@ -65,6 +74,20 @@ def fidelity_loss(y0: torch.Tensor, x: torch.Tensor, scale: int, l1_weight: floa
     if cycle_weight:
         terms["cycle"] = cycle_weight * cycle_l1(y0, x, cycle_factors(scale))
     return _sum_terms(terms, y0)
+
+
+def local_std_map(x: torch.Tensor, window: int = TEXTURE_WINDOW, eps: float = 1e-6) -> torch.Tensor:
+    """7x7 local standard deviation of the luminance (MATLAB Y, [0, 1] scale) of (N,3,H,W) images, 'valid'
+    windows; `eps` under the root keeps the gradient finite on perfectly flat patches."""
+    y = rgb_to_y(x.float())
+    mean = F.avg_pool2d(y, window, stride=1)
+    variance = (F.avg_pool2d(y * y, window, stride=1) - mean * mean).clamp_min(0.0)
+    return (variance + eps).sqrt()
+
+
+def texture_loss(y: torch.Tensor, x: torch.Tensor, window: int = TEXTURE_WINDOW) -> torch.Tensor:
+    """L1 between the local standard deviation maps of Y and X: texture where X has it, none where X is flat."""
+    return l1(local_std_map(y, window), local_std_map(x, window))
 
 
 def relativistic_d_loss(c_real: torch.Tensor, c_fake: torch.Tensor) -> torch.Tensor:
@@ -112,6 +135,7 @@ class PerceptualWeights:
     l1_w0: float = 10.0
     cycle_w0: float = 0.1   # total weight over C of the cycle terms on Y_{W=0} (divided by |C|)
     cx_bandwidth: float = 0.5
+    texture_w1: float = 0.0  # ours: local-std matching of Y_{W=1} (see the module doc); 0 = eq. 11 as printed
 
 
 def perceptual_generator_loss(y1: torch.Tensor, y0: torch.Tensor | None, x: torch.Tensor, scale: int,
@@ -131,6 +155,8 @@ def perceptual_generator_loss(y1: torch.Tensor, y0: torch.Tensor | None, x: torc
         terms["cycle_w1"] = weights.cycle_w1 / len(factors) * cycle_l1(y1, x, factors, x_downs)
     if weights.cx and vgg is not None:
         terms["cx"] = weights.cx * contextual_loss(vgg(y1), vgg(x), weights.cx_bandwidth)
+    if weights.texture_w1:
+        terms["texture_w1"] = weights.texture_w1 * texture_loss(y1, x)
     if y0 is not None and weights.l1_w0:
         terms["l1_w0"] = weights.l1_w0 * l1(y0, x)
     if y0 is not None and weights.cycle_w0 and factors:
