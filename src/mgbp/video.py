@@ -31,6 +31,8 @@ between (the network's input).
 
 from __future__ import annotations
 
+import hashlib
+import itertools
 import math
 import os
 import re
@@ -107,6 +109,18 @@ def model_clip_length(model) -> int:
     return PAPER_CLIP_LENGTH
 
 
+def window_geometry(model, options: VideoOptions, total: int | None) -> tuple[int, int, int]:
+    """(frames per window, stride, frames the model consumes at each end) for a video of `total` frames (None:
+    unknown). A clip shorter than the model's window gets one window of its own length, no padding."""
+    consumed = int(getattr(model, "frames_consumed", 0) or 0)
+    length = options.window or model_clip_length(model)
+    if total and not options.window:
+        length = min(length, total + 2 * consumed)
+    if length - 2 * consumed < 1:
+        raise ConfigError(f"a window of {length} frames is too short: the model consumes {consumed} at each end")
+    return length, window_stride(options.stride, length - 2 * consumed), consumed
+
+
 class OverlapAdd:
     """Per-frame accumulators of window-weighted outputs; frames leave in order once final."""
 
@@ -176,17 +190,29 @@ def _pad_ends(frames: Iterable[torch.Tensor], copies: int) -> Iterator[torch.Ten
         yield last
 
 
-def make_window_runner(model, options: VideoOptions) -> Callable[[torch.Tensor], torch.Tensor]:
+def window_generator(seed: int | None, index: int) -> torch.Generator | None:
+    """The noise generator of window `index` of a video seeded with `seed` (None: torch's RNG): seeded from a
+    hash of both, so any window's noise is drawn without drawing the windows before it."""
+    if seed is None:
+        return None
+    digest = hashlib.sha256(f"mgbp-window:{int(seed)}:{int(index)}".encode()).digest()
+    return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") >> 1)
+
+
+def make_window_runner(model, options: VideoOptions,
+                       first_window: int = 0) -> Callable[[torch.Tensor], torch.Tensor]:
     """(T,3,h,w) clip -> (T,3,H,W): one (1,3,T,h,w) call for a 3D model, a batch of frames for a 2D one.
 
-    At W > 0 each window gets one noise map (cropped per spatial tile by `run_model`), drawn from one generator
-    seeded with `options.seed` for the whole video, so a seed reproduces the video.
+    At W > 0 each window gets one noise map (cropped per spatial tile by `run_model`), drawn from a generator
+    seeded with (`options.seed`, the window's index): a seed reproduces the video, and a worker that starts at
+    window `first_window` (`mgbp.video_segments`: a time segment of a long video) draws what a single pass does.
     """
-    from mgbp.inference import back_project, run_model, seeded_generator
+    from mgbp.inference import back_project, run_model
 
-    generator = seeded_generator(options.seed)
+    windows = itertools.count(first_window)
 
     def run(clip: torch.Tensor) -> torch.Tensor:
+        generator = window_generator(options.seed, next(windows))
         if getattr(model, "is_video", False):
             out = run_model(model, clip.permute(1, 0, 2, 3)[None], noise_amp=options.noise, tile=options.tile,
                             overlap=options.overlap, generator=generator,
@@ -499,14 +525,11 @@ def upscale_video(source_path, target_path, model, options: VideoOptions | None 
         check_frames_target(source_path, target_path)
     source = (FolderSource(source_path, options.fps, options.max_frames) if source_path.is_dir()
               else ContainerSource(source_path, options.max_frames))
-    consumed = int(getattr(model, "frames_consumed", 0) or 0)
-    length = options.window or model_clip_length(model)
-    if source.total and not options.window:  # a clip shorter than the model's window: one window, no padding
-        length = min(length, source.total + 2 * consumed)
-    if length - 2 * consumed < 1:
+    try:
+        length, stride, consumed = window_geometry(model, options, source.total)
+    except ConfigError:
         source.close()
-        raise ConfigError(f"a window of {length} frames is too short: the model consumes {consumed} at each end")
-    stride = window_stride(options.stride, length - 2 * consumed)
+        raise
     target_path.parent.mkdir(parents=True, exist_ok=True)
     temporary = _temporary_path(target_path, folder=to_folder)
     sink = None
