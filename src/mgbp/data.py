@@ -441,12 +441,17 @@ def quantise(x: torch.Tensor) -> torch.Tensor:
 
 
 def make_training_pair(batch: dict[str, torch.Tensor], scale: int, margin: int, device=None,
-                       dtype=torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
-    """uint8 batch -> (LR, HR) float in [0, 1] on `device`; LR made here (on the GPU when training there)."""
+                       dtype=torch.float32, degradation=None, generator: torch.Generator | None = None
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+    """uint8 batch -> (LR, HR) float in [0, 1] on `device`; LR made here (on the GPU when training there):
+    bicubic, or `degradation(hr, scale, generator)` (`mgbp.degradations.Degradation`, seeded by `generator`)."""
     hr = batch["hr"].to(device, non_blocking=True).to(dtype) / 255.0
     if "lr" in batch:
         return batch["lr"].to(device, non_blocking=True).to(dtype) / 255.0, hr
-    lr = quantise(imresize(hr, scale=1.0 / scale))
+    if degradation is not None:  # on the whole crop, margin included: blur and resizes see real context
+        lr = degradation(hr, scale, generator).to(dtype)
+    else:
+        lr = quantise(imresize(hr, scale=1.0 / scale))
     if margin:
         m, mf = margin, margin * scale
         lr = lr[..., m:-m, m:-m]

@@ -284,6 +284,10 @@ class Trainer:
         self.loader = DataLoader(self.dataset, batch_sampler=sampler, num_workers=workers,
                                  pin_memory=self.device.type == "cuda", worker_init_fn=seed_worker,
                                  persistent_workers=False, prefetch_factor=4 if workers else None)
+        self.degradation = None
+        if d["degradation"] is not None:  # Real-ESRGAN's LR instead of bicubic (mgbp.degradations)
+            from mgbp.degradations import Degradation
+            self.degradation = Degradation(d["degradation"])
         self.val_set = None
         v = self.cfg["val"]
         if self.is_main and v["folder"]:
@@ -404,7 +408,8 @@ class Trainer:
 
         torch.manual_seed(step_seed(self.cfg["seed"], self.step, self.rank))
         self._set_learning_rate()
-        lr, hr = make_training_pair(batch, self.scale, self.dataset.margin, self.device)
+        lr, hr = make_training_pair(batch, self.scale, self.dataset.margin, self.device,
+                                    degradation=self.degradation, generator=self._degradation_generator())
         if self.cfg["mode"] == "fidelity":
             terms = self._fidelity_step(lr, hr)
         else:
@@ -412,6 +417,12 @@ class Trainer:
         self.scaler.update()
         self._update_ema()
         return terms
+
+    def _degradation_generator(self) -> torch.Generator | None:
+        """The degradation's random draws, a function of (seed, step, rank) like the batch: exact on resume."""
+        if self.degradation is None:
+            return None
+        return torch.Generator().manual_seed(step_seed(self.cfg["seed"] + 1, self.step, self.rank))
 
     def _crop_target(self, y: torch.Tensor, hr: torch.Tensor) -> torch.Tensor:
         """MGBP-3D without temporal padding outputs T' < T frames: compare with the central frames."""

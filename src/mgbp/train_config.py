@@ -52,6 +52,9 @@ DEFAULTS: dict = {
         "cache": True,  # decode every image once into a uint8 in-memory cache
         "augment": True,  # 8 flips / 90-degree rotations
         "skip_bad": False,
+        # LR by the Real-ESRGAN second-order model (mgbp.degradations.DegradationConfig: a mapping, {} for its
+        # defaults) instead of the paper's bicubic S_f(X); null: bicubic
+        "degradation": None,
     },
     "val": {
         "folder": None,  # validation images (full images, evaluation protocol); null: no validation
@@ -202,9 +205,21 @@ def validate_config(cfg: dict) -> None:
         raise ConfigError(f"data.pan must be a non-negative integer (HR pixels per frame), got {cfg['data']['pan']!r}")
     if not 0.0 <= float(cfg["data"]["stills_fraction"]) <= 1.0:
         raise ConfigError(f"data.stills_fraction must be in [0, 1], got {cfg['data']['stills_fraction']}")
+    if cfg["data"]["degradation"] is not None:
+        _validate_degradation(cfg)
     for key in ("train", "stills"):
         if isinstance(cfg["data"][key], str):
             cfg["data"][key] = [cfg["data"][key]]
+
+
+def _validate_degradation(cfg: dict) -> None:
+    from mgbp.degradations import DegradationConfig
+
+    DegradationConfig.from_dict(cfg["data"]["degradation"])  # raises a one-line ConfigError
+    if cfg["data"]["lr_train"]:
+        raise ConfigError("data.degradation makes the LR from the HR: it cannot be used with data.lr_train")
+    if cfg["data"]["video"]:
+        raise ConfigError("data.degradation is for image models (data.video is true)")
 
 
 def learning_rate_factor(step: int, optim: dict, total_steps: int) -> float:
