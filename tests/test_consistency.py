@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from mgbp import io
-from mgbp.consistency import DEFAULT_TOL, enforce_consistency, measure_consistency
+from mgbp.backprojection import DEFAULT_TOL, enforce_consistency, measure_consistency
 from mgbp.errors import ConfigError
 from mgbp.resize import imresize
 
@@ -99,7 +99,7 @@ def test_bad_inputs():
 
 
 def run_command(argv):
-    from mgbp import consistency
+    from mgbp.commands import consistency
 
     parser = argparse.ArgumentParser()
     consistency.add_arguments(parser)

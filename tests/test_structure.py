@@ -111,3 +111,107 @@ def test_no_first_party_import_error_guards_in_the_package():
                     and _imports_first_party(node.body)):
                 offenders.append(f"{path.relative_to(ROOT)}:{node.lineno}")
     assert not offenders, f"first-party imports guarded by except ImportError: {offenders}"
+
+
+# ---- the import graph: a tree, commands on top ----------------------------------------------------------------
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(SOURCE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imported_modules(path: Path, known: set[str]) -> set[str]:
+    """The package's modules that `path` imports anywhere (top level, functions, branches)."""
+    this = module_name(path)
+    package = this if path.name == "__init__.py" else this.rpartition(".")[0]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:  # relative: from . import x / from ..models import y
+                anchor = package.split(".")[: len(package.split(".")) - (node.level - 1)]
+                base = ".".join(anchor + ([base] if base else []))
+            for alias in node.names:  # `from mgbp import metrics` imports the module mgbp.metrics
+                found.add(f"{base}.{alias.name}" if f"{base}.{alias.name}" in known else base)
+    return {name for name in found if name in known and name != this}
+
+
+def import_graph() -> dict[str, set[str]]:
+    paths = python_files(SOURCE)
+    known = {module_name(p) for p in paths}
+    return {module_name(p): imported_modules(p, known) for p in paths}
+
+
+def find_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """One cycle (a list of modules, first = last) through every strongly connected group of modules."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    groups: list[list[str]] = []
+
+    def visit(node: str) -> None:  # Tarjan's strongly connected components
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        for other in sorted(graph.get(node, ())):
+            if other not in index:
+                visit(other)
+                low[node] = min(low[node], low[other])
+            elif other in stack:
+                low[node] = min(low[node], index[other])
+        if low[node] == index[node]:
+            group = []
+            while True:
+                member = stack.pop()
+                group.append(member)
+                if member == node:
+                    break
+            if len(group) > 1 or node in graph.get(node, ()):
+                groups.append(sorted(group))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return [_cycle_through(graph, group) for group in groups]
+
+
+def _cycle_through(graph: dict[str, set[str]], group: list[str]) -> list[str]:
+    """A shortest path from the group's first module back to itself, inside the group (breadth first)."""
+    start, members = group[0], set(group)
+    paths = {start: [start]}
+    frontier = [start]
+    while frontier:
+        following = []
+        for node in frontier:
+            for other in sorted(graph[node] & members):
+                if other == start:
+                    return paths[node] + [start]
+                if other not in paths:
+                    paths[other] = paths[node] + [other]
+                    following.append(other)
+        frontier = following
+    return group
+
+
+def test_the_cycle_finder_finds_cycles():
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a", "d"}, "d": set(), "e": {"e"}}
+    assert find_cycles(graph) == [["a", "b", "c", "a"], ["e", "e"]]
+    assert find_cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_the_package_has_no_import_cycle():
+    """Imports inside functions count: they are cycles that only break later, at the first call."""
+    cycles = find_cycles(import_graph())
+    assert not cycles, "import cycles: " + "; ".join(" -> ".join(cycle) for cycle in cycles)
+
+
+def test_library_code_never_imports_the_command_layer():
+    """`mgbp.commands.*` (and `mgbp.cli`, which dispatches to them) sit on top: arrows point down from them."""
+    graph = import_graph()
+    upward = [f"{module} -> {target}" for module, targets in graph.items()
+              if not module.startswith(("mgbp.commands", "mgbp.cli"))
+              for target in targets if target.startswith("mgbp.commands")]
+    assert not upward, f"library modules importing commands: {upward}"
+    assert "mgbp.backprojection" in graph and graph["mgbp.backprojection"] <= {"mgbp.errors", "mgbp.resize", "mgbp.io"}

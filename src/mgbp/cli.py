@@ -23,7 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("mgbp.train", "train a generator from a YAML config"),
     "sweep": ("mgbp.sweep", "perception-distortion sweep over the noise amplitude W"),
     "linearscope": ("mgbp.linearscope", "impulse response of the network with frozen ReLUs"),
-    "consistency": ("mgbp.consistency", "measure or enforce S_f(Y) = x (back-projection)"),
+    "consistency": ("mgbp.commands.consistency", "measure or enforce S_f(Y) = x (back-projection)"),
 }
 
 

@@ -43,6 +43,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from mgbp.backprojection import back_project
 from mgbp.errors import ConfigError, MgbpError, NumericalError
 from mgbp.resize import imresize
 
@@ -512,7 +513,7 @@ def upscale_tensor(model, x: torch.Tensor, noise=0.0, tile: int | None = None, o
 
     Grey runs through the model as RGB and comes back as the channel mean; alpha is upscaled with MATLAB
     bicubic and re-attached. `consistent`: project the output onto S_f(Y) = x (classic back-projection,
-    eqs. 4-5, `mgbp.consistency.enforce_consistency`) before clamping. `noise` is W (checked by
+    eqs. 4-5, `mgbp.backprojection.back_project`) before clamping. `noise` is W (checked by
     `check_noise_amplitude`); `seed` seeds its noise; `self_ensemble`: see `run_model`.
     """
     check_noise_amplitude(noise, allow_extrapolation)
@@ -524,15 +525,6 @@ def upscale_tensor(model, x: torch.Tensor, noise=0.0, tile: int | None = None, o
     if alpha is not None:
         alpha = imresize(alpha.float(), scale=model_scale(model)).clamp(0.0, 1.0)
     return _merge_channels(out.clamp(0.0, 1.0), alpha, grey)
-
-
-def back_project(lr: torch.Tensor, out: torch.Tensor, scale: int) -> torch.Tensor:
-    """Project `out` onto {Y in [0,1] : S_f(Y) = lr} (classic IBP, eqs. 4-5, clamped so that it survives
-    saving); see `mgbp.consistency.enforce_consistency`."""
-    from mgbp.consistency import enforce_consistency
-
-    projected, _info = enforce_consistency(lr, out, scale, clamp=True)
-    return projected
 
 
 def _from_any(image):

@@ -207,7 +207,8 @@ def make_window_runner(model, options: VideoOptions,
     seeded with (`options.seed`, the window's index): a seed reproduces the video, and a worker that starts at
     window `first_window` (`mgbp.video_segments`: a time segment of a long video) draws what a single pass does.
     """
-    from mgbp.inference import back_project, run_model
+    from mgbp.backprojection import back_project
+    from mgbp.inference import run_model
 
     windows = itertools.count(first_window)
 
