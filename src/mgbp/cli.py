@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "sweep": ("mgbp.sweep", "perception-distortion sweep over the noise amplitude W"),
     "linearscope": ("mgbp.linearscope", "impulse response of the network with frozen ReLUs"),
     "consistency": ("mgbp.commands.consistency", "measure or enforce S_f(Y) = x (back-projection)"),
+    "export": ("mgbp.commands.export", "export an image MGBPv2 model to ONNX (dynamic sizes, checked in ONNX Runtime)"),
 }
 
 
