@@ -11,6 +11,9 @@ What it records in the file's metadata (read back by `scripts/model_table.py` fo
 - `measured`: PSNR-Y / SSIM-Y at W=0 on Set5 and Set14 (`mgbp eval`, protocol of ../shared/data/README.md) and
   RMSE / PSNR-Y / SSIM-Y / NIQE on Set14 at W = 0, 0.25, 0.5, 0.75, 1 (`mgbp sweep`), at the model's scale, measured on the fp16
   file itself, with the exact commands and the machine;
+- with `--degrade SPEC ...` (a model for degraded photos, e.g. mgbp-x4-real): `degraded_w0`, PSNR-Y / SSIM-Y at
+  W=0 on Set5 and Set14 clean and degraded by each SPEC (`mgbp eval --degrade`), for bicubic, the `--compare`
+  models and this one;
 - for a video model (`--video`), instead: frame-averaged PSNR-Y / SSIM-Y and flicker on the whole Vid4-city
   clip against per-frame bicubic and the shipped image model of the same scale (`scripts/eval_video.py`),
   plus the same on a small crop (`check`) that `tests/test_shipped.py` re-measures.
@@ -95,6 +98,20 @@ def measure(weights: Path, work: Path, scale: int) -> dict:
     }
 
 
+def measure_degraded(weights: Path, work: Path, scale: int, specs: list[str], compare: list[str]) -> dict:
+    """PSNR-Y / SSIM-Y at W=0 on clean and degraded Set5 / Set14 (`mgbp eval --degrade`), with the command."""
+    out = work / "degraded.json"
+    args = ["eval", "--data", str(IMAGES / "Set5"), str(IMAGES / "Set14"), "--scale", str(scale),
+            "--method", "bicubic", *compare, str(weights), "--degrade", "none", *specs, "--json", str(out), "--quiet"]
+    run_cli(args)
+    summary = json.loads(out.read_text())["summary"]
+    return {
+        "degraded_w0": {f"{row['dataset']}/{row['method'].lower().replace(weights.stem, 'model')}":
+                        {"psnr_y": round(row["psnr_y"], 4), "ssim_y": round(row["ssim_y"], 5)} for row in summary},
+        "command": readable(args, weights, work),
+    }
+
+
 def run_script(args: list[str]) -> None:
     print("+ python " + " ".join(args), flush=True)
     subprocess.run([sys.executable, *args], check=True, cwd=ROOT)
@@ -128,6 +145,10 @@ def main() -> None:
     parser.add_argument("--video", action="store_true", help="a video (3D) model: measure on Vid4-city")
     parser.add_argument("--init", default=None, help="shipped model the first stage started from (recorded)")
     parser.add_argument("--training-data", default=IMAGE_DATA, help="what the model saw, in words")
+    parser.add_argument("--degrade", nargs="+", default=[], metavar="SPEC",
+                        help="also measure on degraded Set5/Set14 (mgbp eval --degrade SPEC ...)")
+    parser.add_argument("--compare", nargs="+", default=[], metavar="MODEL",
+                        help="models measured beside it on the degraded sets (e.g. mgbp-x4)")
     args = parser.parse_args()
 
     model = load_model(args.weights)
@@ -146,6 +167,10 @@ def main() -> None:
         save_model(model, staged, base, dtype=torch.float16)  # measure the very fp16 file we ship
         measure_with = measure_video if args.video else measure
         measured = measure_with(staged, Path(tmp), int(model.scale))
+        if args.degrade:
+            degraded = measure_degraded(staged, Path(tmp), int(model.scale), args.degrade, args.compare)
+            measured["degraded_w0"] = degraded["degraded_w0"]
+            measured["commands"] = [*measured["commands"], degraded["command"]]
     save_model(model, out, {**base, "measured": measured}, dtype=torch.float16)
     digest = hashlib.sha256(out.read_bytes()).hexdigest()
     print(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB), sha256 {digest}")
