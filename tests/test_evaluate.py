@@ -215,7 +215,7 @@ def parse_markdown_table(text: str, first_header: str) -> list[dict]:
 
 def test_json_csv_markdown_parse_back_to_the_same_numbers(dataset, tmp_path, stand_in_models,
                                                           capsys):
-    Image.fromarray(smooth_image(100, 104, 4)).save(dataset / "d_big.png")
+    Image.fromarray(smooth_image(104, 112, 4)).save(dataset / "d_big.png")  # NIQE at x4: 96x104 after the shave
     files = {kind: tmp_path / f"out.{kind}" for kind in ("json", "csv", "md")}
     code = main(["eval", "--data", str(dataset), "--scale", "2", "4", "--method", "bicubic", "nearest4.model",
                  "--niqe", "--rmse", "--per-image", "--quiet", "--json", str(files["json"]),
@@ -256,15 +256,16 @@ def test_json_csv_markdown_parse_back_to_the_same_numbers(dataset, tmp_path, sta
     assert "nearest4" in printed and "Tiny PSNR-Y" in printed and "b_grey" in printed
 
 
-def test_niqe_is_measured_on_the_whole_output(tmp_path):
+def test_niqe_is_measured_with_the_border_shaved(tmp_path):
+    """PIRM-2018's protocol (as for every other score): `scale` border pixels ignored."""
     from mgbp.metrics import niqe
 
     (tmp_path / "one").mkdir()
-    Image.fromarray(smooth_image(100, 104, 6)).save(tmp_path / "one" / "x.png")
+    Image.fromarray(smooth_image(104, 112, 6)).save(tmp_path / "one" / "x.png")
     results = evaluate([tmp_path / "one"], [4], niqe=True, progress=False)
     _, lr = protocol_by_hand(tmp_path / "one" / "x.png", 4)
     output = torch.from_numpy(imresize_uint8(lr, scale=4.0)).permute(2, 0, 1)[None].double() / 255
-    assert results.images[0].niqe == pytest.approx(float(niqe(output)[0]), abs=1e-9)
+    assert results.images[0].niqe == pytest.approx(float(niqe(output[..., 4:-4, 4:-4])[0]), abs=1e-9)
     assert results.summary[0].niqe == results.images[0].niqe
 
 

@@ -125,6 +125,22 @@ def test_bicubic_anchor_of_the_protocol():
     assert curves["psnr_y"][0] == pytest.approx(28.43, abs=0.005)
 
 
+def test_eval_and_sweep_give_the_same_niqe(tmp_path):
+    """One NIQE definition behind both commands (`mgbp.protocol.niqe_y`): same image, same method, same figure."""
+    from mgbp.cli import main
+
+    data = tmp_path / "data"
+    texture = imresize(torch.from_numpy(np.random.default_rng(4).random((3, 56, 56))), scale=2.0).clamp(0, 1)
+    io.write_image(data / "t.png", texture.permute(1, 2, 0).numpy())  # 112x112: NIQE needs 96 after the shave
+    assert main(["eval", "--data", str(data), "--scale", "4", "--method", "bicubic", "--niqe", "--quiet",
+                 "--json", str(tmp_path / "eval.json")]) == 0
+    assert main(["sweep", str(data), "-m", "bicubic", "-s", "4", "--amplitudes", "0", "--no-plot", "-q",
+                 "-o", str(tmp_path / "sweep")]) == 0
+    from_eval = json.loads((tmp_path / "eval.json").read_text())["images"][0]["niqe"]
+    from_sweep = json.loads((tmp_path / "sweep" / "sweep.json").read_text())["curves"]["Bicubic"]["niqe"][0]
+    assert from_eval == from_sweep and 2 < from_eval < 30
+
+
 def test_command_overlays_models_and_writes_figure(tmp_path, capsys):
     pytest.importorskip("matplotlib")
     from mgbp import sweep as sweep_module

@@ -3,8 +3,8 @@
 
 The protocol and the methods are those of `mgbp.protocol` (`shared/data/README.md`): HR -> modcrop(scale) ->
 LR = MATLAB bicubic 1/scale on uint8 (or a paired LR image) -> method -> round to uint8 -> PSNR-Y, SSIM-Y and
-RMSE (PIRM-2018: rounded uint8 Y) with `scale` pixels ignored at every border; NIQE on the whole output. Scores
-are averaged over the images of a dataset. Methods run through `mgbp.inference.run_model` (tiled for large
+RMSE (PIRM-2018: rounded uint8 Y) with `scale` pixels ignored at every border, NIQE likewise (PIRM-2018: Y,
+`scale` pixels shaved; `mgbp.protocol.niqe_y`, as `mgbp sweep` measures it). Scores are averaged over the images of a dataset. Methods run through `mgbp.inference.run_model` (tiled for large
 images); with noise W > 0, image i draws its noise with torch's RNG seeded to `seed + i`, so results do not
 depend on the order of evaluation. An image too small for the protocol, or unreadable, is skipped.
 """
@@ -33,6 +33,7 @@ from mgbp.protocol import (
     list_images,
     load_generator,
     method_labels,
+    niqe_y,
     protocol_pair,
     psnr_y,
     resolve_device,
@@ -43,7 +44,7 @@ from mgbp.protocol import (
 
 PROTOCOL = ("HR -> modcrop(scale) -> LR = MATLAB bicubic 1/scale on uint8 (or paired LR) -> method -> round "
             "to uint8; PSNR-Y / SSIM-Y (MATLAB rgb2ycbcr Y, 11x11 Gaussian SSIM) and RMSE (0-255, rounded "
-            "uint8 Y as in PIRM-2018) ignoring `scale` border pixels; NIQE on the whole output; means over "
+            "uint8 Y as in PIRM-2018) and NIQE (Y, as in PIRM-2018) ignoring `scale` border pixels; means over "
             "images")
 
 
@@ -162,17 +163,15 @@ def read_pairs(path: Path, scales: Sequence[int], lr_root: Path | None) -> dict[
 def score(output: np.ndarray, reference: np.ndarray, scale: int, with_niqe: bool, with_rmse: bool) -> dict:
     """PSNR-Y, SSIM-Y (and RMSE, NIQE) of one uint8 output against its uint8 reference.
 
-    RMSE is the PIRM-2018 one (`mgbp.protocol.rmse_y`, as `mgbp sweep` measures it). NIQE is measured on the
-    whole output, and is None when the image is too small for it (96x96 blocks)."""
-    from mgbp import metrics
-
+    RMSE and NIQE are the PIRM-2018 ones (`mgbp.protocol.rmse_y`, `niqe_y`, as `mgbp sweep` measures them);
+    NIQE is None when the image, its border shaved, is too small for it (96x96 blocks)."""
     out, ref = from_uint8(output, torch.float64), from_uint8(reference, torch.float64)
     values = {"psnr_y": psnr_y(out, ref, scale), "ssim_y": ssim_y(out, ref, scale)}
     if with_rmse:
         values["rmse"] = rmse_y(out, ref, scale)
     if with_niqe:
         try:
-            values["niqe"] = float(metrics.niqe(out)[0])
+            values["niqe"] = niqe_y(out, ref, scale)
         except MgbpError:  # too small for NIQE's blocks: the other metrics still stand
             values["niqe"] = None
     return values
@@ -281,7 +280,8 @@ def _evaluate_dataset(name, paths, jobs, lr_root, results: EvalResults, *, noise
             output = method.upscale(lr, scale, noise, tile, seed + index)
             values = score(output, hr, scale, niqe, rmse)
             if niqe and values["niqe"] is None:
-                warn(f"{path}: x{scale} {method.label} output is too small for NIQE (needs 96x96); left out")
+                warn(f"{path}: x{scale} {method.label} output is too small for NIQE (needs 96x96 after the "
+                     f"{scale}-pixel border shave); left out")
             results.images.append(ImageScore(name, scale, method.label, path.stem, **values))
             if save_images is not None:
                 target = Path(save_images) / name / f"x{scale}" / method.label / f"{path.stem}.png"

@@ -148,6 +148,16 @@ def rmse_y(output: torch.Tensor, reference: torch.Tensor, scale: int) -> float:
     return float(rmse(output, reference, crop=scale, y_channel=True, round_y=True)[0])
 
 
+def niqe_y(output: torch.Tensor, reference: torch.Tensor | None, scale: int) -> float:
+    """NIQE (eq. 14; no reference: `reference` is unused, the argument keeps the scores' signature) of one image
+    as the PIRM-2018 scripts behind Figs. 11 and 14 measure it: Y of MATLAB's uint8 `rgb2ycbcr`, `scale` border
+    pixels shaved like every other score here. The one NIQE of `mgbp eval` and `mgbp sweep`. ConfigError when
+    the shaved image is smaller than NIQE's 96x96 blocks."""
+    from mgbp.metrics import niqe
+
+    return float(niqe(output[..., scale:-scale, scale:-scale] if scale > 0 else output)[0])
+
+
 # ------------------------------------------------------------------------------------------------- methods
 
 

@@ -36,6 +36,7 @@ from mgbp.protocol import (
     list_images,
     load_generator,
     method_labels,
+    niqe_y,
     protocol_pair,
     psnr_y,
     rmse_y,
@@ -51,14 +52,7 @@ def default_metrics() -> dict[str, MetricFn]:
     """The PIRM-SR 2018 scores (their `calc_scores.m`, behind Fig. 11 and Table V): `scale` border pixels
     shaved (4 at x4), RMSE on the uint8 Y channel (rounded like MATLAB's rgb2ycbcr of uint8), NIQE on the
     shaved output; PSNR-Y and SSIM-Y as in Table II (same shave)."""
-    return {"rmse": rmse_y, "psnr_y": psnr_y, "ssim_y": ssim_y, "niqe": shaved_niqe}
-
-
-def shaved_niqe(output: torch.Tensor, reference: torch.Tensor, scale: int) -> float:
-    """NIQE of the output without its `scale`-pixel border (PIRM-2018's shave; the reference is unused)."""
-    from mgbp.metrics import niqe
-
-    return float(niqe(output[..., scale:-scale, scale:-scale] if scale > 0 else output)[0])
+    return {"rmse": rmse_y, "psnr_y": psnr_y, "ssim_y": ssim_y, "niqe": niqe_y}
 
 
 def amplitudes_from_args(steps: int, w_min: float = 0.0, w_max: float = 1.0,
