@@ -25,6 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "linearscope": ("mgbp.linearscope", "impulse response of the network with frozen ReLUs"),
     "consistency": ("mgbp.commands.consistency", "measure or enforce S_f(Y) = x (back-projection)"),
     "export": ("mgbp.commands.export", "export an image MGBPv2 model to ONNX (dynamic sizes, checked in ONNX Runtime)"),
+    "serve": ("mgbp.commands.serve", "local web app: upscale images and videos, slide W with a live preview"),
 }
 
 
