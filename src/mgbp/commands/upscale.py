@@ -21,10 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mgbp.errors import ConfigError, MgbpError
+from mgbp.io import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, WRITE_EXTENSIONS, list_files
 from mgbp.models.weights import DEFAULT_SCALE
-
-VIDEO_EXTENSIONS = (".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".ts", ".flv", ".wmv")
-OUTPUT_IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -78,6 +76,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     video.add_argument("--fps", type=float, default=25.0, help="frame rate of frame-folder inputs")
     video.add_argument("--to-frames", action="store_true", help="write video outputs as folders of PNG frames")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    cluster = parser.add_argument_group("cluster (Ray; docs/CLUSTER.md)")
+    cluster.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
+                         help="run on Ray (extra mgbp[ray]): local (start Ray here; the default), auto (the "
+                              "running cluster), ray://HOST:PORT or HOST:PORT")
+    cluster.add_argument("--ray-workers", type=int, metavar="N",
+                         help="model workers (default: as many as the cluster's GPUs, or CPUs, allow)")
+    cluster.add_argument("--ray-gpus-per-worker", type=float, metavar="F",
+                         help="GPUs per worker, fractions share a GPU (default: 1 if the cluster has GPUs)")
+    cluster.add_argument("--ray-batch-size", type=int, metavar="N",
+                         help="files per worker call; same-size images share a forward pass at W = 0 "
+                              "(default: 1 on CPU workers, 8 on GPU workers)")
+    cluster.add_argument("--ray-segment-frames", type=int, metavar="N",
+                         help="long videos are cut at keyframes into segments of about N frames that run in "
+                              "parallel (default 600)")
 
 
 @dataclass
@@ -91,11 +103,13 @@ def run(args: argparse.Namespace) -> int:
     from mgbp.inference import default_overlap, resolve_model
 
     _check_args(args)
-    device = args.device or _default_device()
+    on_ray = _connect_ray(args)  # before any work: a wrong address or a missing extra is one line
+    device = "cpu" if on_ray else args.device or _default_device()  # on Ray, workers load their own copy
     dtype = "half" if args.half else "bf16" if args.bf16 else None
     scale = args.scale if (args.scale is not None or args.model is not None) else DEFAULT_SCALE
     videos_only = all(_is_video_path(Path(p)) for p in args.inputs)  # then a shipped video model is preferred
-    _limit_gpu_memory(args.max_gpu_memory, device)
+    if not on_ray:
+        _limit_gpu_memory(args.max_gpu_memory, device)
     model = resolve_model(args.model, scale, device=device, dtype=dtype, video=videos_only)
     overlap = default_overlap(model) if args.tile_overlap is None else args.tile_overlap
     if args.tile is not None and args.tile <= overlap:
@@ -107,7 +121,13 @@ def run(args: argparse.Namespace) -> int:
         return 1
     remove_stale_temporaries(jobs)
     with sigterm_as_interrupt():  # a scheduler's SIGTERM, like Ctrl-C, removes the temporary output
-        done, skipped = _run_jobs(jobs, model, args, failures)
+        if on_ray:
+            from mgbp.distributed import ModelSpec  # what each worker loads: the spec this command got
+
+            spec = ModelSpec(args.model, scale, args.device, dtype, videos_only, args.max_gpu_memory)
+            done, skipped = _run_jobs_on_ray(jobs, spec, model, args, failures)
+        else:
+            done, skipped = _run_jobs(jobs, model, args, failures)
     print(f"mgbp upscale: {done} written, {skipped} skipped (existing), {len(failures)} failed",
           file=sys.stderr)
     return 1 if failures else 0
@@ -138,6 +158,32 @@ def _run_jobs(jobs: list[Job], model, args, failures: list[str]) -> tuple[int, i
                             f"or a machine with more memory")
             _report(failures[-1])
     return done, skipped
+
+
+def _connect_ray(args) -> bool:
+    """With --ray: connect (or start Ray) now, so that a wrong address or a missing extra fails first."""
+    ray_only = [flag for flag in ("ray_workers", "ray_gpus_per_worker", "ray_batch_size", "ray_segment_frames")
+                if getattr(args, flag, None) is not None]
+    if getattr(args, "ray", None) is None:
+        if ray_only:
+            raise ConfigError(f"--{ray_only[0].replace('_', '-')} needs --ray")
+        return False
+    from mgbp.distributed import ClusterOptions, connect
+
+    cluster = ClusterOptions.from_args(args)
+    cluster.check()
+    connect(cluster.address)
+    return True
+
+
+def _run_jobs_on_ray(jobs: list[Job], spec, model, args, failures: list[str]) -> tuple[int, int]:
+    """`_run_jobs` on a Ray cluster (`mgbp.distributed`): the same outputs, report lines and counts."""
+    from mgbp.distributed import ClusterOptions, UpscaleSettings, run_jobs
+
+    outcome = run_jobs(jobs, spec, UpscaleSettings.from_args(args), ClusterOptions.from_args(args),
+                       report=lambda line: (failures.append(line), _report(line)), progress=not args.quiet,
+                       model=model)
+    return outcome.written, outcome.skipped
 
 
 def _is_host_out_of_memory(exc: BaseException) -> bool:
@@ -261,8 +307,6 @@ def _full_name(job: Job) -> Job:
 
 
 def _plan_jobs_into_output(args, video_model: bool) -> tuple[list[Job], list[str]]:
-    from mgbp.io import IMAGE_EXTENSIONS
-
     sources, failures = expand_inputs(args.inputs)
     for line in failures:
         _report(line)
@@ -273,8 +317,7 @@ def _plan_jobs_into_output(args, video_model: bool) -> tuple[list[Job], list[str
         if path.is_dir() and (_is_video_path(output) or args.to_frames or video_model):
             jobs.append(Job(path, output if single else output / f"{path.name}{args.suffix}", "frames"))
         elif path.is_dir():
-            files = [file for file in sorted(path.rglob("*")) if file.is_file() and not _is_hidden(file, path)
-                     and file.suffix.lower() in IMAGE_EXTENSIONS + VIDEO_EXTENSIONS]
+            files = list_files(path, IMAGE_EXTENSIONS + VIDEO_EXTENSIONS, recursive=True)  # hidden never
             if not files:
                 failures.append(f"{path}: no images or videos in the folder")
                 _report(failures[-1])
@@ -286,11 +329,6 @@ def _plan_jobs_into_output(args, video_model: bool) -> tuple[list[Job], list[str
             target = output if single and names_target else None
             jobs.append(_file_job(path, output, target, args))
     return jobs, failures
-
-
-def _is_hidden(file: Path, root: Path) -> bool:
-    """A dot name anywhere below `root`: hidden files and folders, and our own `.NAME.tmp-*` temporaries."""
-    return any(part.startswith(".") for part in file.relative_to(root).parts)
 
 
 def _plan_jobs_beside_inputs(args, video_model: bool, scale: int) -> tuple[list[Job], list[str]]:
@@ -328,7 +366,7 @@ def _image_extension(path: Path, ext: str) -> str:
     ext = ext.lower().lstrip(".")
     if ext != "auto":
         return "." + ext
-    return path.suffix.lower() if path.suffix.lower() in OUTPUT_IMAGE_EXTENSIONS else ".png"
+    return path.suffix.lower() if path.suffix.lower() in WRITE_EXTENSIONS else ".png"
 
 
 def _is_video_path(path: Path) -> bool:
