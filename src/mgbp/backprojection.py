@@ -39,7 +39,8 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 from mgbp.errors import ConfigError
-from mgbp.resize import imresize, to_uint8_range
+from mgbp.io import round_levels
+from mgbp.resize import imresize
 
 DEFAULT_TOL = 0.5 / 255
 DEFAULT_MAX_ITER = 60
@@ -89,7 +90,7 @@ def measure_consistency(lr: torch.Tensor, output: torch.Tensor, scale: int) -> d
     and `max_abs_uint8`, `rmse_uint8` for Y rounded to uint8 first (what a saved image keeps).
     """
     lr64, out64 = lr.to(torch.float64), output.to(torch.float64)
-    rounded = to_uint8_range(out64 * 255) / 255  # clipped and rounded as a saved image is
+    rounded = round_levels(out64 * 255) / 255  # clipped and rounded as a saved image is
     result = {}
     for suffix, candidate in (("", out64), ("_uint8", rounded)):
         error = lr_error(lr64, candidate, scale).flatten(1) * 255

@@ -34,24 +34,24 @@ import torch
 from torch.utils.data import Dataset
 
 from mgbp.errors import ConfigError, ImageReadError
-from mgbp.resize import imresize, imresize_uint8, modcrop, to_uint8_range
+from mgbp.io import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, is_hidden, list_files, list_frames, round_levels
+from mgbp.resize import imresize, imresize_uint8, modcrop
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
-VIDEO_SUFFIXES = (".mp4", ".mkv", ".avi", ".mov", ".webm", ".y4m", ".m4v")
 MARGIN = 2  # LR pixels of context around an on-the-fly patch: half the support of the x1/f bicubic kernel
 
 
 # ----------------------------------------------------------------------------------------------- files
 def list_images(folder: str | Path) -> list[Path]:
-    """Image files under `folder`, recursively, sorted; a missing folder is a ConfigError."""
+    """Image files under `folder`, recursively, sorted (`mgbp.io.list_files`: hidden files never); a missing
+    folder is a ConfigError."""
     folder = Path(folder)
     if not folder.exists():
         raise ConfigError(f"data folder not found: {folder}")
     if folder.is_file():
         return [folder]
-    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    return list_files(folder, IMAGE_EXTENSIONS, recursive=True)
 
 
 def read_rgb_uint8(path: str | Path) -> np.ndarray:
@@ -63,7 +63,7 @@ def read_rgb_uint8(path: str | Path) -> np.ndarray:
             img.load()
             if img.mode in ("I;16", "I;16B", "I;16L", "I"):
                 arr = np.asarray(img, dtype=np.float64) / 257.0
-                arr = np.clip(np.round(arr), 0, 255).astype(np.uint8)
+                arr = round_levels(arr).astype(np.uint8)
                 return np.repeat(arr[..., None], 3, axis=2)
             arr = np.array(img.convert("RGB"))  # a writable copy (torch.from_numpy wants one)
     except Exception as exc:  # PIL raises many types for bad files; the user needs the name
@@ -198,7 +198,7 @@ class ImagePatchDataset(Dataset):
         folders = [folders] if isinstance(folders, (str, Path)) else list(folders)
         paths = [p for folder in folders for p in list_images(folder)]
         if not paths:
-            raise ConfigError(f"no images ({', '.join(IMAGE_SUFFIXES)}) found in {', '.join(map(str, folders))}")
+            raise ConfigError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) found in {', '.join(map(str, folders))}")
         self.paired = lr_folders is not None
         scan = scan_images(paths, self.patch * self.scale, cache, skip_bad, "training")
         self.paths, self.arrays, self.sizes, self.skipped = scan.paths, scan.arrays, scan.sizes, scan.skipped
@@ -278,21 +278,23 @@ def discover_sequences(source: str | Path) -> list[Path]:
     if source.is_file():
         return [source]
     found = []
-    if any(p.suffix.lower() in IMAGE_SUFFIXES for p in source.iterdir() if p.is_file()):
+    if list_files(source, IMAGE_EXTENSIONS):
         found.append(source)
     for p in sorted(source.iterdir()):
+        if is_hidden(p):
+            continue
         if p.is_dir():
             found += discover_sequences(p)
-        elif p.suffix.lower() in VIDEO_SUFFIXES:
+        elif p.suffix.lower() in VIDEO_EXTENSIONS:
             found.append(p)
     return found
 
 
 def read_sequence(path: Path, max_frames: int | None = None) -> np.ndarray:
-    """(T, H, W, 3) uint8 from a frame folder (sorted names) or a video file (PyAV, imported here only)."""
+    """(T, H, W, 3) uint8 from a frame folder (`mgbp.io.list_frames`: frame order, as `mgbp upscale` reads it) or
+    a video file (PyAV, imported here only)."""
     if path.is_dir():
-        frames = [read_rgb_uint8(p) for p in sorted(p for p in path.iterdir()
-                                                     if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)]
+        frames = [read_rgb_uint8(p) for p in list_frames(path)]
         frames = frames[:max_frames] if max_frames else frames
         if len({f.shape for f in frames}) > 1:
             raise ImageReadError(f"frames in {path} do not all have the same size")
@@ -436,8 +438,8 @@ def clip_dataset(d: dict, scale: int, seed: int) -> Dataset:
 
 # ------------------------------------------------------------------------------ batch -> (lr, hr)
 def quantise(x: torch.Tensor) -> torch.Tensor:
-    """Round to 8-bit levels as MATLAB's uint8 conversion does (values stay in [0, 1])."""
-    return to_uint8_range(x * 255.0) / 255.0
+    """Round to 8-bit levels as MATLAB's uint8 conversion does (`mgbp.io.round_levels`; values stay in [0, 1])."""
+    return round_levels(x * 255.0) / 255.0
 
 
 def make_training_pair(batch: dict[str, torch.Tensor], scale: int, margin: int, device=None,

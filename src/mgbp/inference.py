@@ -45,6 +45,7 @@ import torch
 
 from mgbp.backprojection import back_project
 from mgbp.errors import ConfigError, MgbpError, NumericalError
+from mgbp.io import quantise
 from mgbp.resize import imresize
 
 # On CPU, tiles are sized so one forward pass produces at most this many output pixels (per frame): a few GB of
@@ -567,7 +568,7 @@ def _from_tensor(image: torch.Tensor):
     x = x.float() / 255.0 if integer else x.float()
 
     def back(out):
-        out = (out * 255.0).round().to(image.dtype) if integer else out.to(image.dtype)
+        out = torch.from_numpy(quantise(out)).to(image.device, image.dtype) if integer else out.to(image.dtype)
         return out if batched else out[0]
 
     return back, x
@@ -606,7 +607,7 @@ def _from_numpy(image: np.ndarray):
         arr = arr[..., 0] if image.ndim == 2 else arr
         if peak is None:
             return arr.astype(image.dtype)
-        return np.clip(np.round(arr * peak), 0, peak).astype(image.dtype)
+        return quantise(arr, 8 if peak == 255 else 16)
 
     return back, x
 

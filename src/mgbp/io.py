@@ -14,12 +14,23 @@ What Pillow does not do for us, and how it is handled:
   once keeping the high bytes and once the low bytes, and join them: exact, and all the work stays in C.
 - 16-bit PNG writing (any channel count) uses a small numpy + zlib encoder (PNG spec, "Up" filter).
 All writes are atomic: a temporary file in the target folder, then `os.replace`.
+
+This module owns the pixel boundary for the whole package, so that every command agrees on it:
+- the file kinds: `IMAGE_EXTENSIONS` (what `read_image` reads), `VIDEO_EXTENSIONS` (what PyAV reads, for
+  `mgbp upscale` and training alike), `WRITE_EXTENSIONS` (what `write_image` writes);
+- the one folder lister, `list_files` (and `list_frames`, in frame order): hidden files and folders, among them
+  the `.NAME.tmp-*` temporaries of `mgbp.atomic`, are never listed;
+- the one conversion of float pixels to integers, `quantise` (`round_levels` on the integer scale): clipped and
+  rounded half away from zero, as MATLAB's uint8()/uint16() and so the evaluation protocol
+  (`../shared/data/README.md`) round, whatever writes the result (an image, a video frame, a score).
 """
 
 from __future__ import annotations
 
+import re
 import struct
 import zlib
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +42,7 @@ from mgbp.atomic import atomic_path
 from mgbp.errors import ConfigError, ImageReadError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+VIDEO_EXTENSIONS = (".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".ts", ".flv", ".wmv", ".y4m")
 WRITE_EXTENSIONS = (".png", ".jpg", ".jpeg")
 
 EXIF_ORIENTATION = 0x0112
@@ -54,7 +66,7 @@ class LoadedImage:
 
     def rgb_uint8(self) -> np.ndarray:
         """HxWx3 uint8 (grey repeated to three channels; 16-bit rounded to 8 bits), as benchmarks use."""
-        image = np.round(np.clip(self.rgb, 0.0, 1.0) * 255.0).astype(np.uint8)
+        image = quantise(self.rgb)
         return np.repeat(image, 3, axis=2) if image.shape[2] == 1 else image
 
 
@@ -243,15 +255,13 @@ def _as_hwc(rgb, path: Path) -> np.ndarray:
 
 def _quantise(array: np.ndarray, bit_depth: int) -> np.ndarray:
     """Float in [0, 1] (clipped) or uint8/uint16 -> integers of `bit_depth` bits."""
-    top = 255 if bit_depth == 8 else 65535
-    dtype = np.uint8 if bit_depth == 8 else np.uint16
     if array.dtype == np.uint8:
         return array if bit_depth == 8 else array.astype(np.uint16) * 257
     if array.dtype == np.uint16:
-        return array if bit_depth == 16 else np.round(array / 257.0).astype(np.uint8)
+        return array if bit_depth == 16 else round_levels(array / 257.0).astype(np.uint8)
     if not np.issubdtype(array.dtype, np.floating):
         raise ConfigError(f"pixels must be float in [0, 1], uint8 or uint16, got {array.dtype}")
-    return np.round(np.clip(np.nan_to_num(array.astype(np.float64)), 0.0, 1.0) * top).astype(dtype)
+    return quantise(array, bit_depth)
 
 
 def _pil_image_8bit(samples: np.ndarray, alpha: np.ndarray | None) -> Image.Image:
@@ -295,6 +305,71 @@ def write_atomically(path, write) -> Path:
     with atomic_path(path) as temporary, open(temporary, "wb") as handle:
         write(handle)
     return Path(path)
+
+
+# ----------------------------------------------------------------------------------------------- integers
+
+
+def round_levels(values, top: int = 255):
+    """Values on the integer scale (0..`top`) rounded half away from zero and clipped to [0, `top`], MATLAB's
+    conversion of doubles to uint8 (`top` 255) or uint16 (65535). A numpy array or a torch tensor; the same
+    kind and float dtype come back, holding whole numbers.
+
+    floor(x + 0.5) is not used: for x = 0.49999999999999994 the sum rounds up to 1.0 in floating point. The
+    fractional part x - floor(x) is exact, so `frac >= 0.5` decides every tie and near-tie correctly; negative
+    values end at 0 whichever way they round, so the clip makes "away from zero" below 0 moot.
+    """
+    library = torch if torch.is_tensor(values) else np
+    whole = library.floor(values)
+    rounded = whole + ((values - whole) >= 0.5)
+    return library.clip(rounded, 0, top)
+
+
+def quantise(pixels, bit_depth: int = 8) -> np.ndarray:
+    """Float pixels in [0, 1] (numpy or torch, any shape) -> a uint8 (`bit_depth` 8) or uint16 (16) numpy array:
+    scaled in float64 (exact for float32 input), rounded half away from zero and clipped (`round_levels`); NaN
+    becomes 0. The package's one float -> integer conversion (images, video frames, evaluation)."""
+    if bit_depth not in (8, 16):
+        raise ConfigError(f"bit depth must be 8 or 16, got {bit_depth}")
+    top = 255 if bit_depth == 8 else 65535
+    if torch.is_tensor(pixels):
+        pixels = pixels.detach().to("cpu", torch.float64).numpy()
+    values = np.nan_to_num(np.asarray(pixels, dtype=np.float64), nan=0.0, posinf=1.0, neginf=0.0) * top
+    return round_levels(values, top).astype(np.uint8 if bit_depth == 8 else np.uint16)
+
+
+# ----------------------------------------------------------------------------------------------- folders
+
+
+def is_hidden(path, root=None) -> bool:
+    """A name starting with "." (a hidden file, or our `.NAME.tmp-*` temporaries), for `path` itself or, with
+    `root`, for any part of it below `root`."""
+    path = Path(path)
+    parts = path.relative_to(root).parts if root is not None else (path.name,)
+    return any(part.startswith(".") for part in parts)
+
+
+def list_files(folder, extensions: Sequence[str], recursive: bool = False,
+               key: Callable[[Path], object] | None = None) -> list[Path]:
+    """The files in `folder` (and below it with `recursive`) whose extension, in any case, is one of
+    `extensions`, sorted by path (or by `key`). Hidden files and folders are never listed (`is_hidden`): a
+    killed run's temporaries are not inputs. The one folder lister of the package; what to do with an empty
+    list or a missing folder is the caller's to say."""
+    folder = Path(folder)
+    wanted = {extension.lower() for extension in extensions}
+    candidates = folder.rglob("*") if recursive else folder.iterdir()
+    files = [p for p in candidates if p.suffix.lower() in wanted and not is_hidden(p, folder) and p.is_file()]
+    return sorted(files, key=key)
+
+
+def frame_order(path: Path) -> list:
+    """Sort key of frame files: the name with its numbers compared as numbers (frame2 before frame10)."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", path.name)]
+
+
+def list_frames(folder) -> list[Path]:
+    """The image files of a frame folder in frame order (`frame_order`), hidden files left out."""
+    return list_files(folder, IMAGE_EXTENSIONS, key=frame_order)
 
 
 # ----------------------------------------------------------------------------------------------- tensors

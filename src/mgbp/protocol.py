@@ -28,8 +28,8 @@ import torch
 
 from mgbp.errors import ConfigError, ImageReadError, MgbpError
 from mgbp.inference import model_device
-from mgbp.io import IMAGE_EXTENSIONS, read_image
-from mgbp.resize import imresize, imresize_uint8, modcrop, to_uint8_range
+from mgbp.io import IMAGE_EXTENSIONS, list_files, quantise, read_image
+from mgbp.resize import imresize, imresize_uint8, modcrop
 
 BICUBIC = "bicubic"
 SSIM_WINDOW = 11  # the SSIM window of the protocol (11x11 Gaussian)
@@ -54,7 +54,7 @@ def list_images(path: Path) -> list[Path]:
         return [path]
     if not path.is_dir():
         raise ConfigError(f"{path} is neither a folder nor an image file")
-    images = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+    images = list_files(path, IMAGE_EXTENSIONS)
     if not images:
         raise ConfigError(f"folder {path} holds no images ({extensions})")
     return images
@@ -118,9 +118,8 @@ def from_uint8(array: np.ndarray, dtype: torch.dtype = torch.float32) -> torch.T
 
 
 def to_uint8(image: torch.Tensor) -> np.ndarray:
-    """(1,3,H,W) float in [0,1] -> uint8 HxWx3, rounded half away from zero and clipped (MATLAB's rule)."""
-    rounded = to_uint8_range(image.detach()[0].to(torch.float64) * 255.0)
-    return rounded.permute(1, 2, 0).cpu().numpy().astype(np.uint8)
+    """(1,3,H,W) float in [0,1] -> uint8 HxWx3, rounded half away from zero and clipped (`mgbp.io.quantise`)."""
+    return quantise(image.detach()[0].permute(1, 2, 0))
 
 
 # ------------------------------------------------------------------------------------------------- scores

@@ -41,6 +41,7 @@ import torch
 import torch.nn.functional as F
 
 from mgbp.errors import ConfigError
+from mgbp.io import round_levels
 
 
 def cubic(x: np.ndarray) -> np.ndarray:
@@ -215,7 +216,7 @@ def imresize(x: torch.Tensor, scale=None, size=None, antialias: bool = True) -> 
     """MATLAB `imresize(x, scale, 'bicubic')` on the last two dims (H, W) of a float tensor.
 
     `scale`: a positive number or an (sy, sx) pair; `size`: an int or (H, W). Values are not clamped
-    or rounded (do that at the end, as MATLAB does for uint8 output, with `to_uint8_range`).
+    or rounded (do that at the end, as MATLAB does for uint8 output, with `mgbp.io.round_levels`).
     """
     if not torch.is_tensor(x) or not x.is_floating_point():
         raise ConfigError("imresize expects a floating-point tensor")
@@ -249,12 +250,7 @@ def imresize_uint8(image: np.ndarray, scale=None, size=None) -> np.ndarray:
     out = imresize(tensor, scale=scale, size=size)
     if image.ndim == 3:
         out = out.permute(1, 2, 0)
-    return to_uint8_range(out).numpy().astype(np.uint8)
-
-
-def to_uint8_range(x: torch.Tensor) -> torch.Tensor:
-    """Round half away from zero and clip to [0, 255], as MATLAB's conversion to uint8 does."""
-    return torch.clamp(torch.sign(x) * torch.floor(torch.abs(x) + 0.5), 0, 255)
+    return round_levels(out).numpy().astype(np.uint8)
 
 
 def modcrop(image, factor: int):

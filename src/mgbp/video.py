@@ -393,10 +393,9 @@ class FolderSource:
     """A folder of frames (sorted by name, numbers compared as numbers) played at `fps`."""
 
     def __init__(self, path: Path, fps: float, max_frames: int | None):
-        from mgbp.io import IMAGE_EXTENSIONS
+        from mgbp.io import list_frames
 
-        files = sorted((p for p in path.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS
-                        and not p.name.startswith(".")), key=_natural_key)  # hidden: e.g. a killed run's temp
+        files = list_frames(path)  # frame order; hidden files (a killed run's temporaries) left out
         if not files:
             raise ImageReadError(f"{path}: no image frames in the folder")
         self.files = files[:max_frames] if max_frames else files
@@ -416,17 +415,14 @@ class FolderSource:
         pass
 
 
-def _natural_key(path: Path):
-    import re
-
-    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", path.name)]
-
-
 # ----------------------------------------------------------------------------------------------- encoding
 
 
 def _to_uint8(frame: torch.Tensor) -> np.ndarray:
-    return (frame.clamp(0, 1) * 255.0).round().to(torch.uint8).permute(1, 2, 0).contiguous().numpy()
+    """(3,H,W) in [0,1] -> HxWx3 uint8 with the package's one rounding rule (`mgbp.io.quantise`)."""
+    from mgbp.io import quantise
+
+    return quantise(frame.permute(1, 2, 0))
 
 
 class ContainerSink:
@@ -434,7 +430,7 @@ class ContainerSink:
 
     def __init__(self, path: Path, source, options: VideoOptions, size: tuple[int, int], format_name: str | None):
         av = _import_av()
-        codec = options.codec or ("libx264" if "libx264" in av.codecs_available else "mpeg4")
+        codec = options.codec or default_codec(path, av.codecs_available)
         height, width = size
         if options.pix_fmt in ("yuv420p", "nv12", "yuv420p10le") and (height % 2 or width % 2):
             raise ConfigError(f"{options.pix_fmt} needs even sizes, the output is {width}x{height}; "
@@ -586,6 +582,14 @@ def upscale_video(source_path, target_path, model, options: VideoOptions | None 
 def _chain_first(first, rest):
     yield first
     yield from rest
+
+
+def default_codec(target: Path, available) -> str:
+    """The encoder when none is asked for: raw video for a .y4m file (the only kind YUV4MPEG holds), else libx264
+    (mpeg4 where PyAV's FFmpeg lacks it)."""
+    if Path(target).suffix.lower() == ".y4m":
+        return "rawvideo"
+    return "libx264" if "libx264" in available else "mpeg4"
 
 
 def _format_for(target: Path) -> str | None:

@@ -21,10 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mgbp.errors import ConfigError, MgbpError
+from mgbp.io import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, WRITE_EXTENSIONS, list_files
 from mgbp.models.weights import DEFAULT_SCALE
-
-VIDEO_EXTENSIONS = (".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".ts", ".flv", ".wmv")
-OUTPUT_IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -309,8 +307,6 @@ def _full_name(job: Job) -> Job:
 
 
 def _plan_jobs_into_output(args, video_model: bool) -> tuple[list[Job], list[str]]:
-    from mgbp.io import IMAGE_EXTENSIONS
-
     sources, failures = expand_inputs(args.inputs)
     for line in failures:
         _report(line)
@@ -321,8 +317,7 @@ def _plan_jobs_into_output(args, video_model: bool) -> tuple[list[Job], list[str
         if path.is_dir() and (_is_video_path(output) or args.to_frames or video_model):
             jobs.append(Job(path, output if single else output / f"{path.name}{args.suffix}", "frames"))
         elif path.is_dir():
-            files = [file for file in sorted(path.rglob("*")) if file.is_file() and not _is_hidden(file, path)
-                     and file.suffix.lower() in IMAGE_EXTENSIONS + VIDEO_EXTENSIONS]
+            files = list_files(path, IMAGE_EXTENSIONS + VIDEO_EXTENSIONS, recursive=True)  # hidden never
             if not files:
                 failures.append(f"{path}: no images or videos in the folder")
                 _report(failures[-1])
@@ -334,11 +329,6 @@ def _plan_jobs_into_output(args, video_model: bool) -> tuple[list[Job], list[str
             target = output if single and names_target else None
             jobs.append(_file_job(path, output, target, args))
     return jobs, failures
-
-
-def _is_hidden(file: Path, root: Path) -> bool:
-    """A dot name anywhere below `root`: hidden files and folders, and our own `.NAME.tmp-*` temporaries."""
-    return any(part.startswith(".") for part in file.relative_to(root).parts)
 
 
 def _plan_jobs_beside_inputs(args, video_model: bool, scale: int) -> tuple[list[Job], list[str]]:
@@ -376,7 +366,7 @@ def _image_extension(path: Path, ext: str) -> str:
     ext = ext.lower().lstrip(".")
     if ext != "auto":
         return "." + ext
-    return path.suffix.lower() if path.suffix.lower() in OUTPUT_IMAGE_EXTENSIONS else ".png"
+    return path.suffix.lower() if path.suffix.lower() in WRITE_EXTENSIONS else ".png"
 
 
 def _is_video_path(path: Path) -> bool:

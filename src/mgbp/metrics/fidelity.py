@@ -24,7 +24,7 @@ import torch
 
 from mgbp.color import rgb_to_y
 from mgbp.errors import ConfigError
-from mgbp.resize import to_uint8_range
+from mgbp.io import round_levels
 
 PEAK = 255.0
 SSIM_WINDOW_SIZE = 11
@@ -55,7 +55,7 @@ def _to_255(x: torch.Tensor, crop: int, y_channel: bool, round_y: bool = False) 
     if y_channel and x.shape[1] == 3:
         x = rgb_to_y(x) * PEAK
         if round_y:  # MATLAB rgb2ycbcr on a uint8 image returns uint8
-            x = to_uint8_range(x)
+            x = round_levels(x)
     else:
         x = x * PEAK
     if crop:

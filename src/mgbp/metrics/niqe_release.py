@@ -39,7 +39,8 @@ from scipy.special import gamma as gamma_function
 
 from mgbp.color import rgb_to_gray, rgb_to_y
 from mgbp.errors import ConfigError
-from mgbp.resize import imresize, to_uint8_range
+from mgbp.io import round_levels
+from mgbp.resize import imresize
 
 BLOCK_SIZE = 96
 PAIR_SHIFTS = ((0, 1), (1, 0), (1, 1), (1, -1))  # computefeature.m's circshift offsets (rows, cols)
@@ -231,7 +232,7 @@ def _grey_255(x: torch.Tensor, luminance: str) -> torch.Tensor:
     if x.shape[1] == 1:
         return x * 255.0
     convert = rgb_to_y if luminance == "y" else rgb_to_gray
-    return to_uint8_range(convert(x) * 255.0)
+    return round_levels(convert(x) * 255.0)
 
 
 def niqe(x: torch.Tensor, luminance: str = "y") -> torch.Tensor:
