@@ -468,11 +468,13 @@ def _upscale_rows(dataset, spec: ModelSpec, settings: UpscaleSettings, cluster: 
         gpus = 1.0 if resources.get("GPU", 0) > 0 else 0.0
     workers = cluster.workers or _default_workers(resources, gpus)
     actor_cpus = max(0.05, min(1.0, (resources.get("CPU", 1.0) - READ_CPUS) / workers))
+    # as many actors as asked for; else from one up to what the cluster holds now (an autoscaler may add more)
+    pool = ray.data.ActorPoolStrategy(size=workers) if cluster.workers else \
+        ray.data.ActorPoolStrategy(min_size=1, max_size=workers)
     return dataset.map_batches(
         Upscaler, fn_constructor_kwargs={"spec": spec, "settings": settings},
         batch_size=cluster.batch_size or (GPU_BATCH_SIZE if gpus > 0 else 1),
-        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=workers), num_cpus=actor_cpus,
-        num_gpus=gpus or None)
+        compute=pool, num_cpus=actor_cpus, num_gpus=gpus or None)
 
 
 def _default_workers(resources: dict, gpus_per_worker: float) -> int:
