@@ -15,9 +15,7 @@ import numpy as np
 import torch
 
 from mgbp.errors import ConfigError
-from mgbp.io import LoadedImage, read_image, write_image
-
-OUTPUT_IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")  # what `mgbp.io.write_image` writes
+from mgbp.io import WRITE_EXTENSIONS, LoadedImage, read_image, write_image
 
 
 def output_extension(source: str | os.PathLike, ext: str = "auto") -> str:
@@ -27,7 +25,7 @@ def output_extension(source: str | os.PathLike, ext: str = "auto") -> str:
     if ext != "auto":
         return "." + ext
     suffix = Path(source).suffix.lower()
-    return suffix if suffix in OUTPUT_IMAGE_EXTENSIONS else ".png"
+    return suffix if suffix in WRITE_EXTENSIONS else ".png"
 
 
 def output_name(source: str | os.PathLike, scale: int, ext: str = "auto") -> str:
