@@ -276,7 +276,7 @@ def make_clip(path, frames=6, size=(16, 24)):
         sound = container.add_stream("aac", rate=48000)
         sound.layout = "mono"
         for i in range(frames):
-            frame = av.VideoFrame.from_ndarray(np.full((*size, 3), 20 * i, np.uint8), format="rgb24")
+            frame = av.VideoFrame.from_ndarray(np.full((*size, 3), (20 * i) % 256, np.uint8), format="rgb24")
             frame.pts = i
             container.mux(video.encode(frame))
         container.mux(video.encode(None))

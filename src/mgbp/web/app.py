@@ -57,15 +57,26 @@ def readable(exc: BaseException, engine: Engine) -> str:
 
 
 @contextlib.contextmanager
-def page_errors(engine: Engine):
-    """Turn what a user can cause into gr.Error (one readable line, no stack trace on the console)."""
+def page_errors(engine: Engine, cancellable: bool = False):
+    """Turn what a user can cause into gr.Error (one readable line, no stack trace on the console); with
+    `cancellable`, JobCancelled passes through for the handler to end quietly (`cancelled`)."""
     gr = require_gradio()
     try:
         yield
     except JobCancelled:
+        if cancellable:
+            raise
         raise gr.Error("Cancelled.", title="Cancelled", print_exception=False) from None
     except (MgbpError, OSError) as exc:
         raise gr.Error(readable(exc, engine), print_exception=False) from None
+
+
+def cancelled(outputs: int):
+    """What a cancelled handler returns: a note, and its outputs left as they were (an error would paint them
+    red when the job's thread ends after Gradio has dropped the request)."""
+    gr = require_gradio()
+    gr.Info("Cancelled.")
+    return gr.skip() if outputs == 1 else tuple(gr.skip() for _ in range(outputs))
 
 
 def eta_reporter(progress, clock=time.monotonic):
@@ -132,8 +143,8 @@ def default_image_model() -> tuple[str, int]:
 
 def describe_model(model) -> str:
     parameters = sum(p.numel() for p in model.parameters())
-    kind = "video" if getattr(model, "is_video", False) else "image"
-    return (f"**{getattr(model, 'family', type(model).__name__)}** {kind} model, x{model.scale}, "
+    kind = "video" if model.is_video else "image"
+    return (f"**{model.family}** {kind} model, x{model.scale}, "
             f"{parameters / 1000:.0f} k parameters")
 
 
@@ -173,12 +184,15 @@ def create_app(engine: Engine):
         path = first_file(files)
         if path is None:
             return None, ""
-        with page_errors(engine):
-            model = engine.model(model_choice, scale, first_file(weights))
-            result = engine.preview(path, model, float(noise), point, session=session_of(request))
+        try:
+            with page_errors(engine, cancellable=True):
+                model = engine.model(model_choice, scale, first_file(weights))
+                result = engine.preview(path, model, float(noise), point, session=session_of(request))
+        except JobCancelled:
+            return cancelled(2)
         r = result.region
-        note = (f"Region {r.height}x{r.width} at row {r.top}, column {r.left} of the first image (click the "
-                f"image to move it), W = {float(noise):g}: these pixels are those of the full render.")
+        note = (f"Region {r.height}x{r.width} at row {r.top}, column {r.left} of the first image, W = "
+                f"{float(noise):g}: the full render's own pixels.")
         if not result.exact:
             note = "This model draws its own noise: at W > 0 the preview shows the texture, not the exact pixels."
         return (result.before, result.after), note
@@ -186,23 +200,28 @@ def create_app(engine: Engine):
     def render(files, model_choice, scale, weights, noise, request: gr.Request,
                progress=gr.Progress(track_tqdm=True)):  # noqa: B008 - Gradio's way of asking for progress
         paths = all_files(files)
-        with page_errors(engine):
-            model = engine.model(model_choice, scale, first_file(weights))
+        def on_image(index, count, name):
+            progress((index, count), desc=f"upscaling {name}", unit="images")
 
-            def on_image(index, count, name):
-                progress((index, count), desc=f"upscaling {name}", unit="images")
-
-            result = engine.render(paths, model, float(noise), session=session_of(request),
-                                   job=Job(on_step=eta_reporter(progress)), on_image=on_image)
+        try:
+            with page_errors(engine, cancellable=True):
+                model = engine.model(model_choice, scale, first_file(weights))
+                result = engine.render(paths, model, float(noise), session=session_of(request),
+                                       job=Job(on_step=eta_reporter(progress)), on_image=on_image)
+        except JobCancelled:
+            return cancelled(2)
         return (str(result.before), str(result.after)), str(result.download)
 
     def curve(files, model_choice, scale, weights, noise, point, request: gr.Request):
         path = first_file(files)
         if path is None:
             raise gr.Error("Upload an image first.", print_exception=False)
-        with page_errors(engine):
-            model = engine.model(model_choice, scale, first_file(weights))
-            result = engine.curve(path, model, float(noise), point, session=session_of(request))
+        try:
+            with page_errors(engine, cancellable=True):
+                model = engine.model(model_choice, scale, first_file(weights))
+                result = engine.curve(path, model, float(noise), point, session=session_of(request))
+        except JobCancelled:
+            return cancelled(1)
         return str(result.figure)
 
     def check_weights(weights):
@@ -237,10 +256,13 @@ def create_app(engine: Engine):
         path = first_file(video)
         if path is None:
             raise gr.Error("Upload a video first.", print_exception=False)
-        with page_errors(engine):
-            model = engine.model(model_choice, None, first_file(weights), video=True)
-            target = engine.render_video(path, model, float(noise), crf, frames, session=session_of(request),
-                                         job=Job(on_step=eta_reporter(progress)))
+        try:
+            with page_errors(engine, cancellable=True):
+                model = engine.model(model_choice, None, first_file(weights), video=True)
+                target = engine.render_video(path, model, float(noise), crf, frames, session=session_of(request),
+                                             job=Job(on_step=eta_reporter(progress)))
+        except JobCancelled:
+            return cancelled(2)
         playable = target.suffix.lower() in (".mp4", ".webm", ".ogg")
         return (str(target) if playable else None), str(target)
 
@@ -269,7 +291,7 @@ def create_app(engine: Engine):
                 files = gr.File(label="Images (one or many)", file_count="multiple",
                                 file_types=list(IMAGE_EXTENSIONS), elem_id="images")
                 source = gr.Image(label=f"Click to move the preview region ({PREVIEW_SIDE} pixels)",
-                                  interactive=False, type="numpy", elem_id="source", buttons=[])
+                                  interactive=False, type="numpy", format="png", elem_id="source", buttons=[])
                 with gr.Row():
                     model = gr.Dropdown(model_choices(video=False), value=default_model, label="Model",
                                         elem_id="model")
@@ -282,16 +304,18 @@ def create_app(engine: Engine):
                 with gr.Row():
                     render_button = gr.Button("Upscale", variant="primary", elem_id="render")
                     cancel_button = gr.Button("Cancel", variant="stop", elem_id="cancel")
-            with gr.Column(scale=3):
-                preview_view = gr.ImageSlider(label="Preview: bicubic | MGBP (scroll to zoom)", format="png",
-                                              image_mode=None, elem_id="preview", interactive=False)
-                preview_note = gr.Markdown(elem_id="preview-note")
-                result_view = gr.ImageSlider(label="Result: bicubic | MGBP (first image)", type="filepath",
-                                             image_mode=None, elem_id="result", interactive=False)
                 download = gr.File(label="Download", elem_id="download", interactive=False)
                 curve_button = gr.Button("Perception curve of this image (NIQE against W)", elem_id="curve")
                 curve_view = gr.Image(label="NIQE against W", type="filepath", interactive=False,
                                       elem_id="curve-plot", buttons=["download"])
+            with gr.Column(scale=3):
+                preview_view = gr.ImageSlider(label="Preview: bicubic | MGBP (scroll to zoom)", format="png",
+                                              image_mode=None, elem_id="preview", interactive=False,
+                                              max_height=440)
+                preview_note = gr.Markdown(elem_id="preview-note")
+                result_view = gr.ImageSlider(label="Result: bicubic | MGBP (first image)", type="filepath",
+                                             image_mode=None, elem_id="result", interactive=False,
+                                             max_height=440)
         with gr.Tab("Video"), gr.Row():
             with gr.Column(scale=2):
                 video = gr.File(label="Video", file_types=["video"], elem_id="video")
