@@ -66,6 +66,7 @@ def main() -> None:
 
     import ray
 
+    os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")  # as `mgbp.distributed.connect`: no core chatter
     ray.init(num_cpus=args.cpus, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
     with tempfile.TemporaryDirectory(prefix="bench-ray-") as folder:
         rng = np.random.default_rng(0)

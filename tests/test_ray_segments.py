@@ -81,3 +81,62 @@ def test_segments_start_at_keyframes_and_decode_from_one_before_their_context():
         assert segment.end <= segment.read_to <= geometry.count
     assert len(plan_segments(geometry, keyframes, 1000)) == 1
     assert list(itertools.chain(*[range(s.first, s.end) for s in segments])) == list(range(40))
+
+
+def make_clip(path, frames=19, size=(12, 16)):
+    """mpeg4 with a keyframe every 3 frames and no sound: many places to cut."""
+    av = pytest.importorskip("av", reason="PyAV (optional: video support) is not installed")
+    container = av.open(str(path), "w")
+    stream = container.add_stream("mpeg4", rate=25)
+    stream.height, stream.width, stream.pix_fmt = size[0], size[1], "yuv420p"
+    stream.codec_context.gop_size = 3
+    rng = np.random.default_rng(7)
+    for i in range(frames):
+        frame = av.VideoFrame.from_ndarray(rng.integers(0, 256, (*size, 3), dtype=np.uint8), format="rgb24")
+        frame.pts = i
+        container.mux(stream.encode(frame))
+    container.mux(stream.encode(None))
+    container.close()
+    return path
+
+
+def test_a_rerun_reuses_finished_segments_and_the_join_equals_the_single_pass(tmp_path):
+    """The segment path without Ray: plan, run one segment, plan again (it is not redone), run the rest, join;
+    the decoded video equals `upscale_video`'s (lossless encode, W > 0) frame for frame, timestamp for timestamp."""
+    import pickle
+
+    import av
+
+    from mgbp import distributed
+    from mgbp.models import build_model
+    from mgbp.video import upscale_video
+    from mgbp.video_segments import upscale_segment
+
+    clip = make_clip(tmp_path / "clip.mkv")
+    model = build_model("tiny-3d", temporal_padding="none").eval()
+    settings = distributed.UpscaleSettings(noise=0.5, seed=1, crf=0, pix_fmt="yuv444p")
+    options = settings.video_options()
+    upscale_video(clip, tmp_path / "one.mkv", model, options)
+
+    class Job:
+        source, target, kind = clip, tmp_path / "out" / "clip.mkv", "video"
+
+    cluster = distributed.ClusterOptions(segment_frames=5)
+    first = distributed._plan([Job()], model, settings, cluster)
+    assert len(first.rows) >= 3 and {row["kind"] for row in first.rows} == {"segment"}
+    upscale_segment(pickle.loads(first.rows[0]["task"]), model, options)
+    again = distributed._plan([Job()], model, settings, cluster)
+    assert [row["segment"] for row in again.rows] == [row["segment"] for row in first.rows[1:]]
+    for row in again.rows:
+        upscale_segment(pickle.loads(row["task"]), model, options)
+    result = distributed._finish_video(again.videos[0], settings)
+    assert result.status == "written", result.message
+
+    def frames(path):
+        with av.open(str(path)) as container:
+            return [(float(f.pts * f.time_base), f.to_ndarray(format="rgb24")) for f in container.decode(video=0)]
+
+    expected, got = frames(tmp_path / "one.mkv"), frames(Job.target)
+    assert len(got) == len(expected) == 19 and [t for t, _ in got] == [t for t, _ in expected]
+    assert all(np.array_equal(a, b) for (_, a), (_, b) in zip(got, expected))
+    assert [p.name for p in Job.target.parent.iterdir()] == ["clip.mkv"]  # the parts folder is gone
