@@ -129,7 +129,7 @@ def test_a_rerun_reuses_finished_segments_and_the_join_equals_the_single_pass(tm
     assert [row["segment"] for row in again.rows] == [row["segment"] for row in first.rows[1:]]
     for row in again.rows:
         upscale_segment(pickle.loads(row["task"]), model, options)
-    result = distributed._finish_video(again.videos[0], settings)
+    result = distributed._finish_video(again.videos[0])
     assert result.status == "written", result.message
 
     def frames(path):

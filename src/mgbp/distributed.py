@@ -49,10 +49,11 @@ CONNECT_TIMEOUT_S = 5.0
 
 
 class JobLike(Protocol):
-    """One output to make, as `mgbp upscale` plans it: kind "image", "video" (a file) or "frames" (a folder)."""
+    """One output to make, as `mgbp upscale` plans it: kind "image", "video" (a file) or "frames" (a folder).
+    Paths, or strings for URIs (`pathlib` would fold the `//` of `s3://`)."""
 
-    source: Path
-    target: Path
+    source: Path | str
+    target: Path | str
     kind: str
 
 
@@ -293,9 +294,9 @@ def iter_results(jobs: Iterable[JobLike], spec: ModelSpec, settings: UpscaleSett
         model = spec.load(device="cpu")
     plan = _plan(jobs, model, settings, cluster)
     yield from plan.early
-    videos = {number: video for number, video in plan.videos.items()}
+    videos = dict(plan.videos)
     for number in [n for n, video in videos.items() if not video.pending]:
-        yield _finish_video(videos.pop(number), settings)  # every segment done by an earlier run
+        yield _finish_video(videos.pop(number))  # every segment done by an earlier run
     if plan.rows:
         for row in _execute(plan.rows, spec, settings, cluster):
             number, error, worker = int(row["number"]), str(row["error"]), int(row["worker"])
@@ -312,9 +313,9 @@ def iter_results(jobs: Iterable[JobLike], spec: ModelSpec, settings: UpscaleSett
                 continue
             video.pending.discard(int(row["segment"]))
             if not video.pending:
-                yield _finish_video(videos.pop(number), settings)
+                yield _finish_video(videos.pop(number))
     for video in videos.values():  # cannot happen unless a row went missing
-        yield _result(video.job, f"{video.job.source}: {len(video.pending)} segment(s) never came back", None)
+        yield _result(video.job, f"{len(video.pending)} segment(s) never came back", None)
     _sweep_temporaries(job.target for job in jobs if job.kind == "image")
 
 
@@ -430,7 +431,7 @@ def _fingerprint(job: JobLike, model, settings: UpscaleSettings, geometry, cuts)
     return hashlib.sha256(described.encode()).hexdigest()[:16]
 
 
-def _finish_video(video: _Video, settings: UpscaleSettings) -> JobResult:
+def _finish_video(video: _Video) -> JobResult:
     """Join a video's parts into its target (this process: packets are copied, nothing is decoded)."""
     from mgbp import video_segments as segments
 
