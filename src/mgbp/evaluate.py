@@ -7,6 +7,15 @@ RMSE (PIRM-2018: rounded uint8 Y) with `scale` pixels ignored at every border, N
 `scale` pixels shaved; `mgbp.protocol.niqe_y`, as `mgbp sweep` measures it). Scores are averaged over the images of a dataset. Methods run through `mgbp.inference.run_model` (tiled for large
 images); with noise W > 0, image i draws its noise with torch's RNG seeded to `seed + i`, so results do not
 depend on the order of evaluation. An image too small for the protocol, or unreadable, is skipped.
+
+Other tools' outputs (`--sr DIR ...`, one method per folder, labelled by its name): the images another program
+made from the protocol's LR images (`--save-lr` writes them) are matched to the HR images by name
+(`mgbp.protocol.output_stems`: `baby.png`, `baby_x4.png`, `babyx4.png`, `baby_SR.png`, `baby_x4_SR.png`,
+`baby_out.png`, `baby_SwinIR.png`, any image extension and case, in DIR/<dataset folder name>/ or DIR) and
+scored with the same protocol; an output of the wrong size, missing or ambiguous skips that image for that
+method with a one-line warning. NIQE on fewer than `NIQE_FEW_BLOCKS` 96x96 blocks gets a warning. LPIPS and
+DISTS (`--lpips`, `--dists`, `mgbp.metrics.learned`) run through pyiqa only when it and its weight files are
+already installed; otherwise they are skipped with the reason.
 """
 
 from __future__ import annotations
@@ -26,13 +35,16 @@ from mgbp.inference import check_self_ensemble
 from mgbp.io import read_image, write_image
 from mgbp.protocol import (
     BICUBIC,
+    NIQE_FEW_BLOCKS,
     BicubicUpscaler,
+    find_method_output,
     find_paired_lr,
     from_uint8,
     is_bicubic,
     list_images,
     load_generator,
     method_labels,
+    niqe_block_count,
     niqe_y,
     protocol_pair,
     psnr_y,
@@ -41,6 +53,7 @@ from mgbp.protocol import (
     ssim_y,
     upscale_uint8,
 )
+from mgbp.resize import modcrop
 
 PROTOCOL = ("HR -> modcrop(scale) -> LR = MATLAB bicubic 1/scale on uint8 (or paired LR) -> method -> round "
             "to uint8; PSNR-Y / SSIM-Y (MATLAB rgb2ycbcr Y, 11x11 Gaussian SSIM) and RMSE (0-255, rounded "
@@ -58,6 +71,8 @@ class ImageScore:
     ssim_y: float
     niqe: float | None = None
     rmse: float | None = None
+    lpips: float | None = None
+    dists: float | None = None
 
 
 @dataclass
@@ -70,6 +85,8 @@ class Summary:
     ssim_y: float
     niqe: float | None = None
     rmse: float | None = None
+    lpips: float | None = None
+    dists: float | None = None
 
 
 @dataclass
@@ -110,6 +127,7 @@ class Method:
     spec: str
     model: torch.nn.Module | None = None
     self_ensemble: bool = False  # the mean over the 8 flips/rotations (label ends in SELF_ENSEMBLE_SUFFIX)
+    outputs: Path | None = None  # a folder of another tool's outputs, read instead of upscaling (`--sr`)
 
     def supports(self, scale: int) -> bool:
         return self.model is None or int(self.model.scale) == scale
@@ -118,6 +136,41 @@ class Method:
         """uint8 HxWx3 LR -> uint8 (scale*H)x(scale*W)x3 output, rounded as MATLAB rounds to uint8."""
         model = BicubicUpscaler(scale) if self.model is None else self.model
         return upscale_uint8(model, lr, noise, seed=seed, tile=tile, self_ensemble=self.self_ensemble)
+
+    def output_for(self, hr_path: Path, hr: np.ndarray, lr: np.ndarray, scale: int, noise: float,
+                   tile: int | None, seed: int) -> np.ndarray:
+        """The uint8 output to score for one image: another tool's, read from `outputs`, or `upscale`'s."""
+        if self.outputs is None:
+            return self.upscale(lr, scale, noise, tile, seed)
+        return read_method_output(self.outputs, hr_path, hr, scale)
+
+
+def read_method_output(folder: Path, hr_path: Path, hr: np.ndarray, scale: int) -> np.ndarray:
+    """Another tool's output of `hr_path` (`mgbp.protocol.find_method_output`) as uint8 RGB, the size of the
+    modcropped HR `hr`; an output of the un-modcropped HR's size is modcropped the same way (top-left grid).
+    Any other size is an `ImageReadError`."""
+    path = find_method_output(folder, hr_path, scale)
+    output = read_image(path).rgb_uint8()
+    if output.shape[:2] != hr.shape[:2] and modcrop(output, scale).shape[:2] == hr.shape[:2]:
+        output = modcrop(output, scale)
+    if output.shape[:2] != hr.shape[:2]:
+        raise ImageReadError(f"{path}: {output.shape[1]}x{output.shape[0]} does not match the x{scale} HR "
+                             f"{hr_path.name} {hr.shape[1]}x{hr.shape[0]} (after modcrop)")
+    return output
+
+
+def output_folder_methods(folders: Sequence, scales: Sequence[int], taken: set[str]) -> list[Method]:
+    """One method per folder of another tool's outputs, labelled by the folder's name (its path when that
+    name is already a method's). Checked before any work: the folders exist, one scale is evaluated."""
+    folders = [Path(f) for f in folders]
+    for folder in folders:
+        if not folder.is_dir():
+            raise ConfigError(f"--sr {folder}: not a folder of images")
+    if folders and len(scales) != 1:
+        raise ConfigError(f"--sr scores outputs of one scale; give one --scale (got {', '.join(map(str, scales))})")
+    labels = dataset_names(folders)
+    return [Method(str(folder) if label in taken else label, str(folder), outputs=folder)
+            for folder, label in zip(folders, labels)]
 
 
 SELF_ENSEMBLE_SUFFIX = "+SE"  # as EDSR's "+" models: the same weights, averaged over the 8 symmetries
@@ -188,7 +241,8 @@ def summarise(images: Sequence[ImageScore]) -> list[Summary]:
         return float(np.mean(values)) if values else None
 
     return [Summary(d, s, m, len(rows), mean(rows, "psnr_y"), mean(rows, "ssim_y"), mean(rows, "niqe"),
-                    mean(rows, "rmse")) for (d, s, m), rows in groups.items()]
+                    mean(rows, "rmse"), mean(rows, "lpips"), mean(rows, "dists"))
+            for (d, s, m), rows in groups.items()]
 
 
 # ------------------------------------------------------------------------------------------------- API
@@ -197,19 +251,25 @@ def summarise(images: Sequence[ImageScore]) -> list[Summary]:
 def evaluate(datasets: Sequence, scales: Sequence[int] = (4,), methods: Sequence[str] = (BICUBIC,),
              noise: float = 0.0, niqe: bool = False, rmse: bool = False, lr_dirs: Sequence | None = None,
              tile: int | None = None, device: str | None = None, save_images=None, seed: int = 0,
-             strict: bool = False, progress: bool = True, warn=None, self_ensemble: bool = False) -> EvalResults:
+             strict: bool = False, progress: bool = True, warn=None, self_ensemble: bool = False,
+             sr_dirs: Sequence | None = None, learned: Sequence[str] = (), save_lr=None) -> EvalResults:
     """Evaluate `methods` on every image of every dataset folder at every scale (see the module docstring).
 
     An unreadable image is skipped and listed in `results.skipped` (and passed to `warn`), unless `strict`,
     in which case it raises `ImageReadError`. Missing or empty folders and bad options raise `MgbpError`s.
     `self_ensemble`: generators run as the mean over the 8 flips/rotations (W = 0 only; labels get "+SE").
+    `sr_dirs`: folders of other tools' outputs, scored as methods (module docstring). `learned`: "lpips" and/or
+    "dists", measured when pyiqa and its local weights are there, else skipped with a warning. `save_lr`: a
+    folder where the protocol's LR images are written (DIR/<dataset>/x<scale>/<image>.png), the inputs to give
+    another tool.
     """
     folders = [Path(d) for d in datasets]
     scales = _check_options(folders, scales, noise, lr_dirs, tile)
     if self_ensemble:
         check_self_ensemble(noise)
     device = resolve_device(device)
-    loaded = load_methods(list(methods) or [BICUBIC], device, self_ensemble)
+    loaded = load_methods(list(methods) or ([] if sr_dirs else [BICUBIC]), device, self_ensemble)
+    loaded += output_folder_methods(sr_dirs or [], scales, {m.label for m in loaded})
     jobs = _method_scale_jobs(loaded, scales)
     names = dataset_names(folders)
     listings = [list_images(f) for f in folders]  # fail fast on a bad folder, before any work
@@ -217,13 +277,16 @@ def evaluate(datasets: Sequence, scales: Sequence[int] = (4,), methods: Sequence
         "datasets": [str(f) for f in folders], "scales": scales, "methods": [m.spec for m in loaded],
         "noise": float(noise), "seed": int(seed), "tile": tile, "device": device, "self_ensemble": self_ensemble,
         "lr_dirs": None if lr_dirs is None else [str(d) for d in lr_dirs],
+        "sr_dirs": [str(m.outputs) for m in loaded if m.outputs is not None],
     })
     warn = warn or (lambda message: print(f"mgbp eval: warning: {message}", file=sys.stderr))
+    scorers = learned_scorers(learned, device, warn)
+    results.settings["learned_metrics"] = sorted(scorers)
     for index, (name, paths) in enumerate(zip(names, listings)):
         lr_root = None if lr_dirs is None else Path(lr_dirs[index])
         done = _evaluate_dataset(name, paths, jobs, lr_root, results, noise=noise, niqe=niqe, rmse=rmse,
                                  tile=tile, save_images=save_images, seed=seed, strict=strict,
-                                 progress=progress, warn=warn)
+                                 progress=progress, warn=warn, scorers=scorers, save_lr=save_lr)
         if done == 0:
             raise ImageReadError(f"dataset {folders[index]}: none of its {len(paths)} images could be read")
         results.image_counts[name] = done
@@ -250,6 +313,21 @@ def _check_options(folders, scales, noise, lr_dirs, tile) -> list[int]:
     return scales
 
 
+def learned_scorers(names: Sequence[str], device: str, warn) -> dict:
+    """{name: scorer} of the learned metrics that can run here without a download; the others are skipped
+    with their reason passed to `warn` (`mgbp.metrics.learned`)."""
+    from mgbp.metrics.learned import LearnedScorer, unavailable
+
+    scorers = {}
+    for name in dict.fromkeys(names):
+        reason = unavailable(name)
+        if reason is None:
+            scorers[name] = LearnedScorer(name, device)
+        else:
+            warn(reason)
+    return scorers
+
+
 def _method_scale_jobs(methods: Sequence[Method], scales: Sequence[int]) -> list[tuple[int, Method]]:
     """(scale, method) pairs to run: a generator runs only at its own scale."""
     for method in methods:
@@ -260,11 +338,11 @@ def _method_scale_jobs(methods: Sequence[Method], scales: Sequence[int]) -> list
 
 
 def _evaluate_dataset(name, paths, jobs, lr_root, results: EvalResults, *, noise, niqe, rmse, tile,
-                      save_images, seed, strict, progress, warn) -> int:
+                      save_images, seed, strict, progress, warn, scorers=None, save_lr=None) -> int:
     """Score every (image, scale, method) of one dataset into `results`; returns the images evaluated."""
     from tqdm import tqdm
 
-    done = 0
+    done, warned = 0, set()
     bar = tqdm(paths, desc=name, unit="img", disable=True if not progress else None, file=sys.stderr)
     for index, path in enumerate(bar):
         try:
@@ -277,8 +355,21 @@ def _evaluate_dataset(name, paths, jobs, lr_root, results: EvalResults, *, noise
             continue
         for scale, method in jobs:
             hr, lr = pairs[scale]
-            output = method.upscale(lr, scale, noise, tile, seed + index)
+            if save_lr is not None:
+                write_image(Path(save_lr) / name / f"x{scale}" / f"{path.stem}.png", lr)
+            try:
+                output = method.output_for(path, hr, lr, scale, noise, tile, seed + index)
+            except ImageReadError as exc:  # another tool's output missing or mismatched: this method only
+                if strict:
+                    raise
+                results.skipped.append({"path": str(path), "method": method.label, "reason": str(exc)})
+                warn(f"skipped for {method.label}: {exc}")
+                continue
             values = score(output, hr, scale, niqe, rmse)
+            if niqe and values["niqe"] is not None:
+                _warn_few_niqe_blocks(path, output, scale, warn, warned)
+            for metric, scorer in (scorers or {}).items():
+                values[metric] = scorer(from_uint8(output), from_uint8(hr), scale)
             if niqe and values["niqe"] is None:
                 warn(f"{path}: x{scale} {method.label} output is too small for NIQE (needs 96x96 after the "
                      f"{scale}-pixel border shave); left out")
@@ -289,6 +380,15 @@ def _evaluate_dataset(name, paths, jobs, lr_root, results: EvalResults, *, noise
         done += 1
     bar.close()
     return done
+
+
+def _warn_few_niqe_blocks(path: Path, output: np.ndarray, scale: int, warn, warned: set) -> None:
+    """Once per (image, scale): NIQE fits its statistics over the 96x96 blocks of the shaved output."""
+    blocks = niqe_block_count(output.shape[0], output.shape[1], scale)
+    if blocks < NIQE_FEW_BLOCKS and (path, scale) not in warned:
+        warned.add((path, scale))
+        warn(f"{path}: x{scale} NIQE rests on {blocks} block(s) of 96x96 ({output.shape[1]}x{output.shape[0]} "
+             f"output, {scale}-pixel border shaved): too few for a stable figure")
 
 
 # ------------------------------------------------------------------------------------------------- CLI
@@ -312,6 +412,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--markdown", type=Path, metavar="FILE", help="write the table as Markdown")
     parser.add_argument("--save-images", type=Path, metavar="DIR",
                         help="write outputs as DIR/<dataset>/x<scale>/<method>/<image>.png")
+    parser.add_argument("--sr", nargs="+", metavar="DIR",
+                        help="folders of outputs made by other tools from the protocol's LR images, one method per "
+                             "folder, matched by name: baby.png, baby_x4.png, baby_SR.png, baby_out.png, ... "
+                             "(in DIR/<dataset>/ or DIR)")
+    parser.add_argument("--save-lr", type=Path, metavar="DIR",
+                        help="write the protocol's LR images as DIR/<dataset>/x<scale>/<image>.png (the inputs to "
+                             "give another tool)")
+    parser.add_argument("--lpips", action="store_true",
+                        help="also LPIPS through pyiqa, if installed with its weights on disk (never downloaded)")
+    parser.add_argument("--dists", action="store_true",
+                        help="also DISTS through pyiqa, if installed with its weights on disk (never downloaded)")
     parser.add_argument("--lr", nargs="+", metavar="DIR",
                         help="paired LR folders, one per --data folder (instead of bicubic downscaling)")
     parser.add_argument("--tile", type=int, metavar="N", help="LR tile size for model inference (auto)")
@@ -326,10 +437,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from mgbp import tables
 
-    results = evaluate(args.data or [sample_image()], args.scale, args.method or [BICUBIC], noise=args.noise, niqe=args.niqe,
+    learned = [name for name in ("lpips", "dists") if getattr(args, name)]
+    methods = args.method or ([] if args.sr else [BICUBIC])
+    results = evaluate(args.data or [sample_image()], args.scale, methods, noise=args.noise, niqe=args.niqe,
                        rmse=args.rmse, lr_dirs=args.lr, tile=args.tile, device=args.device,
                        save_images=args.save_images, seed=args.seed, strict=args.strict,
-                       progress=not args.quiet, self_ensemble=args.self_ensemble)
+                       progress=not args.quiet, self_ensemble=args.self_ensemble,
+                       sr_dirs=args.sr, learned=learned, save_lr=args.save_lr)
     document = results.to_dict()
     print(tables.text_table(*tables.summary_grid(document["summary"])))
     if args.per_image:

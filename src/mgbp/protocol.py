@@ -78,6 +78,34 @@ def find_paired_lr(lr_root: Path, hr_path: Path, scale: int) -> Path:
     raise ImageReadError(f"{hr_path}: no paired LR image for x{scale} in {lr_root}")
 
 
+def output_stems(stem: str, scale: int) -> list[str]:
+    """The names other tools give their output of the image `stem` (`baby`): `baby` itself, `baby_x4` /
+    `babyx4` (benchmark folders), `baby_SR` and `baby_x4_SR` (EDSR and others), `baby_out` (Real-ESRGAN's
+    default suffix), `baby_SwinIR` (SwinIR's). Compared without regard to case."""
+    return [stem, f"{stem}_x{scale}", f"{stem}x{scale}", f"{stem}_SR", f"{stem}_x{scale}_SR", f"{stem}_out",
+            f"{stem}_SwinIR"]
+
+
+def find_method_output(sr_root: Path, hr_path: Path, scale: int) -> Path:
+    """The output another tool made for `hr_path` in the folder `sr_root`: in `sr_root/<HR folder name>/` when
+    that exists (one subfolder per dataset), else in `sr_root` itself, named as `output_stems` lists, any
+    image extension. None found, or more than one, is an `ImageReadError` (that image is skipped)."""
+    sr_root, hr_path = Path(sr_root), Path(hr_path)
+    folder = sr_root / hr_path.parent.name
+    folder = folder if folder.is_dir() else sr_root
+    wanted = {f"{stem}{extension}".lower() for stem in output_stems(hr_path.stem, scale)
+              for extension in IMAGE_EXTENSIONS}
+    found = sorted(p for p in folder.iterdir() if p.name.lower() in wanted and p.is_file())
+    if len(found) > 1:
+        raise ImageReadError(f"{hr_path.name}: {len(found)} outputs match in {folder} "
+                             f"({', '.join(p.name for p in found)}); keep one")
+    if not found:
+        raise ImageReadError(f"{hr_path.name}: no output in {folder} (looked for {hr_path.stem}, "
+                             f"{hr_path.stem}_x{scale}, {hr_path.stem}_SR, {hr_path.stem}_out, ... with an image "
+                             "extension)")
+    return found[0]
+
+
 def smallest_hr_side(scale: int, window: int = 0) -> int:
     """Smallest HR side the protocol accepts at x`scale`: one LR pixel; when scores are measured, a
     `window`-pixel square must remain after modcrop and the `scale`-pixel border shave."""
@@ -155,6 +183,16 @@ def niqe_y(output: torch.Tensor, reference: torch.Tensor | None, scale: int) -> 
     from mgbp.metrics import niqe
 
     return float(niqe(output[..., scale:-scale, scale:-scale] if scale > 0 else output)[0])
+
+
+NIQE_BLOCK = 96  # NIQE's block side (niqe_release)
+NIQE_FEW_BLOCKS = 4  # fewer 96x96 blocks than this: a NIQE figure worth a warning
+
+
+def niqe_block_count(height: int, width: int, scale: int) -> int:
+    """How many 96x96 blocks `niqe_y` measures on a height x width output (its `scale` border shaved): NIQE
+    fits its statistics over them, so a figure from very few blocks is unreliable."""
+    return max(0, (height - 2 * scale) // NIQE_BLOCK) * max(0, (width - 2 * scale) // NIQE_BLOCK)
 
 
 # ------------------------------------------------------------------------------------------------- methods

@@ -33,13 +33,15 @@ METRIC_COLUMNS = (
     MetricColumn("ssim_y", "SSIM-Y", 4),
     MetricColumn("niqe", "NIQE", 4),
     MetricColumn("rmse", "RMSE", 2),
+    MetricColumn("lpips", "LPIPS", 4),  # optional, through pyiqa (mgbp.metrics.learned)
+    MetricColumn("dists", "DISTS", 4),
 )
-CSV_FIELDS = ("dataset", "scale", "method", "image", "count", "psnr_y", "ssim_y", "niqe", "rmse")
+CSV_FIELDS = ("dataset", "scale", "method", "image", "count", "psnr_y", "ssim_y", "niqe", "rmse", "lpips", "dists")
 MISSING = "-"
 
 
 def measured_columns(records: Sequence[dict]) -> list[MetricColumn]:
-    """PSNR-Y and SSIM-Y always; NIQE and RMSE when any record has them."""
+    """PSNR-Y and SSIM-Y always; the others (NIQE, RMSE, LPIPS, DISTS) when any record has them."""
     return [c for c in METRIC_COLUMNS
             if c.key in ("psnr_y", "ssim_y") or any(r.get(c.key) is not None for r in records)]
 
