@@ -104,6 +104,7 @@ def test_a_rerun_reuses_finished_segments_and_the_join_equals_the_single_pass(tm
     """The segment path without Ray: plan, run one segment, plan again (it is not redone), run the rest, join;
     the decoded video equals `upscale_video`'s (lossless encode, W > 0) frame for frame, timestamp for timestamp."""
     import pickle
+    from dataclasses import replace
 
     import av
 
@@ -125,7 +126,7 @@ def test_a_rerun_reuses_finished_segments_and_the_join_equals_the_single_pass(tm
     first = distributed._plan([Job()], model, settings, cluster)
     assert len(first.rows) >= 3 and {row["kind"] for row in first.rows} == {"segment"}
     upscale_segment(pickle.loads(first.rows[0]["task"]), model, options)
-    again = distributed._plan([Job()], model, settings, cluster)
+    again = distributed._plan([Job()], model, replace(settings, skip_existing=True), cluster)  # the rerun
     assert [row["segment"] for row in again.rows] == [row["segment"] for row in first.rows[1:]]
     for row in again.rows:
         upscale_segment(pickle.loads(row["task"]), model, options)

@@ -426,7 +426,8 @@ def _fingerprint(job: JobLike, model, settings: UpscaleSettings, geometry, cuts)
     source = Path(job.source).resolve()
     stat = source.stat()
     weights = {name: (tuple(t.shape), float(t.double().sum())) for name, t in model.state_dict().items()}
-    described = json.dumps([str(source), stat.st_size, stat.st_mtime_ns, str(job.target), asdict(settings),
+    pixels = {k: v for k, v in asdict(settings).items() if k not in ("skip_existing", "overwrite")}
+    described = json.dumps([str(source), stat.st_size, stat.st_mtime_ns, str(job.target), pixels,
                             repr(weights), repr(geometry), [(c.first, c.end) for c in cuts]], default=str)
     return hashlib.sha256(described.encode()).hexdigest()[:16]
 
