@@ -226,30 +226,21 @@ def test_tags_show_the_w_cycle():
     assert "bp.L3.s3" not in names and "bp.L3.s1.L2.s1.L1" not in names
 
 
-def test_macs_formula_matches_hook_count():
-    """Count MACs of every convolution from the real tensor shapes; 'same' padding makes grids exact."""
+def test_macs_formula_matches_counted_convolutions():
+    """Count MACs of every convolution torch runs (FlopCounterMode: 2 FLOPs per MAC, transposed ones too);
+    'same' padding makes grids exact. The bicubic upscale is given (`upscaled=`): the formula leaves it out."""
+    from torch.utils.flop_counter import FlopCounterMode
+
     for overrides, shape in [
         ({"padding": "same"}, (1, 3, 8, 8)),
         ({"padding": "same", "dims": 3}, (1, 3, 3, 4, 4)),
     ]:
         model = tiny(**overrides)
-        macs = []
-
-        def hook(module, inputs, output, macs=macs):
-            kernel = torch.tensor(module.weight.shape[2:]).prod().item()
-            if isinstance(module, (torch.nn.ConvTranspose2d, torch.nn.ConvTranspose3d)):
-                macs.append(inputs[0].numel() * module.out_channels * kernel)
-            else:
-                macs.append(output.numel() * module.in_channels * kernel)
-
-        for m in model.modules():
-            if isinstance(
-                m, (torch.nn.Conv2d, torch.nn.Conv3d, torch.nn.ConvTranspose2d, torch.nn.ConvTranspose3d)
-            ):
-                m.register_forward_hook(hook)
-        out = model(torch.rand(shape))
+        upscaled = imresize(torch.rand(shape), scale=model.scale)
+        with FlopCounterMode(display=False) as counter:
+            out = model(None, upscaled=upscaled)
         pixels = out[0, 0].numel()
-        assert sum(macs) / pixels == pytest.approx(macs_per_output_pixel(model.config), rel=1e-12)
+        assert counter.get_total_flops() / 2 / pixels == pytest.approx(macs_per_output_pixel(model.config), rel=1e-12)
 
 
 # ---- running: sizes, batches, 2D and 3D -------------------------------------------------------------------

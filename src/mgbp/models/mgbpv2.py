@@ -69,7 +69,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mgbp.errors import ConfigError
-from mgbp.resize import phase_kernel, upscale_integer
+from mgbp.resize import upscale_integer
 
 PADDINGS = ("valid", "same")
 TEMPORAL_PADDINGS = ("same", "none")
@@ -237,11 +237,38 @@ class BackProjectionStep(nn.Module):
         upscale_in = 2 * cfg.width(level - 1) + cfg.noise_features
         self.up = geometry.upscale(upscale_in, cfg.width(level))
 
-    def forward(self, out: torch.Tensor, features: list[torch.Tensor], noise: list[torch.Tensor]):
+    def forward(self, out: torch.Tensor, context: list[torch.Tensor], noise: list[torch.Tensor]):
+        """`context` / `noise`: ReLU(y_k) and ReLU(z_k) of the lower levels, activated once per forward pass."""
         lr = self.down(out)  # line 5: LR = Downscale_tag(out)
-        c = lr if self.inner is None else self.inner(lr, features, noise)  # line 6: c = BP_{k-1}(LR)
-        lifted = [features[self.context_index], c] + noise[self.context_index : self.context_index + 1]
-        return out + self.up(F.relu(torch.cat(lifted, dim=1)))  # line 7: out += Upscale_tag([y_{k-1}, c])
+        c = lr if self.inner is None else self.inner(lr, context, noise)  # line 6: c = BP_{k-1}(LR)
+        # line 7: out += Upscale_tag([y_{k-1}, c]), Upscale = transposed convolution of the ReLU; the ReLU acts
+        # per channel, so only c is activated here
+        k = self.context_index
+        lifted = torch.cat([context[k], F.relu(c)] + noise[k : k + 1], dim=1)
+        return add_transposed_convolution(out, self.up, lifted)
+
+
+def _same_layout(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """`t` with channels-last strides when `like` has them. A one-channel map is 'contiguous' in both layouts,
+    and torch.cat of channels-last features with it would fall back to a slow NCHW copy."""
+    if t.dim() == 4 and like.is_contiguous(memory_format=torch.channels_last) and not like.is_contiguous():
+        return t.clone(memory_format=torch.channels_last)
+    return t
+
+
+def add_transposed_convolution(out: torch.Tensor, up: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """out + up(x) for a transposed convolution `up`, its bias added with `out` in place on the result.
+
+    oneDNN's transposed convolution runs about half as fast on CPU when it adds the bias itself (measured with
+    torch 2.13: 23 vs 46 GMAC/s for the 129 -> 32 channel Upscale of mgbp-x4), and the two in-place additions
+    allocate nothing. Autograd is unaffected (a convolution's backward needs its input, not its output).
+    """
+    transposed = F.conv_transpose2d if isinstance(up, nn.ConvTranspose2d) else F.conv_transpose3d
+    y = transposed(x, up.weight, None, up.stride, up.padding, up.output_padding, up.groups, up.dilation)
+    y = y.add_(out)
+    if up.bias is not None:
+        y = y.add_(up.bias.view(1, -1, *([1] * (y.dim() - 2))))
+    return y
 
 
 class BackProjection(nn.Module):
@@ -255,9 +282,9 @@ class BackProjection(nn.Module):
             self.add_module(f"s{s}", BackProjectionStep(level, cfg, geometry, f"{tag}.s{s}"))
         self._steps = list(self.children())  # a plain list: iterated in forward without name look-ups
 
-    def forward(self, out: torch.Tensor, features: list[torch.Tensor], noise: list[torch.Tensor]):
+    def forward(self, out: torch.Tensor, context: list[torch.Tensor], noise: list[torch.Tensor]):
         for step in self._steps:
-            out = step(out, features, noise)
+            out = step(out, context, noise)
         return out
 
 
@@ -318,9 +345,11 @@ class MGBPv2(nn.Module):
         )
         self.border_lr = self._border_lr()
         self.border_frames = self._border_frames() if self.is_video else 0
-        # The fixed polyphase kernel of the bicubic X (a buffer: it follows .to(device/dtype), export sees a
-        # constant, and no tensor is built per forward; not saved: it is MATLAB's, not learned).
-        self.register_buffer("bicubic_kernel", phase_kernel(cfg.scale, cfg.scale), persistent=False)
+        if cfg.dims == 2:
+            # Kernels in oneDNN's / cuDNN's fast layout (NHWC); `network` gives the activations the same on CPU
+            # (see there). Loading and saving are unaffected (copies keep the layout; weight files store
+            # contiguous tensors).
+            self.to(memory_format=torch.channels_last)
 
     supports_placement = True  # forward(..., placement=) lines a tile's grids up with the whole image's
 
@@ -363,15 +392,22 @@ class MGBPv2(nn.Module):
 
         `forward` pads and crops around it; `mgbp.export` calls it with padding written in traceable ops."""
         cfg = self.config
+        if x.dim() == 4 and x.device.type == "cpu":
+            # oneDNN's fast layout: 1.25x (Table I x4) to 1.6x (mgbp-x4) on CPU; its transposed convolutions
+            # run on a much slower path in NCHW (torch 2.13; benchmarks/bench_speed.py)
+            x = x.contiguous(memory_format=torch.channels_last)
         image, noise_map = x[:, : cfg.image_channels], x[:, cfg.image_channels :]
 
         analysis_input = image if cfg.noise_features > 0 else x
         features = [analysis(analysis_input) for analysis in self.analysis]  # lines 2-4: y_k = Analysis_k(x)
         noise_features = [analysis(noise_map) for analysis in self.noise_analysis]
+        # Every Upscale starts with a ReLU of [y_{k-1}, c, z_{k-1}]: the fixed y and z parts once, here
+        context = [F.relu(y) for y in features[:-1]]
+        noise_context = [_same_layout(F.relu(z), x) for z in noise_features]
 
         out = features[-1]  # lines 5-8: y = BP^mu_L(y_L | y_1..y_{L-1}); tags are fixed at construction
         for bp in self.bp.values():
-            out = bp(out, features, noise_features)
+            out = bp(out, context, noise_context)
         Y = self.synthesis(out)  # line 9: Y = Synthesis(y)
         if cfg.residual:
             Y = Y + image
@@ -390,9 +426,9 @@ class MGBPv2(nn.Module):
             )
         if upscaled is not None:
             return upscaled
-        # float64 (tests, references) rebuilds the kernel exactly instead of widening a float32 buffer
-        kernel = None if lr.dtype == torch.float64 else self.bicubic_kernel
-        return upscale_integer(lr, self.scale, kernel)
+        # The fixed polyphase convolution (size-independent: exports with dynamic H, W); its 5x5 kernel is
+        # built per call in lr's dtype (microseconds), so it is exact in any dtype the model is cast to.
+        return upscale_integer(lr, self.scale)
 
     def _scaled_noise(self, X: torch.Tensor, noise_amp, noise: torch.Tensor | None) -> torch.Tensor:
         """W N(0,1) with `noise_channels` channels on X's grid (zeros, not drawn, when W is the float 0)."""
