@@ -184,6 +184,8 @@ def create_app(engine: Engine):
         path = first_file(files)
         if path is None:
             return None, ""
+        if model_choice == WEIGHT_FILE and first_file(weights) is None:
+            return None, "Upload a weight file to see the preview."
         try:
             with page_errors(engine, cancellable=True):
                 model = engine.model(model_choice, scale, first_file(weights))
@@ -394,6 +396,7 @@ def start(host: str = "127.0.0.1", port: int | None = 7860, device: str | None =
         raise ConfigError(f"--max-upload-mb must be positive, got {max_upload_mb}")
     if port is not None and not 0 < int(port) < 65536:
         raise ConfigError(f"--port must be from 1 to 65535, got {port}")
+    require_gradio()  # imported before GRADIO_TEMP_DIR changes: Gradio's import-time folders stay its own
     work_root = Path(tempfile.mkdtemp(prefix="mgbp-serve-"))
     previous = os.environ.get("GRADIO_TEMP_DIR")
     os.environ["GRADIO_TEMP_DIR"] = str(work_root / "gradio")  # read by Gradio when the app is built

@@ -91,6 +91,7 @@ class Engine:
         self._models: OrderedDict[tuple, torch.nn.Module] = OrderedDict()
         self._images: OrderedDict[tuple, tuple] = OrderedDict()
         self._noise: tuple[tuple, object] | None = None  # (key, whole-image noise map) of the last preview
+        self._digests: dict[tuple, str] = {}  # (path, size, mtime) -> sha256 of uploaded weight files
         self._lock = threading.Lock()
 
     def close(self) -> None:
@@ -111,7 +112,7 @@ class Engine:
         if choice == WEIGHT_FILE:
             if not weight_file:
                 raise ConfigError("upload a weight file (.safetensors, or the authors' .model) or pick a model")
-            key, source = ("file", _sha256(Path(weight_file))), str(weight_file)
+            key, source = ("file", self._file_digest(Path(weight_file))), str(weight_file)
         else:
             name = default_model_for_scale(scale or _default_scale(), video) if choice == AUTO_MODEL else choice
             if name not in SHIPPED:
@@ -128,6 +129,17 @@ class Engine:
                     del self._models[old]
             self._models.move_to_end(key)
         return resolve_model(model, scale, device=self.device)
+
+    def _file_digest(self, path: Path) -> str:
+        """sha256 of an uploaded weight file, remembered while the file is unchanged (previews ask often)."""
+        try:
+            stat = path.stat()
+        except OSError as exc:
+            raise ConfigError(f"{path.name}: cannot read the weight file ({exc.strerror or exc})") from None
+        key = (str(path), stat.st_size, stat.st_mtime_ns)
+        if key not in self._digests:
+            self._digests[key] = _sha256(path)
+        return self._digests[key]
 
     # ---------------------------------------------------------------------------------------------- images
 
