@@ -194,6 +194,16 @@ def test_a_failed_check_writes_nothing(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_an_exporter_failure_is_one_line_and_writes_nothing(tmp_path, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("Unsupported op\nlong traceback-like detail")
+
+    monkeypatch.setattr(torch.onnx, "export", broken)
+    with pytest.raises(export.MgbpError, match="^the torchscript exporter failed: Unsupported op$"):
+        export_onnx(random_tiny(), tmp_path / "m.onnx", ExportOptions())
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_without_onnxruntime_the_file_is_written_unchecked(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # `import onnxruntime` raises ImportError
     report = export_onnx(random_tiny(), tmp_path / "m.onnx", ExportOptions(image_only=True))

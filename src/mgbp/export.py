@@ -155,7 +155,7 @@ class OnnxImageOnlyGenerator(OnnxGenerator):
 
 def check_exportable(model: nn.Module) -> None:
     """Only image MGBPv2 models export (their graph has no data-dependent control flow)."""
-    family = getattr(model, "family", type(model).__name__)
+    family = model.family
     if family != "mgbpv2" or not hasattr(model, "network"):
         raise ConfigError(f"ONNX export supports image MGBPv2 models; this one is {family} "
                           "(MGBP-3D video and MGBPv1 models are not exported)")
@@ -256,14 +256,23 @@ def _trace_to_file(module: nn.Module, args, names, path: Path, options: ExportOp
     with warnings.catch_warnings(), torch.no_grad():
         # the TorchScript exporter's deprecation notice and its tracer's notes on constant checks
         warnings.simplefilter("ignore")
-        if options.exporter == "torchscript":
-            torch.onnx.export(module, args, str(path), dynamo=False, opset_version=int(options.opset),
-                              input_names=list(names), output_names=["output"],
-                              dynamic_axes=_dynamic_axes(names, scale) if dynamic else None)
-        else:
-            torch.onnx.export(module, args, str(path), dynamo=True, opset_version=int(options.opset),
-                              input_names=list(names), output_names=["output"], verbose=False,
-                              dynamic_shapes=_dynamic_shapes(names, scale, min_side) if dynamic else None)
+        try:
+            _export_with(module, args, names, path, options, scale, min_side, dynamic)
+        except (RuntimeError, ValueError) as exc:  # inside PyTorch's exporter: one line, nothing written
+            first = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+            raise MgbpError(f"the {options.exporter} exporter failed: {first.strip()[:300]}") from None
+
+
+def _export_with(module, args, names, path: Path, options: ExportOptions, scale: int, min_side: int,
+                 dynamic: bool) -> None:
+    if options.exporter == "torchscript":
+        torch.onnx.export(module, args, str(path), dynamo=False, opset_version=int(options.opset),
+                          input_names=list(names), output_names=["output"],
+                          dynamic_axes=_dynamic_axes(names, scale) if dynamic else None)
+    else:
+        torch.onnx.export(module, args, str(path), dynamo=True, opset_version=int(options.opset),
+                          input_names=list(names), output_names=["output"], verbose=False,
+                          dynamic_shapes=_dynamic_shapes(names, scale, min_side) if dynamic else None)
 
 
 def _describe(path: Path, model: nn.Module, names, options: ExportOptions, min_side: int, label: str) -> None:
@@ -305,7 +314,9 @@ def export_onnx(model: nn.Module, path, options: ExportOptions = ExportOptions()
     min_side = smallest_side(model)
     size = options.static_size or (min_side + 6, min_side + 3)  # odd and unequal: both paddings exercised
     module = _wrapper(model, options)
-    args = example_inputs(model, names, size, noise_amp=1.0, dtype=options.dtype)
+    # torch.export specialises a dimension whose example is 1, so a dynamic batch is traced with 2 images
+    batch = 2 if options.exporter == "dynamo" and options.static_size is None else 1
+    args = example_inputs(model, names, size, batch=batch, noise_amp=1.0, dtype=options.dtype)
     report = ExportReport(Path(path), int(model.scale), names, min_side)
     with atomic_path(path) as temporary:
         _trace_to_file(module, args, names, temporary, options, int(model.scale), min_side)
