@@ -448,3 +448,187 @@ def test_pil_float_image_outside_0_1_is_refused():
     values = np.full((5, 6), 128.0, np.float32)  # a 0..255 float image
     with pytest.raises(MgbpError, match=r"\[0, 1\]"):
         inference.upscale(Image.fromarray(values, mode="F"), model=NearestGenerator(2))
+
+
+# ----------------------------------------------------------------------------- memory, animated images
+
+
+def declared_huge_png(path: Path, side: int = 13000) -> Path:
+    """A valid grey PNG of side x side zeros: about 0.5 MB on disk, 169 M pixels once decoded."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    packer, row, parts = zlib.compressobj(9), bytes(side + 1), []  # filter byte 0, then zeros
+    for _ in range(side):
+        parts.append(packer.compress(row))
+    parts.append(packer.flush())
+    header = struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", b"".join(parts))
+                     + chunk(b"IEND", b""))
+    return path
+
+
+def test_an_image_too_big_for_memory_is_refused_before_decoding_and_the_folder_goes_on(tmp_path, tiny, capsys):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    huge = declared_huge_png(folder / "huge.png")
+    assert huge.stat().st_size < 2_000_000
+    save_png(folder / "small.png")
+    assert upscale_cli(folder, "-o", tmp_path / "out", "-m", "tiny-test", "--max-memory", "2") == 1
+    err = capsys.readouterr().err
+    assert "huge.png" in err and "--max-memory" in err and "GiB" in err and "Traceback" not in err
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["small.png"]
+    assert "1 written, 0 skipped (existing), 1 failed" in err
+
+
+def test_the_memory_estimate_lets_ordinary_images_through(tmp_path, tiny):
+    source = save_png(tmp_path / "x.png", shape=(40, 50, 3))
+    assert upscale_cli(source, "-o", tmp_path / "out.png", "-m", "tiny-test", "--max-memory", "0.5") == 0
+    assert upscale_cli(source, "-o", tmp_path / "o.png", "-m", "tiny-test", "--max-memory", "0") == 2
+
+
+def test_a_memory_error_fails_one_file_not_the_run(tmp_path, tiny, monkeypatch, capsys):
+    from mgbp.commands import upscale as command
+
+    real = command.upscale_image_file
+
+    def short_of_memory(source, target, model, args):
+        if source.name == "a.png":
+            raise MemoryError
+        return real(source, target, model, args)
+
+    monkeypatch.setattr(command, "upscale_image_file", short_of_memory)
+    for index, name in enumerate(("a.png", "b.png")):
+        save_png(tmp_path / "in" / name, seed=index)
+    assert upscale_cli(tmp_path / "in", "-o", tmp_path / "out", "-m", "tiny-test") == 1
+    err = capsys.readouterr().err
+    assert "a.png" in err and "memory" in err and "Traceback" not in err
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["b.png"]
+
+
+def test_an_animated_gif_warns_that_only_its_first_frame_is_upscaled(tmp_path, tiny, capsys):
+    frames = [Image.fromarray(np.full((6, 8, 3), 60 * i, np.uint8)) for i in range(3)]
+    frames[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames[1:], duration=100, loop=0)
+    assert upscale_cli(tmp_path / "anim.gif", "-o", tmp_path / "out.png", "-m", "tiny-test") == 0
+    err = capsys.readouterr().err
+    assert "anim.gif" in err and "3 frames" in err and "first" in err
+    assert Image.open(tmp_path / "out.png").size == (16, 12)
+
+
+# ----------------------------------------------------------------------------- variable frame rate
+
+
+def presentation_times(path: Path) -> tuple[list[float], list[float]]:
+    """Seconds at which each decoded frame is shown, and each frame's mean level (frame i was made at
+    (20 + 30 i) % 256, so the order of the frames can be checked)."""
+    import av
+
+    with av.open(str(path)) as container:
+        frames = list(container.decode(video=0))
+        return ([float(f.pts * f.time_base) for f in frames],
+                [float(f.to_ndarray(format="rgb24").mean()) for f in frames])
+
+
+@pytest.mark.parametrize("times, time_base", [
+    ((0, 1, 2, 3, 50, 57, 58), Fraction(1, 25)),  # a pause of two seconds
+    ((0, 33, 70, 100, 1995, 2280, 2290, 2291), Fraction(1, 1000)),  # irregular, down to 1 ms apart
+], ids=["pause", "irregular"])
+def test_variable_frame_rate_keeps_every_presentation_time(tmp_path, times, time_base, monkeypatch):
+    monkeypatch.setattr(inference, "resolve_model", lambda name, scale, **kw: NearestGenerator(2))
+    clip = make_clip(tmp_path / "vfr.mp4", times=times, time_base=time_base)
+    source_times, source_levels = presentation_times(clip)
+    assert len(source_times) == len(times) and source_times == sorted(set(source_times))
+    assert upscale_cli(clip, "-o", tmp_path / "out.mp4", "-m", "nearest") == 0
+    out_times, out_levels = presentation_times(tmp_path / "out.mp4")
+    assert len(out_times) == len(source_times)
+    assert np.abs(np.array(out_times) - np.array(source_times)).max() < 1e-3
+    assert np.abs(np.array(out_levels) - np.array(source_levels)).max() < 10  # the same frames (30 apart), in order
+
+
+# ----------------------------------------------------------------------------- one-line errors: train, eval, devices
+
+
+def tiny_train_config(tmp_path: Path, **extra) -> Path:
+    """A config that would train the tiny preset for a few steps on two small images."""
+    import yaml
+
+    for index in range(2):
+        save_png(tmp_path / "train" / f"t{index}.png", shape=(40, 44, 3), seed=index)
+    config = {"model": {"preset": "tiny"}, "output_dir": str(tmp_path / "run"), "steps": 2, "device": "cpu",
+              "cpu_threads": 1, "data": {"train": [str(tmp_path / "train")], "patch": 6, "batch": 2, "workers": 0},
+              "val": {"folder": None}}
+    for key, value in extra.items():
+        config.setdefault(key, {}).update(value) if isinstance(value, dict) else config.update({key: value})
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@pytest.mark.parametrize("override, key", [
+    ("optim.lr=-1e-4", "optim.lr"), ("optim.lr=.nan", "optim.lr"), ("val.every=0", "val.every"),
+    ("optim.step_every=0", "optim.step_every"), ("data.patch=big", "data.patch"),
+    ("data.workers=-1", "data.workers"), ("device=meta", "device meta"), ("optim.betas=[0.9]", "optim.betas"),
+    ("loss.gan=-1", "loss.gan"),
+])
+def test_train_refuses_bad_values_in_one_line(tmp_path, override, key, capsys):
+    assert main(["train", str(tiny_train_config(tmp_path)), override, "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert key in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert not (tmp_path / "run" / "last.pt").exists()
+
+
+@pytest.mark.parametrize("device", ["meta", "cuda:7", "nonsense"])
+def test_upscale_refuses_an_unusable_device_in_one_line(tmp_path, device, capsys):
+    source = save_png(tmp_path / "x.png")
+    weights = saved_tiny(tmp_path / "tiny.safetensors")
+    assert upscale_cli(source, "-o", tmp_path / "out.png", "-m", weights, "--device", device) == 2
+    err = capsys.readouterr().err
+    assert f"--device {device}" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "out.png").exists()
+
+
+def test_eval_checks_its_output_files_before_the_evaluation(tmp_path, monkeypatch, capsys):
+    from mgbp import evaluate
+
+    ran = []
+    monkeypatch.setattr(evaluate, "evaluate", lambda *a, **k: ran.append(1))
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file, not a folder")
+    for option in ("--json", "--csv", "--markdown"):
+        assert main(["eval", "--quiet", option, str(blocker / "results.out")]) == 2
+        err = capsys.readouterr().err
+        assert option in err and len(err.strip().splitlines()) == 1
+    assert ran == []  # refused before any work
+    assert not list(tmp_path.glob(".mgbp-write-check-*"))
+
+
+def test_resume_after_a_kill_logs_every_step_once(tmp_path, monkeypatch):
+    """A run killed after its checkpoint at step 10 had logged steps 15 and 20; --resume runs them again and
+    must not log them twice (train.csv, log.jsonl)."""
+    import csv
+    import json
+    import shutil
+
+    from mgbp import train
+
+    config = tiny_train_config(tmp_path, steps=20, log_every=5, checkpoint_every=10)
+    run_dir = tmp_path / "run"
+    real_save = train.atomic_torch_save
+
+    def save_and_keep_step_10(state, path):
+        real_save(state, path)
+        if state["step"] == 10:
+            shutil.copy(path, tmp_path / "step10.pt")
+
+    monkeypatch.setattr(train, "atomic_torch_save", save_and_keep_step_10)
+    assert main(["train", str(config), "--quiet"]) == 0
+    shutil.copy(tmp_path / "step10.pt", run_dir / "last.pt")  # as if killed after logging step 20
+    assert main(["train", str(config), "--quiet", "--resume"]) == 0
+    with (run_dir / "train.csv").open(newline="") as fh:
+        steps = [int(row["step"]) for row in csv.DictReader(fh)]
+    assert steps == [5, 10, 15, 20]
+    records = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if r["kind"] == "train"] == [5, 10, 15, 20]

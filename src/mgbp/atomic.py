@@ -16,6 +16,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from mgbp.errors import ConfigError
+
 
 @functools.cache
 def default_file_mode() -> int:
@@ -40,6 +42,23 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         os.replace(temporary, path)
     finally:
         temporary.unlink(missing_ok=True)
+
+
+def check_writable(path: str | os.PathLike, what: str = "") -> None:
+    """ConfigError unless a file can be written at `path`: its folder exists or can be made and takes a file
+    (probed with a hidden temporary one, removed at once). For outputs written at the end of long work, so that
+    an unwritable one fails before the work, not after."""
+    path = Path(path)
+    label = what or str(path)
+    if path.is_dir():
+        raise ConfigError(f"cannot write {label}: {path} is a folder")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, name = tempfile.mkstemp(prefix=".mgbp-write-check-", dir=path.parent)
+        os.close(handle)
+        os.unlink(name)
+    except OSError as exc:
+        raise ConfigError(f"cannot write {label}: {exc.strerror or exc} ({exc.filename or path.parent})") from None
 
 
 def write_bytes_atomically(path: str | os.PathLike, data: bytes) -> Path:

@@ -436,7 +436,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from mgbp import tables
+    from mgbp.atomic import check_writable
 
+    for option, path in (("--json", args.json), ("--csv", args.csv), ("--markdown", args.markdown)):
+        if path is not None:  # before the evaluation, not after it
+            check_writable(path, f"{option} {path}")
     learned = [name for name in ("lpips", "dists") if getattr(args, name)]
     methods = args.method or ([] if args.sr else [BICUBIC])
     results = evaluate(args.data or [sample_image()], args.scale, methods, noise=args.noise, niqe=args.niqe,

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import re
 import struct
+import warnings
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -71,6 +72,39 @@ class LoadedImage:
 
 
 # ----------------------------------------------------------------------------------------------- reading
+
+
+@dataclass(frozen=True)
+class ImageHeader:
+    """What a file's header says, without decoding its pixels."""
+
+    width: int
+    height: int
+    planes: int  # decoded colour planes (1 grey, 3 colour; palettes are colour) plus 1 for alpha
+    bit_depth: int  # 8 or 16, as `read_image` returns it
+    frames: int  # > 1 for animated GIF / PNG / WebP; `read_image` decodes the first
+
+
+def peek_image(path) -> ImageHeader:
+    """Size, planes, bit depth and frame count from the header alone (Pillow opens files lazily), so that a
+    caller can refuse a file that would not fit in memory before decoding it. ImageReadError as `read_image`."""
+    path = Path(path)
+    if not path.is_file():
+        raise ImageReadError(f"{path}: no such file" if not path.exists() else f"{path}: not a file")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the caller checks the size itself
+            with Image.open(path) as image:
+                mode, rawmode = image.mode, _pending_png_rawmode(image)
+                alpha = "A" in mode or "a" in mode or (mode in ("P", "PA") and "transparency" in image.info)
+                colour = 1 if mode in ("1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F") else 3
+                deep = mode.startswith("I") or rawmode in _LOW_BYTE_RAWMODES
+                return ImageHeader(image.size[0], image.size[1], colour + int(alpha), 16 if deep else 8,
+                                   int(getattr(image, "n_frames", 1) or 1))
+    except Image.DecompressionBombError as exc:
+        raise ImageReadError(f"{path}: image too large ({exc})") from None
+    except (OSError, SyntaxError, ValueError, EOFError, struct.error, zlib.error) as exc:
+        raise ImageReadError(f"{path}: cannot read image ({_one_line(exc)})") from None
 
 
 def read_image(path) -> LoadedImage:

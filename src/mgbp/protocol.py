@@ -242,16 +242,11 @@ def method_labels(specs: Sequence[str]) -> list[str]:
 
 
 def resolve_device(device: str | None = None) -> str:
-    """The device to run on: as given (checked), else cuda when available, else cpu."""
-    if device is None:
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        parsed = torch.device(device)
-    except (RuntimeError, TypeError) as exc:
-        raise ConfigError(f"--device {device}: {str(exc).splitlines()[0]}") from None
-    if parsed.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"--device {device}: CUDA is not available on this machine")
-    return str(device)
+    """The device to run on: as given (checked usable, `mgbp.device.resolve_device`), else cuda when available,
+    else cpu."""
+    from mgbp.device import resolve_device as usable_device
+
+    return str(usable_device(device))
 
 
 def load_generator(spec: str, scale: int | None = None, device: str | None = None) -> torch.nn.Module:

@@ -24,6 +24,7 @@ import contextlib
 import copy
 import csv
 import dataclasses
+import io
 import json
 import logging
 import os
@@ -39,6 +40,7 @@ import torch.nn.functional as F
 import yaml
 
 from mgbp.atomic import atomic_path
+from mgbp.device import resolve_device
 from mgbp.errors import ConfigError, MgbpError, WeightFileError
 from mgbp.train_config import DEFAULTS, learning_rate_factor, load_config  # noqa: F401 (re-exported)
 
@@ -157,6 +159,30 @@ class CsvLog:
             writer.writerow(record)
 
 
+def drop_records_after(path: Path, step: int) -> None:
+    """Rewrite a log (train.csv / val.csv, or log.jsonl) without its records of steps after `step`: a run
+    killed after its last checkpoint logged steps that `--resume` runs (and logs) again."""
+    if not path.is_file():
+        return
+    if path.suffix == ".jsonl":
+        records = path.read_text().splitlines(keepends=True)
+        kept = [line for line in records if not line.strip() or json.loads(line).get("step", 0) <= step]
+        text = "".join(kept)
+    else:
+        with path.open(newline="") as fh:
+            records = list(csv.reader(fh))
+        if not records or "step" not in records[0]:
+            return
+        column = records[0].index("step")
+        kept = records[:1] + [row for row in records[1:] if row and float(row[column]) <= step]
+        buffer = io.StringIO()
+        csv.writer(buffer).writerows(kept)  # the same dialect CsvLog writes with
+        text = buffer.getvalue()
+    if len(kept) != len(records):
+        with atomic_path(path) as temporary:
+            temporary.write_text(text)
+
+
 # ------------------------------------------------------------------------------------------ trainer
 class Trainer:
     def __init__(self, cfg: dict, resume: bool = False, quiet: bool = False):
@@ -174,6 +200,7 @@ class Trainer:
         self.best = {"metric": None, "value": None, "step": None}
         self.wall_s = 0.0
         self.val_metrics: dict = {}
+        self.resumed_step: int | None = None  # the step of the checkpoint --resume loaded
         if resume:
             self._resume()
         self._wrap_models()
@@ -185,14 +212,9 @@ class Trainer:
         self.world = int(os.environ.get("WORLD_SIZE", "1"))
         self.rank = int(os.environ.get("RANK", "0"))
         local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-        want = self.cfg["device"]
-        if want == "auto":
-            want = "cuda" if torch.cuda.is_available() else "cpu"
-        if want.startswith("cuda") and not torch.cuda.is_available():
-            raise ConfigError(f"device={want} but CUDA is not available")
-        if want == "cuda":
-            want = f"cuda:{local_rank}" if self.world > 1 else "cuda"
-        self.device = torch.device(want)
+        self.device = resolve_device(self.cfg["device"], option="device")  # meta, absent CUDA...: one line
+        if self.device.type == "cuda" and self.device.index is None and self.world > 1:
+            self.device = torch.device(f"cuda:{local_rank}")
         if self.device.type == "cuda":
             if self.device.index is not None:
                 torch.cuda.set_device(self.device)
@@ -302,11 +324,15 @@ class Trainer:
         if not self.is_main:
             return
         self.jsonl = self.out / "log.jsonl"
+        if self.resumed_step is not None:  # what a killed run logged after its checkpoint is logged again
+            for name in ("log.jsonl", "train.csv", "val.csv"):
+                drop_records_after(self.out / name, self.resumed_step)
         self.train_csv = CsvLog(self.out / "train.csv")
         self.val_csv = CsvLog(self.out / "val.csv")
         try:
             from torch.utils.tensorboard import SummaryWriter
-            self.tb = SummaryWriter(str(self.out / "tensorboard"))
+            purge = None if self.resumed_step is None else self.resumed_step + 1  # TensorBoard's own cut
+            self.tb = SummaryWriter(str(self.out / "tensorboard"), purge_step=purge)
         except ImportError:  # tensorboard is optional
             self.tb = None
         (self.out / "config.yaml").write_text(yaml.safe_dump(self.cfg, sort_keys=False))
@@ -349,6 +375,7 @@ class Trainer:
         self.scaler.load_state_dict(state["scaler"])
         set_rng_state(state["rng"])
         self.step = int(state["step"])
+        self.resumed_step = self.step
         self.best = state.get("best", self.best)
         self.wall_s = float(state.get("wall_s", 0.0))
         log.info("resumed from %s at step %d", path, self.step)

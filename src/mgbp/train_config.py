@@ -185,7 +185,61 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> dict:
     return cfg
 
 
+# Every number of DEFAULTS and its range: (dotted key, integer?, range, may be null?). A wrong type or a value out
+# of range is a one-line ConfigError here, not a traceback (or a silent NaN) steps into a run.
+POSITIVE, NON_NEGATIVE, UNIT, UNIT_OPEN = "positive", "non-negative", "in [0, 1]", "in [0, 1)"
+NUMBER_RULES = (
+    ("steps", True, POSITIVE, False), ("log_every", True, POSITIVE, False),
+    ("checkpoint_every", True, POSITIVE, False), ("cpu_threads", True, POSITIVE, True), ("seed", True, None, False),
+    ("data.patch", True, POSITIVE, False), ("data.batch", True, POSITIVE, False),
+    ("data.workers", True, NON_NEGATIVE, False), ("data.frames", True, POSITIVE, False),
+    ("data.max_frames", True, POSITIVE, True), ("data.pan", True, NON_NEGATIVE, False),
+    ("data.stills_fraction", False, UNIT, False),
+    ("val.every", True, POSITIVE, False), ("val.max_images", True, POSITIVE, True),
+    ("val.noise_amp", False, NON_NEGATIVE, False),
+    ("optim.lr", False, POSITIVE, False), ("optim.weight_decay", False, NON_NEGATIVE, False),
+    ("optim.step_every", True, POSITIVE, False), ("optim.gamma", False, POSITIVE, False),
+    ("optim.warmup", True, NON_NEGATIVE, False), ("optim.min_lr", False, NON_NEGATIVE, False),
+    ("optim.grad_clip", False, NON_NEGATIVE, False),
+    ("d_optim.lr", False, POSITIVE, False), ("d_optim.weight_decay", False, NON_NEGATIVE, False),
+    ("ema", False, UNIT_OPEN, False), ("loss.cx_bandwidth", False, POSITIVE, False),
+    ("discriminator.features", True, POSITIVE, False),
+)
+
+
+def _check_number(cfg: dict, key: str, integer: bool, allowed: str | None, nullable: bool) -> None:
+    value = cfg
+    for part in key.split("."):
+        value = value[part]
+    if value is None and nullable:
+        return
+    kind = "integer" if integer else "number"
+    wanted = {None: f"an {kind}" if integer else "a number", POSITIVE: f"a positive {kind}",
+              NON_NEGATIVE: f"a non-negative {kind}"}.get(allowed, f"a {kind} {allowed}")
+    is_number = isinstance(value, int) if integer else isinstance(value, (int, float))
+    if isinstance(value, bool) or not is_number or not math.isfinite(value):
+        raise ConfigError(f"{key} must be {wanted}, got {value!r}")
+    fits = {None: True, POSITIVE: value > 0, NON_NEGATIVE: value >= 0, UNIT: 0 <= value <= 1,
+            UNIT_OPEN: 0 <= value < 1}[allowed]
+    if not fits:
+        raise ConfigError(f"{key} must be {allowed if allowed in (UNIT, UNIT_OPEN) else wanted}, got {value!r}")
+
+
+def _check_numbers(cfg: dict) -> None:
+    for key, integer, allowed, nullable in NUMBER_RULES:
+        _check_number(cfg, key, integer, allowed, nullable)
+    for name, value in cfg["loss"].items():  # term weights (eqs. 9, 11): 0 switches a term off
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and name != "cx_bandwidth":
+            _check_number(cfg, f"loss.{name}", False, NON_NEGATIVE, False)
+    for section in ("optim", "d_optim"):
+        betas = cfg[section]["betas"]
+        if not (isinstance(betas, list) and len(betas) == 2 and all(
+                isinstance(b, (int, float)) and not isinstance(b, bool) and 0 <= b < 1 for b in betas)):
+            raise ConfigError(f"{section}.betas must be two numbers in [0, 1), got {betas!r}")
+
+
 def validate_config(cfg: dict) -> None:
+    _check_numbers(cfg)
     if cfg["mode"] not in ("fidelity", "perceptual"):
         raise ConfigError(f"mode must be fidelity or perceptual, got {cfg['mode']!r}")
     if cfg["amp"] not in ("auto", "off", "bf16", "fp16"):

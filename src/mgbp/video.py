@@ -328,6 +328,7 @@ class ContainerSource:
         self.video.thread_type = "AUTO"
         self.copied = [s for s in self.container.streams if s.type in COPIED_STREAM_TYPES]
         self.rate = self.video.average_rate or self.video.guessed_rate or Fraction(25)
+        self.time_base = self.video.time_base  # the frames' own clock: variable frame rates keep their times
         self.colour = ColourDescription.of_stream(self.video.codec_context)
         self.reformatter = av.video.reformatter.VideoReformatter()
         total = self.video.frames or None
@@ -425,6 +426,20 @@ def _to_uint8(frame: torch.Tensor) -> np.ndarray:
     return quantise(frame.permute(1, 2, 0))
 
 
+MPEG4_MAX_TIME_BASE_DENOMINATOR = 65535  # MPEG-4 Part 2's vop_time_increment_resolution is 16 bits
+
+
+def encoder_time_base(codec: str, source_time_base: Fraction | None) -> Fraction | None:
+    """The encoder's clock: the source stream's time base, so that every frame keeps its presentation time
+    exactly (a variable-frame-rate clip's irregular times included). MPEG-4 Part 2 cannot count finer than
+    1/65535 s; its clock is then 1/65535 s, where only frames closer than 15 us could share a time."""
+    if source_time_base is None or source_time_base <= 0:
+        return None
+    if codec == "mpeg4" and source_time_base.denominator > MPEG4_MAX_TIME_BASE_DENOMINATOR:
+        return Fraction(1, MPEG4_MAX_TIME_BASE_DENOMINATOR)
+    return Fraction(source_time_base)
+
+
 class ContainerSink:
     """Encodes frames (keeping their timestamps) and re-muxes copied streams into a media file."""
 
@@ -439,6 +454,9 @@ class ContainerSink:
         try:
             self.stream = self.container.add_stream(codec, rate=source.rate)
             self.stream.width, self.stream.height, self.stream.pix_fmt = width, height, options.pix_fmt
+            clock = encoder_time_base(codec, getattr(source, "time_base", None))
+            if clock is not None:  # else 1 / rate: a variable-rate source's times would round onto each other
+                self.stream.codec_context.time_base = self.stream.time_base = clock
         except (av.FFmpegError, ValueError) as exc:
             self.container.close()
             raise ConfigError(f"cannot encode {options.pix_fmt} with codec {codec!r} "

@@ -12,6 +12,7 @@ import argparse
 import contextlib
 import fnmatch
 import glob
+import math
 import os
 import shutil
 import signal
@@ -51,6 +52,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     precision.add_argument("--bf16", action="store_true", help="run the model in bfloat16")
     parser.add_argument("--max-gpu-memory", type=float, metavar="GIB",
                         help="GPU memory this run may use in all (GiB); tiles are sized to fit it")
+    parser.add_argument("--max-memory", type=float, metavar="GIB",
+                        help="host memory one image may need (GiB, estimated from its header before decoding; "
+                             "default: the memory available); a bigger image fails, the others go on")
     parser.add_argument("--ext", default="auto", help="output image format: png, jpg or auto (same as the "
                         "input where it can be written, else png)")
     parser.add_argument("--suffix", default="", help="added to output file names before the extension; inputs "
@@ -100,11 +104,12 @@ class Job:
 
 
 def run(args: argparse.Namespace) -> int:
+    from mgbp.device import resolve_device
     from mgbp.inference import default_overlap, resolve_model
 
     _check_args(args)
     on_ray = _connect_ray(args)  # before any work: a wrong address or a missing extra is one line
-    device = "cpu" if on_ray else args.device or _default_device()  # on Ray, workers load their own copy
+    device = "cpu" if on_ray else str(resolve_device(args.device))  # on Ray, workers load their own copy
     dtype = "half" if args.half else "bf16" if args.bf16 else None
     scale = args.scale if (args.scale is not None or args.model is not None) else DEFAULT_SCALE
     videos_only = all(_is_video_path(Path(p)) for p in args.inputs)  # then a shipped video model is preferred
@@ -202,6 +207,8 @@ def _check_args(args) -> None:
         check_self_ensemble(args.noise)
     if args.ext.lower().lstrip(".") not in ("auto", "png", "jpg", "jpeg"):
         raise ConfigError(f"--ext must be png, jpg or auto, got {args.ext!r}")
+    if args.max_memory is not None and not (math.isfinite(args.max_memory) and args.max_memory > 0):
+        raise ConfigError(f"--max-memory must be a positive number of GiB, got {args.max_memory}")
     for name in ("tile", "window", "stride", "max_frames"):
         value = getattr(args, name, None)
         if value is not None and value < 1:
@@ -221,12 +228,6 @@ def _limit_gpu_memory(gib: float | None, device: str) -> None:
     index = torch.device(device).index or 0
     total = torch.cuda.get_device_properties(index).total_memory
     torch.cuda.set_per_process_memory_fraction(min(1.0, gib * 2**30 / total), index)
-
-
-def _default_device() -> str:
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def _report(message: str) -> None:
@@ -443,6 +444,12 @@ def _run_job(job: Job, model, args) -> None:
     if job.kind == "image":
         if getattr(model, "is_video", False):
             raise ConfigError("a video (3D) model upscales videos and frame folders, not single images")
+        from mgbp.io import peek_image
+
+        header = peek_image(job.source)  # before decoding: what does not fit is refused, not crashed on
+        check_image_memory(header, int(model.scale), args.max_memory)
+        if header.frames > 1:
+            _warn(f"{job.source} has {header.frames} frames (animated): only the first frame is upscaled")
         upscale_image_file(job.source, job.target, model, args)
         return
     from mgbp.video import VideoOptions, upscale_video
@@ -453,6 +460,56 @@ def _run_job(job: Job, model, args) -> None:
                            consistent=args.consistent, progress=not args.quiet, seed=args.seed,
                            self_ensemble=args.self_ensemble, allow_extrapolation=args.allow_extrapolation)
     upscale_video(job.source, job.target, model, options, to_frames=args.to_frames)
+
+
+# Host memory per output sample (colour planes plus alpha) of `upscale_image_file`: the float32 accumulator,
+# its normalised and clamped copies, and the writer's float64 rounding. Measured at 36.9 (8-bit) and 36.1
+# (16-bit) bytes on 8192x8192 RGB outputs by `benchmarks/bench_image_memory.py --lr-size 2048 --bit-depth 8|16`
+# (x86_64, 2 cores, torch 2.13 CPU), rounded up. The tiles' activations are bounded by the tile size and not
+# counted.
+BYTES_PER_OUTPUT_SAMPLE = {8: 40, 16: 40}
+BYTES_PER_INPUT_SAMPLE = 16  # the decoded samples and their float copies
+
+
+def image_memory_bytes(header, scale: int) -> int:
+    """Estimated host memory to upscale an image with this header (`mgbp.io.ImageHeader`) by `scale`: the
+    model runs on 3 colour planes whatever the source (grey is repeated), plus alpha."""
+    planes = 3 + (header.planes in (2, 4))
+    pixels = header.width * header.height
+    return pixels * planes * (scale * scale * BYTES_PER_OUTPUT_SAMPLE[header.bit_depth] + BYTES_PER_INPUT_SAMPLE)
+
+
+def available_memory_bytes() -> int | None:
+    """Memory the system can give this process now (Linux's MemAvailable), None when unknown."""
+    try:
+        with open("/proc/meminfo") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_image_memory(header, scale: int, max_memory_gib: float | None) -> None:
+    """MgbpError (that file fails, the run goes on) when the estimate exceeds --max-memory, or by default the
+    memory available now."""
+    limit = max_memory_gib * 2**30 if max_memory_gib is not None else available_memory_bytes()
+    needed = image_memory_bytes(header, scale)
+    if limit is None or needed <= limit:
+        return
+    where = "allowed by --max-memory" if max_memory_gib is not None else "available (--max-memory sets the limit)"
+    raise MgbpError(f"{header.width}x{header.height} at x{scale} needs about {needed / 2**30:.1f} GiB of memory, "
+                    f"more than the {limit / 2**30:.1f} GiB {where}")
+
+
+def _warn(message: str) -> None:
+    from tqdm import tqdm
+
+    tqdm.write(f"mgbp upscale: warning: {message}", file=sys.stderr)  # above the progress bar, if any
 
 
 def upscale_image_file(source: Path, target: Path, model, args) -> None:
