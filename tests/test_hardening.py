@@ -632,3 +632,9 @@ def test_resume_after_a_kill_logs_every_step_once(tmp_path, monkeypatch):
     assert steps == [5, 10, 15, 20]
     records = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records if r["kind"] == "train"] == [5, 10, 15, 20]
+
+
+@pytest.mark.parametrize("device", ["meta", "nonsense"])
+def test_api_refuses_an_unusable_device(device):
+    with pytest.raises(MgbpError, match=f"device {device}"):
+        inference.upscale(np.zeros((4, 4, 3), np.uint8), model=NearestGenerator(2), device=device)

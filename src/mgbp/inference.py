@@ -453,8 +453,11 @@ def resolve_model(model=None, scale: int | None = None, device=None, dtype=None,
         raise ConfigError(f"the model upscales x{model_scale(model)}, not x{scale}; pick a model for x{scale}")
     model.eval()
     if device is not None or dtype is not None:
+        from mgbp.device import resolve_device
+
         try:
-            model.to(device=torch.device(device) if device is not None else None, dtype=resolve_dtype(dtype))
+            model.to(device=resolve_device(device, "device") if device is not None else None,  # not meta...
+                     dtype=resolve_dtype(dtype))
         except (RuntimeError, AssertionError) as exc:  # no such device, or torch built without it
             raise ConfigError(f"cannot use device {device!r}: {str(exc).splitlines()[0]}") from None
     return model
