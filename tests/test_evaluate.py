@@ -17,6 +17,7 @@ from mgbp import models
 from mgbp.cli import main
 from mgbp.errors import ConfigError, ImageReadError
 from mgbp.evaluate import evaluate
+from mgbp.models.contract import Capabilities
 from mgbp.resize import imresize_uint8
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
@@ -26,10 +27,12 @@ IMAGES = SHARED / "data" / "images"
 class NearestUpscaler(torch.nn.Module):
     """A tiny stand-in generator: nearest-neighbour upscale, plus W * N(0, 1) noise."""
 
+    family, is_video, noise_channels, border_lr = "nearest", False, 1, 0
+    capabilities = Capabilities(whole_image_noise=False, placement=False)
+
     def __init__(self, scale: int):
         super().__init__()
-        self.scale = scale
-        self.border_lr = 0
+        self.scale, self.config = scale, {"scale": scale}
         self.gain = torch.nn.Parameter(torch.ones(()))
 
     def forward(self, lr, noise_amp=0.0, noise=None):

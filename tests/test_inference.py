@@ -12,6 +12,7 @@ from PIL import Image
 from mgbp import inference, models
 from mgbp.errors import ConfigError, MgbpError
 from mgbp.inference import run_model, tile_starts, tile_weights_1d, upscale
+from mgbp.models.contract import Capabilities
 from mgbp.resize import imresize
 from tiny_generators import OomGenerator, TinyGenerator
 
@@ -239,9 +240,13 @@ def strong_mgbpv2(preset="tiny", **overrides):
 class Unplaced(torch.nn.Module):
     """The same network with no `placement` support: tiles padded on their own, as before the grid fix."""
 
+    capabilities = Capabilities(whole_image_noise=False, placement=False)
+    is_video = False
+
     def __init__(self, model):
         super().__init__()
         self.inner, self.scale, self.border_lr, self.family = model, model.scale, model.border_lr, "unplaced"
+        self.noise_channels, self.config = model.noise_channels, model.config
 
     def forward(self, lr, noise_amp=0.0, noise=None):
         return self.inner(lr, noise_amp, noise)
@@ -292,11 +297,13 @@ class FreshNoisePerTile(torch.nn.Module):
     """The same network, tiled the same way, but each tile's noise is cut from a fresh map: what tiles that
     draw their own noise amount to."""
 
-    supports_placement = True
+    capabilities = Capabilities(whole_image_noise=True, placement=True)
+    is_video = False
 
     def __init__(self, model):
         super().__init__()
         self.inner, self.scale, self.border_lr, self.family = model, model.scale, model.border_lr, "fresh"
+        self.noise_channels, self.config = model.noise_channels, model.config
         self.tile_padding, self.draw_noise = model.tile_padding, model.draw_noise
         self.draws = 0
 

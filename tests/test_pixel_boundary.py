@@ -17,6 +17,7 @@ from mgbp import data, io, models, protocol
 from mgbp.cli import main
 from mgbp.commands import upscale as upscale_command
 from mgbp.inference import upscale
+from mgbp.models.contract import Capabilities
 
 SOURCE = Path(__file__).resolve().parents[1] / "src" / "mgbp"
 
@@ -80,6 +81,7 @@ class ConstantGenerator(torch.nn.Module):
     """A x1 'generator' whose output is a fixed row of pixels (to feed the API's uint8 conversion exact values)."""
 
     family, is_video, noise_channels, border_lr, scale, config = "constant", False, 0, 0, 1, None
+    capabilities = Capabilities(whole_image_noise=False, placement=False)
 
     def __init__(self, row: torch.Tensor):
         super().__init__()

@@ -14,6 +14,7 @@ import torch
 
 from mgbp import io, models
 from mgbp.errors import ConfigError
+from mgbp.models.contract import Capabilities
 from mgbp.protocol import BicubicUpscaler
 from mgbp.resize import imresize
 from mgbp.sweep import amplitudes_from_args, format_table, sweep
@@ -25,7 +26,8 @@ class RecordingNoiseModel(torch.nn.Module):
     """x2 toy generator: bicubic + W * (two per-level standard-normal maps, as MGBPv1 draws them); it keeps
     the standard-normal maps it drew so the test can compare them across W."""
 
-    scale = 2
+    scale, family, is_video, noise_channels, border_lr, config = 2, "recording", False, 1, 4, None
+    capabilities = Capabilities(whole_image_noise=False, placement=False)  # draws its own maps, as MGBPv1 did
 
     def __init__(self):
         super().__init__()

@@ -273,13 +273,13 @@ def test_real_mgbp3d_on_a_clip(tmp_path):
 def test_a_saved_3d_models_clip_length_sets_the_window(tmp_path):
     """config.frames survives save/load and becomes the temporal window; the trainer records data.frames."""
     from mgbp.train import build_generator
-    from mgbp.video import PAPER_CLIP_LENGTH, model_clip_length
+    from mgbp.video import model_clip_length
 
     trained = build_generator({"preset": "tiny-3d", "overrides": {}}, frames=6)
     assert trained.config.frames == 6
     assert build_generator({"preset": "tiny", "overrides": {}}, frames=6).config.frames is None  # 2D: no clip
     loaded = models.load_model(models.save_model(trained.eval(), tmp_path / "m.safetensors"))
-    assert model_clip_length(loaded) == 6 != PAPER_CLIP_LENGTH
+    assert model_clip_length(loaded) == 6
     windows = []
     forward = loaded.forward
     loaded.forward = lambda lr, *args, **kwargs: windows.append(lr.shape[2]) or forward(lr, *args, **kwargs)

@@ -1,8 +1,9 @@
 """Tiny stand-in generators for the inference and video tests (the real MGBP models are far too slow here).
 
-They follow the generator interface of docs/DEVELOPING.md (`scale`, `is_video`, `border_lr`, `forward(lr,
-noise_amp, noise)`): MATLAB bicubic upscale plus small random conv nets before and after it, so that tile
-borders really change the output (zero padding, the bicubic's mirrored edge) unless the tiling is right.
+They keep the generator contract (`mgbp.models.contract`: `scale`, `is_video`, `border_lr`, `capabilities`,
+`forward(lr, noise_amp, noise)`, and the clip members for 3D): MATLAB bicubic upscale plus small random conv nets
+before and after it, so that tile borders really change the output (zero padding, the bicubic's mirrored edge)
+unless the tiling is right. They draw their own noise in every tile and know no placement.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from mgbp.models.contract import Capabilities
 from mgbp.resize import imresize
 
 
@@ -26,11 +28,13 @@ class TinyGenerator(nn.Module):
 
     family = "tiny"
     noise_channels = 1
+    capabilities = Capabilities(whole_image_noise=False, placement=False)
 
     def __init__(self, scale: int = 2, seed: int = 0, clip_length: int = 1):
         super().__init__()
         generator = torch.Generator().manual_seed(seed)
         self.scale, self.is_video, self.clip_length = scale, clip_length > 1, clip_length
+        self.frames_consumed, self.border_frames = 0, 1  # 3D: each frame mixes in its two neighbours
         self.config = TinyConfig(scale, clip_length)
         # Receptive field: 2 LR pixels (LR convs) + 2 (bicubic) + 2 HR pixels (HR convs) -> 5 LR pixels.
         self.border_lr = 5
@@ -76,7 +80,8 @@ class OomGenerator(TinyGenerator):
 class NearestGenerator(torch.nn.Module):
     """The cheapest stand-in: nearest-neighbour upscaling (for container tests on real HD video)."""
 
-    family, noise_channels, is_video, border_lr = "nearest", 0, False, 0
+    family, noise_channels, is_video, border_lr, border_frames = "nearest", 0, False, 0, 0
+    capabilities = Capabilities(whole_image_noise=False, placement=False)
 
     def __init__(self, scale: int = 2):
         super().__init__()

@@ -573,7 +573,7 @@ class Upscaler:
 
         from mgbp.inference import upscale_tensor
 
-        if getattr(self.model, "is_video", False):
+        if self.model.is_video:
             raise ConfigError("a video (3D) model upscales videos and frame folders, not single images")
         s = self.settings
         return upscale_tensor(self.model, torch.cat(planes), noise=s.noise, tile=s.tile, overlap=s.tile_overlap,

@@ -63,7 +63,7 @@ def upscale_image_file(source: str | os.PathLike, target: str | os.PathLike, mod
     `consistent`, `self_ensemble`) and write `target` atomically with the same metadata. Returns `target`."""
     from mgbp.inference import upscale_tensor
 
-    if getattr(model, "is_video", False):
+    if model.is_video:
         raise ConfigError("a video (3D) model upscales videos and frame folders, not single images")
     loaded = read_image(source)
     out = upscale_tensor(model, image_planes(loaded), noise=noise, tile=tile, overlap=overlap, progress=progress,

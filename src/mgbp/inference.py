@@ -18,7 +18,7 @@ Two more things make tiles exact for the MGBP generators:
 
 - grid alignment: MGBPv2's stride-2 grids make it equivariant only to shifts by whole cells of its lowest grid
   (2^(L-1) output pixels; an LR shift is f output pixels), and it pads its input to a valid size that depends
-  on that size. Each tile tells the model where it lies (`placement`, for models with `supports_placement`)
+  on that size. Each tile tells the model where it lies (`placement`, for models whose capabilities say so)
   so that its grids line up with the whole image's; tiles are batched only with tiles padded alike.
   MGBPv1 (Figure 3) is equivariant to whole LR pixels already;
 - noise (W > 0, Algorithm 1 line 1: x = [X, W N(0,1)]): ONE noise map is drawn for the whole image (from the
@@ -106,7 +106,7 @@ def model_scale(model) -> int:
 
 
 def model_border(model) -> int:
-    return max(int(getattr(model, "border_lr", MIN_BORDER_LR)), MIN_BORDER_LR)
+    return max(int(model.border_lr), MIN_BORDER_LR)
 
 
 def min_tile(overlap: int) -> int:
@@ -155,8 +155,8 @@ def _cat_noise(pieces: list):
 
 
 def crops_noise(model) -> bool:
-    """True for models whose noise can be drawn for a whole image and cropped per tile."""
-    return callable(getattr(model, "draw_noise", None)) and callable(getattr(model, "crop_noise", None))
+    """True for models whose noise can be drawn for a whole image and cropped per tile (their declaration)."""
+    return model.capabilities.whole_image_noise
 
 
 def _noise_is_off(noise_amp) -> bool:
@@ -171,7 +171,7 @@ def whole_image_noise(model, lr: torch.Tensor, noise_amp, noise=None, generator:
     """
     if not crops_noise(model):
         if noise is not None:
-            raise ConfigError(f"{getattr(model, 'family', type(model).__name__)} models cannot take a whole-image "
+            raise ConfigError(f"{model.family} models cannot take a whole-image "
                               f"noise map for tiled inference")
         return None
     if noise is None:
@@ -189,7 +189,7 @@ _WARNED_INDEPENDENT_NOISE: set[str] = set()
 
 
 def _warn_independent_noise(model) -> None:
-    family = str(getattr(model, "family", type(model).__name__))
+    family = str(model.family)
     if family not in _WARNED_INDEPENDENT_NOISE:
         _WARNED_INDEPENDENT_NOISE.add(family)
         warnings.warn(f"{family} models draw their own noise in every tile: at W > 0 the tiled output differs "
@@ -348,7 +348,7 @@ def _shrink_after_oom(plan: TilePlan, lr: torch.Tensor, reason: str) -> None:
 
 def _tile_batches(model, jobs: list, rows, cols, extent: tuple[int, int], size: tuple[int, int], batch: int):
     """Chunks of at most `batch` jobs (n, i, j); for models placed per tile, only tiles padded alike together."""
-    if not getattr(model, "supports_placement", False):
+    if not model.capabilities.placement:
         return [jobs[k:k + batch] for k in range(0, len(jobs), batch)]
     (ext_h, ext_w), (height, width), scale = extent, size, model_scale(model)
     groups: dict[tuple, list] = {}
@@ -367,7 +367,7 @@ def _run_tiles(model, lr, noise_amp, noise, plan: TilePlan, progress: bool, out_
     wy = [tile_weights_1d(y, ext_h, height, scale, margin, plan.overlap) for y in rows]
     wx = [tile_weights_1d(x, ext_w, width, scale, margin, plan.overlap) for x in cols]
     jobs = [(n, i, j) for n in range(lr.shape[0]) for i in range(len(rows)) for j in range(len(cols))]
-    placed = getattr(model, "supports_placement", False)
+    placed = model.capabilities.placement
     if noise is None and not _noise_is_off(noise_amp) and len(jobs) > lr.shape[0]:
         _warn_independent_noise(model)
     out = None
@@ -442,13 +442,21 @@ def _tile_bar(total: int, progress: bool):
 
 def resolve_model(model=None, scale: int | None = None, device=None, dtype=None, video: bool = False):
     """A ready generator: a module as given, a shipped name / weight file, or the default for `scale` (for
-    videos, `video=True`: the shipped video model of that scale if there is one)."""
+    videos, `video=True`: the shipped video model of that scale if there is one). A module must keep the
+    generator contract (`mgbp.models.contract`) and support the dtype asked for (its `capabilities`)."""
+    from mgbp.models.contract import check_generator
+
     if model is None:
         model = default_model_for_scale(scale, video)
     elif isinstance(model, (str, bytes)) or hasattr(model, "__fspath__"):
         from mgbp.models import load_model
 
         model = load_model(str(model))
+    check_generator(model)
+    wanted = resolve_dtype(dtype)
+    for reduced, supported in ((torch.float16, model.capabilities.half), (torch.bfloat16, model.capabilities.bf16)):
+        if wanted == reduced and not supported:
+            raise ConfigError(f"{model.family} models do not run in {str(reduced).removeprefix('torch.')}")
     if scale is not None and int(scale) != model_scale(model):
         raise ConfigError(f"the model upscales x{model_scale(model)}, not x{scale}; pick a model for x{scale}")
     model.eval()

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +30,7 @@ import torch
 from mgbp.errors import ConfigError, ImageReadError, MgbpError
 from mgbp.inference import model_device
 from mgbp.io import IMAGE_EXTENSIONS, list_files, quantise, read_image
+from mgbp.models.contract import Capabilities, check_generator
 from mgbp.resize import imresize, imresize_uint8, modcrop
 
 BICUBIC = "bicubic"
@@ -198,6 +200,11 @@ def niqe_block_count(height: int, width: int, scale: int) -> int:
 # ------------------------------------------------------------------------------------------------- methods
 
 
+@dataclass
+class BicubicConfig:
+    scale: int
+
+
 class BicubicUpscaler(torch.nn.Module):
     """MATLAB bicubic upscaling as a generator (the baseline of every table, and the linear reference of
     Linearscope): same interface as the MGBP generators, no noise, exactly linear."""
@@ -206,12 +213,14 @@ class BicubicUpscaler(torch.nn.Module):
     is_video = False
     noise_channels = 0
     border_lr = 3  # 4-tap kernel plus the symmetric boundary
+    capabilities = Capabilities(whole_image_noise=False, placement=False)  # no noise; shift-equivariant
 
     def __init__(self, scale: int = 4):
         super().__init__()
         if int(scale) != scale or scale < 1:
             raise ConfigError(f"bicubic scale must be an integer >= 1, got {scale}")
         self.scale = int(scale)
+        self.config = BicubicConfig(self.scale)
 
     def forward(self, lr: torch.Tensor, noise_amp=0.0, noise=None) -> torch.Tensor:
         return imresize(lr, scale=float(self.scale))
@@ -257,8 +266,7 @@ def load_generator(spec: str, scale: int | None = None, device: str | None = Non
     from mgbp.models import load_model  # imported late: bicubic needs no model code
 
     model = load_model(spec, device=resolve_device(device))
-    if not hasattr(model, "scale"):
-        raise ConfigError(f"method {spec}: the loaded model has no `scale`, so it is not a generator")
+    check_generator(model)
     if scale is not None and int(model.scale) != int(scale):
         raise ConfigError(f"method {spec} upscales x{model.scale}, not x{scale}")
     model.eval()

@@ -118,7 +118,7 @@ def _forward_crop(model, crop: torch.Tensor, noise: float, noise_map, context: R
         cropped = model.crop_noise(noise_map, rows, cols)
         extra["noise"] = cropped.to(device, dtype) if torch.is_tensor(cropped) else [
             level.to(device, dtype) for level in cropped]
-    if getattr(model, "supports_placement", False):
+    if model.capabilities.placement:
         extra["placement"] = (context.top, context.left, size[0], size[1])
     with torch.inference_mode():
         out = model(crop.to(device=device, dtype=dtype).contiguous(), noise_amp=noise, **extra)

@@ -121,7 +121,7 @@ def sweep(models: dict[str, torch.nn.Module], dataset: Sequence[tuple[str, np.nd
 
     metrics = default_metrics() if metrics is None else metrics
     for label, model in models.items():
-        if int(getattr(model, "scale", scale)) != scale:
+        if int(model.scale) != scale:
             raise ConfigError(f"model {label} upscales x{model.scale}, the sweep is at x{scale}")
     result = SweepResult(scale=scale, seed=seed, amplitudes=list(amplitudes),
                          images=[name for name, _ in dataset])

@@ -113,7 +113,7 @@ def build_generator(model_cfg: dict, frames: int | None = None) -> torch.nn.Modu
         model = MGBPv2(config_from_dict(dict(model_cfg["config"])))
     else:
         raise ConfigError("set model.preset (a preset name) or model.config (an MGBPv2 config mapping)")
-    if frames is not None and getattr(model, "is_video", False) and hasattr(model.config, "frames"):
+    if frames is not None and model.is_video:
         # replace() re-runs the config's checks (a clip too short for a network without temporal padding)
         model.config = dataclasses.replace(model.config, frames=int(frames))
     return model
@@ -245,7 +245,7 @@ class Trainer:
         cfg = self.cfg
         self.generator = build_generator(cfg["model"], frames=cfg["data"]["frames"]).to(self.device)
         self.scale = int(self.generator.scale)
-        self.is_video = bool(getattr(self.generator, "is_video", False))
+        self.is_video = bool(self.generator.is_video)
         if cfg["init_from"]:
             load_generator_weights(self.generator, cfg["init_from"])
         self.ema = None

@@ -53,7 +53,6 @@ from mgbp.errors import ConfigError, ImageReadError, MgbpError, NumericalError
 
 COPIED_STREAM_TYPES = ("audio", "subtitle")
 CRF_CODECS = ("libx264", "libx265", "libvpx-vp9", "libaom-av1", "libsvtav1")
-PAPER_CLIP_LENGTH = 37  # frames per training clip of MGBP-3D in the paper, when a model does not say
 PAPER_STRIDE = 5  # frames between windows in the paper's video inference
 FRAME_NAME = re.compile(r"\d{8}\.png")  # the frames FolderSink writes
 
@@ -96,23 +95,20 @@ def window_stride(requested: int | None, produced: int) -> int:
 
 
 def model_clip_length(model) -> int:
-    """Frames per window: the 3D model's training clip length (`model.clip_length`, MGBP-3D's `config.frames`,
-    or a config field of another name), PAPER_CLIP_LENGTH when the model does not say; 1 for 2D models."""
-    if not getattr(model, "is_video", False):
-        return 1
-    config = getattr(model, "config", None)
-    for source, name in ((model, "clip_length"), (config, "clip_length"), (config, "frames"),
-                         (config, "num_frames"), (config, "temporal_size")):
-        value = getattr(source, name, None)
-        if isinstance(value, int) and value > 0:
-            return value
-    return PAPER_CLIP_LENGTH
+    """Frames per window: a clip generator's training clip length (`clip_length`, MGBP-3D's `config.frames`);
+    1 for an image generator, run frame by frame."""
+    return int(model.clip_length) if model.is_video else 1
+
+
+def frames_consumed(model) -> int:
+    """Frames a clip generator loses at each end of a window (0 with temporal padding, and for image models)."""
+    return int(model.frames_consumed) if model.is_video else 0
 
 
 def window_geometry(model, options: VideoOptions, total: int | None) -> tuple[int, int, int]:
     """(frames per window, stride, frames the model consumes at each end) for a video of `total` frames (None:
     unknown). A clip shorter than the model's window gets one window of its own length, no padding."""
-    consumed = int(getattr(model, "frames_consumed", 0) or 0)
+    consumed = frames_consumed(model)
     length = options.window or model_clip_length(model)
     if total and not options.window:
         length = min(length, total + 2 * consumed)
@@ -214,7 +210,7 @@ def make_window_runner(model, options: VideoOptions,
 
     def run(clip: torch.Tensor) -> torch.Tensor:
         generator = window_generator(options.seed, next(windows))
-        if getattr(model, "is_video", False):
+        if model.is_video:
             out = run_model(model, clip.permute(1, 0, 2, 3)[None], noise_amp=options.noise, tile=options.tile,
                             overlap=options.overlap, generator=generator,
                             self_ensemble=options.self_ensemble)[0].permute(1, 0, 2, 3)

@@ -149,13 +149,14 @@ def upscale_clip_3d(model: torch.nn.Module, lr_frames: Sequence[np.ndarray], win
     from mgbp.protocol import from_uint8, to_uint8
     from mgbp.video import (
         VideoOptions,
+        frames_consumed,
         make_window_runner,
         model_clip_length,
         overlap_add_stream,
         window_stride,
     )
 
-    consumed = int(getattr(model, "frames_consumed", 0) or 0)
+    consumed = frames_consumed(model)
     length = window or min(model_clip_length(model), len(lr_frames) + 2 * consumed)
     if length - 2 * consumed < 1:
         raise ConfigError(f"a window of {length} frames is too short: the model consumes {consumed} at each end")

@@ -119,8 +119,7 @@ def run(args: argparse.Namespace) -> int:
     overlap = default_overlap(model) if args.tile_overlap is None else args.tile_overlap
     if args.tile is not None and args.tile <= overlap:
         raise ConfigError(f"--tile {args.tile} must exceed the tile overlap ({overlap} LR pixels for this model)")
-    jobs, failures = plan_jobs(args, video_model=bool(getattr(model, "is_video", False)),
-                               scale=int(getattr(model, "scale", scale or DEFAULT_SCALE)))
+    jobs, failures = plan_jobs(args, video_model=model.is_video, scale=int(model.scale))
     _check_frame_folders(jobs, args)
     if not jobs and failures:  # nothing to do: each reason is on its line already
         return 1
@@ -442,7 +441,7 @@ def _check_frame_folders(jobs: list[Job], args) -> None:
 
 def _run_job(job: Job, model, args) -> None:
     if job.kind == "image":
-        if getattr(model, "is_video", False):
+        if model.is_video:
             raise ConfigError("a video (3D) model upscales videos and frame folders, not single images")
         from mgbp.io import peek_image
 

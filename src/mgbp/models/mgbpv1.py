@@ -48,6 +48,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mgbp.errors import ConfigError, WeightFileError
+from mgbp.models.contract import Capabilities
 
 # Keys that only the authors' PIRM-2018 G-MGBP state dicts carry (one per shared module).
 _AUTHORS_SIGNATURE_KEYS = (
@@ -355,6 +356,9 @@ class MGBPv1(nn.Module):
 
     family = "mgbpv1"
     is_video = False
+    # Tiles crop the per-level noise maps (crop_noise); equivariant to whole LR pixels, so no placement.
+    capabilities = Capabilities(whole_image_noise=True, placement=False)
+    preset: str | None = None
 
     def __init__(self, config: MGBPv1Config | None = None):
         super().__init__()

@@ -69,6 +69,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mgbp.errors import ConfigError
+from mgbp.models.contract import Capabilities
 from mgbp.resize import upscale_integer
 
 PADDINGS = ("valid", "same")
@@ -351,7 +352,10 @@ class MGBPv2(nn.Module):
             # contiguous tensors).
             self.to(memory_format=torch.channels_last)
 
-    supports_placement = True  # forward(..., placement=) lines a tile's grids up with the whole image's
+    # Tiles crop one noise map (draw_noise / crop_noise) and are placed (forward(..., placement=) lines a tile's
+    # grids up with the whole image's): tiled = untiled at any W. Any H, W (padded to a valid size here).
+    capabilities = Capabilities(whole_image_noise=True, placement=True)
+    preset: str | None = None  # the PRESETS name it was built from (`build_model`, weight files)
 
     @property
     def clip_length(self) -> int | None:

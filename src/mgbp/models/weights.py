@@ -127,7 +127,7 @@ def model_metadata(model: nn.Module, extra_metadata: dict | None = None) -> dict
         "format": FORMAT_NAME,
         "format_version": FORMAT_VERSION,
         "family": model.family,
-        "preset": str(getattr(model, "preset", "") or ""),
+        "preset": str(model.preset or ""),
         "scale": str(int(model.scale)),
         "noise_channels": str(int(model.noise_channels)),
         "is_video": json.dumps(bool(model.is_video)),
@@ -303,17 +303,11 @@ def _build_from_metadata(metadata: dict[str, str], path: Path, state: dict[str, 
 
 
 def _construct(family, config: dict, path: Path) -> nn.Module:
+    from mgbp.models.families import get_family
+
+    builder = get_family(family, f"{path}: metadata")
     try:
-        if family in ("mgbpv2", "mgbp3d"):
-            from mgbp.models.mgbpv2 import MGBPv2
-
-            model = MGBPv2.from_config(config)
-        elif family == "mgbpv1":
-            from mgbp.models.mgbpv1 import MGBPv1
-
-            model = MGBPv1.from_config(config)
-        else:
-            raise WeightFileError(f"{path}: unknown model family {family!r} in metadata")
+        model = builder.build(config)
     except WeightFileError:
         raise
     except (MgbpError, TypeError, ValueError) as exc:
@@ -327,20 +321,21 @@ def _construct(family, config: dict, path: Path) -> nn.Module:
     return model
 
 
-def _authors_model(state: dict[str, torch.Tensor], path: Path) -> nn.Module | None:
-    """The authors' MGBPv1 network when `state` has their keys, else None."""
-    from mgbp.models.mgbpv1 import from_authors_state_dict, is_authors_state_dict
+def _foreign_model(state: dict[str, torch.Tensor], path: Path) -> nn.Module | None:
+    """The network of the family that recognises `state` by its keys (the authors' MGBPv1 `.model` files), or
+    None when none does."""
+    from mgbp.models.families import FAMILIES
 
-    if not is_authors_state_dict(state):
-        return None
-    try:
-        return from_authors_state_dict(state)
-    except WeightFileError:
-        raise
-    except (MgbpError, RuntimeError, ValueError) as exc:
-        raise WeightFileError(
-            f"{path}: looks like the authors' MGBPv1 weights but {_one_line(exc)}"
-        ) from None
+    for family in FAMILIES.values():
+        if family.recognises is None or not family.recognises(state):
+            continue
+        try:
+            return family.from_state_dict(state)
+        except WeightFileError:
+            raise
+        except (MgbpError, RuntimeError, ValueError) as exc:
+            raise WeightFileError(f"{path}: looks like {family.description} weights but {_one_line(exc)}") from None
+    return None
 
 
 def load_model(
@@ -365,13 +360,13 @@ def load_model(
         model = _build_from_metadata(metadata, path, state)
         model.load_state_dict(state, strict=True)
     else:
-        model = _authors_model(state, path)
+        model = _foreign_model(state, path)
         if model is None:
             raise WeightFileError(
                 f"{path}: no mgbp metadata and its keys match no known network (keys: {_describe_keys(state)})"
             )
     model.metadata = _decoded(metadata)
-    model.preset = model.metadata.get("preset") or getattr(model, "preset", None)
+    model.preset = model.metadata.get("preset") or model.preset
     target = dtype if dtype is not None else torch.float32
     return model.to(device=device, dtype=target).eval()
 
