@@ -11,8 +11,9 @@ import pytest
 import torch
 
 from mgbp import io
+from mgbp.commands.linearscope import parse_pixel
 from mgbp.errors import ConfigError
-from mgbp.linearscope import bicubic_response, filter_statistics, impulse_response, parse_pixel
+from mgbp.linearscope import bicubic_response, filter_statistics, impulse_response
 from mgbp.protocol import BicubicUpscaler
 from tiny_mgbpv1 import tiny_mgbpv1
 
@@ -124,7 +125,7 @@ def test_bad_pixel_and_channel():
 
 def test_command_writes_npy_json_and_figure(tmp_path):
     pytest.importorskip("matplotlib")
-    from mgbp import linearscope
+    from mgbp.commands import linearscope
 
     image = (np.random.default_rng(5).random((20, 24, 3)) * 255).round().astype(np.uint8)
     path = tmp_path / "in.png"

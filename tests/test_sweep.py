@@ -13,11 +13,12 @@ import pytest
 import torch
 
 from mgbp import io, models
+from mgbp.commands.sweep import format_table
 from mgbp.errors import ConfigError
 from mgbp.models.contract import Capabilities
 from mgbp.protocol import BicubicUpscaler
 from mgbp.resize import imresize
-from mgbp.sweep import amplitudes_from_args, format_table, sweep
+from mgbp.sweep import amplitudes_from_args, sweep
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 
@@ -145,7 +146,7 @@ def test_eval_and_sweep_give_the_same_niqe(tmp_path):
 
 def test_command_overlays_models_and_writes_figure(tmp_path, capsys):
     pytest.importorskip("matplotlib")
-    from mgbp import sweep as sweep_module
+    from mgbp.commands import sweep as sweep_module
 
     data = tmp_path / "data"
     data.mkdir()
