@@ -62,8 +62,9 @@ def main() -> None:
     top, left, size = args.box
     rows, cols = slice(top * SCALE, (top + size) * SCALE), slice(left * SCALE, (left + size) * SCALE)
     reference = hr[rows, cols]
+    real = Path(args.real).stem if Path(args.real).suffix else args.real
     methods = [("bicubic", "bicubic", 0.0), ("mgbp-x4", "mgbp-x4", 0.0),
-               (f"{args.real} W=0", args.real, 0.0), (f"{args.real} W=1", args.real, 1.0)]
+               (f"{real} W=0", args.real, 0.0), (f"{real} W=1", args.real, 1.0)]
     lr_crop = lr[top: top + size, left: left + size]
     panels = [panel(np.repeat(np.repeat(lr_crop, SCALE, 0), SCALE, 1), f"input: LR, JPEG q={args.quality}",
                     args.zoom)]
