@@ -60,7 +60,8 @@ def graph_dims(path, which="input"):
 
 
 @pytest.mark.parametrize("overrides", [{}, {"padding": "same"}, {"levels": 4, "channels": (12, 8, 6, 4)},
-                                       {"scale": 2}, {"scale": 3, "kernel_size": 5}])
+                                       {"scale": 2}, {"scale": 3, "kernel_size": 5},
+                                       {"scale": 2, "padding": "same", "levels": 4, "channels": (12, 8, 6, 4)}])
 def test_traceable_padding_equals_the_models_valid_size_padding(overrides):
     model = build_model("tiny", **overrides)
     base, step = export.padding_geometry(model.config)

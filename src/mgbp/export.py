@@ -97,10 +97,11 @@ def valid_padding(length, base: int, step: int):
 
 
 def smallest_side(model) -> int:
-    """The smallest LR side the exported graph takes: f h must reach one valid size, so that the padding is
-    at most step - 1 pixels and reflection (which needs padding < length) always applies."""
-    base, _ = padding_geometry(model.config)
-    return max(1, math.ceil(base / model.scale))
+    """The smallest LR side the exported graph takes: f h must reach one valid size (so the padding is at
+    most step - 1 pixels), and exceed the larger half of that padding, so reflection (which needs padding <
+    length) always applies."""
+    base, step = padding_geometry(model.config)
+    return max(1, math.ceil(base / model.scale), math.ceil((step // 2 + 1) / model.scale))
 
 
 # ------------------------------------------------------------------------------------------------ modules
