@@ -16,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 from tqdm import tqdm
 
+from mgbp.io import IMAGE_EXTENSIONS, list_files, quantise, read_image
 from mgbp.metrics import compare_uint8
 from mgbp.models.mgbpv1 import load_authors_file
 from mgbp.resize import imresize_uint8, modcrop
@@ -27,24 +27,18 @@ SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 SCALE = 4
 
 
-def read_rgb_uint8(path: Path) -> np.ndarray:
-    """HR image as uint8 HxWx3 (grey images such as Set14 `bridge` become RGB, as the protocol asks)."""
-    with Image.open(path) as image:
-        return np.array(image.convert("RGB"))  # writable copy (torch.from_numpy warns on read-only)
-
-
 def super_resolve(model, lr: np.ndarray, noise_amp: float) -> np.ndarray:
     x = torch.from_numpy(lr).permute(2, 0, 1)[None].float() / 255.0
     with torch.no_grad():
         out = model(x, noise_amp=noise_amp).clamp(0, 1)
-    return np.round(out[0].permute(1, 2, 0).numpy() * 255.0).astype(np.uint8)
+    return quantise(out[0].permute(1, 2, 0))  # MATLAB's rounding, as the protocol says
 
 
 def evaluate_set(model, folder: Path, noise_amp: float) -> tuple[float, float, int]:
-    paths = sorted(folder.glob("*.png"))
+    paths = list_files(folder, IMAGE_EXTENSIONS)
     psnrs, ssims = [], []
     for path in tqdm(paths, desc=folder.name, file=sys.stderr, disable=not sys.stderr.isatty()):
-        hr = modcrop(read_rgb_uint8(path), SCALE)
+        hr = modcrop(read_image(path).rgb_uint8(), SCALE)  # grey (Set14 bridge) becomes RGB
         sr = super_resolve(model, imresize_uint8(hr, 1.0 / SCALE), noise_amp)
         scores = compare_uint8(hr, sr, crop=SCALE)
         psnrs.append(scores["psnr_y"])
