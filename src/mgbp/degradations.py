@@ -49,10 +49,13 @@ make up the detail the LR no longer holds. Training the perceptual stage (eq. 11
 two apart: Y_{W=0} is pulled to the clean HR (L1 and cycle terms), Y_{W=1} to realistic texture (GAN), so
 W still moves a restored photo from clean to textured, whatever noise the photo had.
 
-Cost (one CPU thread, x86_64 2-core machine, torch 2.13, shared with a training run), a batch of 16 HR
-patches of 96x96 (plus the 2-LR-pixel margin of `mgbp.data`: 112x112) with the defaults:
-`python benchmarks/bench_degradations.py` -> about 60 ms per batch, against a training step of the default
-model config (configs/cpu-x4.yaml) of about 550 ms: about 10 % of a step.
+Cost (one CPU thread, x86_64 2-core machine, torch 2.13 CPU), a batch of 16 HR patches of 96x96 (plus the
+2-LR-pixel margin of `mgbp.data`: 112x112) against one fidelity training step of the default model's config
+(configs/cpu-x4.yaml), both timed by `PYTHONPATH=src python benchmarks/bench_degradations.py [--degradation
+configs/cpu-x4-real.yaml]`. The machine was shared with 2-3 training runs and other jobs (load 10-20 on 2
+cores), so the absolute times are inflated and only the ratio is meaningful; three runs gave the pipeline
+15-17 % of (pipeline + step): defaults 317 ms vs step 1631 ms and 1045 ms vs 5680 ms; the mgbp-x4-real
+settings 835 ms vs 4033 ms. It does not dominate a step; the JPEG at the HR size is the largest part.
 """
 
 from __future__ import annotations
