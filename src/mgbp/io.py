@@ -9,10 +9,17 @@ can be written back with the same metadata.
 What Pillow does not do for us, and how it is handled:
 - EXIF orientation is applied to the pixels here (one numpy transform per orientation tag) and reset to 1 in
   the EXIF block we keep, so a written output is neither rotated twice nor shown sideways.
-- 16-bit RGB / RGBA / grey+alpha PNGs: Pillow decodes them to 8 bits. The PNG decoder (zlib + unfiltering,
-  Adam7 included) is fine; only its final "unpack" step keeps the high byte of every sample. We decode twice,
-  once keeping the high bytes and once the low bytes, and join them: exact, and all the work stays in C.
-- 16-bit PNG writing (any channel count) uses a small numpy + zlib encoder (PNG spec, "Up" filter).
+- 16-bit RGB / RGBA / grey+alpha PNGs and 16-bit RGB / RGBA TIFFs: Pillow decodes them to 8 bits. Its decoders
+  (zlib + unfiltering, Adam7 included; libtiff) are fine; only the final "unpack" step keeps the high byte of
+  every sample. We decode twice, once keeping the high bytes and once the low bytes (the unpacker of the other
+  byte order), and join them: exact, and all the work stays in C.
+- 16-bit PNG writing (any channel count) uses a small numpy + zlib encoder (PNG spec, "Up" filter); 16-bit TIFF
+  writing, and 8-bit TIFF writing (TIFF 6.0: one Deflate strip, horizontal predictor) lay out the pixels with numpy
+  and let Pillow's `ImageFileDirectory_v2` write the tags (ICC profile and EXIF with its nested IFDs, which
+  Pillow's libtiff writer cannot store). WebP (lossless, or lossy with a
+  quality) and JPEG are 8-bit only; WebP has no grey mode (grey is stored as RGB).
+- Every written PNG, JPEG and TIFF carries the marker `SOFTWARE` (a PNG tEXt "Software" chunk, a JPEG comment,
+  the TIFF Software tag), so that `mgbp upscale` recognises its own earlier outputs (`is_mgbp_output`).
 All writes are atomic: a temporary file in the target folder, then `os.replace`.
 
 This module owns the pixel boundary for the whole package, so that every command agrees on it:
@@ -29,29 +36,39 @@ from __future__ import annotations
 
 import re
 import struct
+import sys
 import warnings
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from io import BytesIO
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, TiffTags
 
 from mgbp.atomic import atomic_path
 from mgbp.errors import ConfigError, ImageReadError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 VIDEO_EXTENSIONS = (".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".ts", ".flv", ".wmv", ".y4m")
-WRITE_EXTENSIONS = (".png", ".jpg", ".jpeg")
+WRITE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff")
+WRITE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".tif": "TIFF", ".tiff": "TIFF"}
+BIT_DEPTHS = {"PNG": (8, 16), "TIFF": (8, 16), "JPEG": (8,), "WEBP": (8,)}  # what each written format holds
+LOSSY_FORMATS = ("JPEG", "WEBP")  # the formats `quality` applies to
+DEFAULT_JPEG_QUALITY = 95  # WebP without a quality is lossless
+SOFTWARE = "mgbp"  # the marker of our outputs (see the module docstring)
 
 EXIF_ORIENTATION = 0x0112
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
-# 16-bit PNG rawmodes Pillow unpacks to 8 bits (high byte) -> a rawmode with the same bits per pixel that
-# yields the low bytes instead (or, for grey+alpha, all four bytes verbatim into an RGBA image).
-_LOW_BYTE_RAWMODES = {"RGB;16B": "RGB;16L", "RGBA;16B": "RGBA;16L", "LA;16B": "RGBA"}
+# 16-bit PNG / TIFF rawmodes Pillow unpacks to 8 bits (high byte) -> a rawmode with the same bits per pixel that
+# yields the low bytes instead: the other byte order's unpacker (or, for PNG grey+alpha, all four bytes verbatim
+# into an RGBA image). "N" is the machine's order (libtiff hands over native samples).
+_OTHER_ORDER = {"L": "B", "B": "L", "N": "B" if sys.byteorder == "little" else "L"}
+_LOW_BYTE_RAWMODES = {f"{mode};16{order}": f"{mode};16{other}" for mode in ("RGB", "RGBA", "RGBX")
+                      for order, other in _OTHER_ORDER.items()} | {"LA;16B": "RGBA"}
 
 
 @dataclass
@@ -95,7 +112,7 @@ def peek_image(path) -> ImageHeader:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the caller checks the size itself
             with Image.open(path) as image:
-                mode, rawmode = image.mode, _pending_png_rawmode(image)
+                mode, rawmode = image.mode, _pending_rawmode(image)
                 alpha = "A" in mode or "a" in mode or (mode in ("P", "PA") and "transparency" in image.info)
                 colour = 1 if mode in ("1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F") else 3
                 deep = mode.startswith("I") or rawmode in _LOW_BYTE_RAWMODES
@@ -118,12 +135,12 @@ def read_image(path) -> LoadedImage:
         raise ImageReadError(f"{path}: no such file" if not path.exists() else f"{path}: not a file")
     try:
         with Image.open(path) as image:
-            rawmode = _pending_png_rawmode(image)
+            rawmode = _pending_rawmode(image)
             image.load()
             if min(image.size) < 1:
                 raise ImageReadError(f"{path}: image has zero size {image.size[0]}x{image.size[1]}")
             if rawmode in _LOW_BYTE_RAWMODES:
-                samples, alpha, bit_depth = _read_png16_two_pass(path, np.asarray(image), rawmode)
+                samples, alpha, bit_depth = _read_16_bit_two_pass(path, np.asarray(image), rawmode)
             else:
                 samples, alpha, bit_depth = _samples_of(path, image)
             icc_profile = image.info.get("icc_profile") or None
@@ -179,28 +196,41 @@ def _samples_of(path: Path, image: Image.Image):
     raise ImageReadError(f"{path}: unsupported image mode {mode!r}")
 
 
-def _pending_png_rawmode(image: Image.Image) -> str | None:
-    """Before `load()`: the rawmode Pillow will unpack a PNG with (None for other formats)."""
-    tile = getattr(image, "tile", None) or []
-    if image.format != "PNG" or len(tile) != 1 or not isinstance(tile[0][3], str):
+def _pending_rawmode(image: Image.Image) -> str | None:
+    """Before `load()`: the rawmode Pillow will unpack a PNG or TIFF with (None for other formats, and for
+    files whose tiles differ)."""
+    tiles = getattr(image, "tile", None) or []
+    if image.format not in ("PNG", "TIFF") or not tiles:
         return None
-    return tile[0][3]
+    modes = {_tile_rawmode(tile) for tile in tiles}
+    return modes.pop() if len(modes) == 1 else None
 
 
-def _decode_png_with_rawmode(path: Path, rawmode: str) -> np.ndarray:
-    """Decode the PNG at `path` with another unpacker (same bits per pixel, so the same unfiltering)."""
+def _tile_rawmode(tile) -> str | None:
+    args = tile[3]  # PNG: the rawmode; TIFF (raw and libtiff decoders): a tuple that starts with it
+    if isinstance(args, str):
+        return args
+    return args[0] if isinstance(args, tuple) and args and isinstance(args[0], str) else None
+
+
+def _with_rawmode(tile, rawmode: str):
+    args = rawmode if isinstance(tile[3], str) else (rawmode, *tile[3][1:])
+    replaced = (tile[0], tile[1], tile[2], args)
+    # Pillow >= 11 keeps tiles as a namedtuple, older versions as a plain tuple.
+    return type(tile)._make(replaced) if hasattr(type(tile), "_make") else replaced
+
+
+def _decode_with_rawmode(path: Path, rawmode: str) -> np.ndarray:
+    """Decode the PNG / TIFF at `path` with another unpacker (same bits per pixel, so the same decoding)."""
     with Image.open(path) as image:
-        tile = image.tile[0]
-        replaced = (tile[0], tile[1], tile[2], rawmode)
-        # Pillow >= 11 keeps tiles as a namedtuple, older versions as a plain tuple.
-        image.tile = [type(tile)._make(replaced) if hasattr(type(tile), "_make") else replaced]
+        image.tile = [_with_rawmode(tile, rawmode) for tile in image.tile]
         image.load()
         return np.asarray(image)
 
 
-def _read_png16_two_pass(path: Path, high: np.ndarray, rawmode: str):
+def _read_16_bit_two_pass(path: Path, high: np.ndarray, rawmode: str):
     """16-bit samples from Pillow's high-byte decode `high` plus a second, low-byte decode."""
-    low = _decode_png_with_rawmode(path, _LOW_BYTE_RAWMODES[rawmode])
+    low = _decode_with_rawmode(path, _LOW_BYTE_RAWMODES[rawmode])
     if rawmode == "LA;16B":  # verbatim bytes: grey hi, grey lo, alpha hi, alpha lo
         grey = low[..., 0].astype(np.uint16) << 8 | low[..., 1]
         alpha = low[..., 2].astype(np.uint16) << 8 | low[..., 3]
@@ -208,7 +238,7 @@ def _read_png16_two_pass(path: Path, high: np.ndarray, rawmode: str):
             raise ImageReadError(f"{path}: inconsistent 16-bit grey+alpha PNG decode")
         return grey[..., None], alpha, 16
     values = high.astype(np.uint16) << 8 | low
-    if rawmode == "RGBA;16B":
+    if values.shape[2] == 4:
         return values[..., :3], values[..., 3], 16
     return values, None, 16
 
@@ -240,23 +270,23 @@ def _exif_bytes_without_orientation(exif_block) -> bytes | None:
 
 
 def write_image(path, rgb, bit_depth: int = 8, alpha=None, icc_profile: bytes | None = None,
-                exif: bytes | None = None, quality: int = 95) -> Path:
-    """Write HxWx3 / HxWx1 / HxW pixels (float in [0, 1], or uint8/uint16) as PNG (8/16-bit) or JPEG.
+                exif: bytes | None = None, quality: int | None = None) -> Path:
+    """Write HxWx3 / HxWx1 / HxW pixels (float in [0, 1], or uint8/uint16) as PNG or TIFF (8/16-bit), JPEG or
+    WebP (8-bit).
 
-    The format comes from the extension. The file appears atomically (temporary file, then rename).
+    The format comes from the extension (`WRITE_FORMATS`). `quality` (1-100) applies to JPEG (default
+    `DEFAULT_JPEG_QUALITY`) and WebP (default: lossless; a quality makes it lossy); PNG and TIFF are lossless
+    and ignore it. JPEG cannot hold alpha. The file appears atomically (temporary file, then rename).
     """
     path = Path(path)
-    extension = path.suffix.lower()
-    if extension not in WRITE_EXTENSIONS:
-        raise ConfigError(f"{path}: cannot write {extension or 'extensionless'} files "
-                          f"(choose one of {', '.join(WRITE_EXTENSIONS)})")
-    if bit_depth not in (8, 16):
-        raise ConfigError(f"{path}: bit depth must be 8 or 16, got {bit_depth}")
-    is_jpeg = extension in (".jpg", ".jpeg")
-    if is_jpeg and bit_depth != 8:
-        raise ConfigError(f"{path}: JPEG is 8-bit only (use .png for 16-bit output)")
-    if is_jpeg and alpha is not None:
-        raise ConfigError(f"{path}: JPEG cannot store an alpha channel (use .png)")
+    pil_format = write_format(path)
+    if bit_depth not in BIT_DEPTHS[pil_format]:
+        kinds = " or ".join(str(depth) for depth in BIT_DEPTHS[pil_format])
+        raise ConfigError(f"{path}: {pil_format} holds {kinds}-bit samples, not {bit_depth} (16-bit: .png or .tiff)")
+    if pil_format == "JPEG" and alpha is not None:
+        raise ConfigError(f"{path}: JPEG cannot store an alpha channel (use .png, .webp or .tiff)")
+    if quality is not None and not (isinstance(quality, (int, np.integer)) and 1 <= quality <= 100):
+        raise ConfigError(f"{path}: quality must be a whole number from 1 to 100, got {quality!r}")
     samples = _quantise(_as_hwc(rgb, path), bit_depth)
     alpha_samples = None
     if alpha is not None:
@@ -265,17 +295,55 @@ def write_image(path, rgb, bit_depth: int = 8, alpha=None, icc_profile: bytes | 
         if alpha.shape != samples.shape[:2]:
             raise ConfigError(f"{path}: alpha shape {alpha.shape} does not match image {samples.shape[:2]}")
         alpha_samples = _quantise(alpha[..., None], bit_depth)[..., 0]
-    if bit_depth == 16:
-        payload = encode_png16(samples, alpha_samples, icc_profile, exif)
+    if pil_format == "TIFF" or bit_depth == 16:
+        encode = encode_tiff if pil_format == "TIFF" else encode_png16
+        payload = encode(samples, alpha_samples, icc_profile, exif)
         return write_atomically(path, lambda handle: handle.write(payload))
     pil_image = _pil_image_8bit(samples, alpha_samples)
-    options = {"icc_profile": icc_profile} if icc_profile else {}
+    options = _pil_options(pil_format, icc_profile, exif, quality)
+    return write_atomically(path, lambda handle: pil_image.save(handle, format=pil_format, **options))
+
+
+def write_format(path) -> str:
+    """Pillow's name of the format `write_image` writes at `path` ("PNG", "JPEG", "WEBP", "TIFF"), from its
+    extension; ConfigError for any other."""
+    path = Path(path)
+    extension = path.suffix.lower()
+    if extension not in WRITE_FORMATS:
+        raise ConfigError(f"{path}: cannot write {extension or 'extensionless'} files "
+                          f"(choose one of {', '.join(WRITE_EXTENSIONS)})")
+    return WRITE_FORMATS[extension]
+
+
+def written_bit_depth(path, source_bit_depth: int) -> int:
+    """The bit depth an output at `path` keeps of a `source_bit_depth` source: the same where the format holds
+    it (PNG, TIFF), else 8 (JPEG, WebP)."""
+    return source_bit_depth if source_bit_depth in BIT_DEPTHS[write_format(path)] else 8
+
+
+def holds_alpha(path) -> bool:
+    """Whether the format written at `path` can store an alpha channel (all but JPEG)."""
+    return write_format(path) != "JPEG"
+
+
+def _pil_options(pil_format: str, icc_profile: bytes | None, exif: bytes | None, quality: int | None) -> dict:
+    """Pillow's save options for an 8-bit file: metadata, the marker, compression and quality."""
+    options: dict = {"icc_profile": icc_profile} if icc_profile else {}
     if exif:
         options["exif"] = exif
-    if is_jpeg:
+    if pil_format == "PNG":
+        from PIL.PngImagePlugin import PngInfo
+
+        marker = PngInfo()
+        marker.add_text("Software", SOFTWARE)
+        options["pnginfo"] = marker
+    elif pil_format == "JPEG":
+        options.update(quality=int(quality or DEFAULT_JPEG_QUALITY), comment=SOFTWARE)
+    elif quality is None:  # WebP: lossless, the colour under transparent pixels kept too
+        options.update(lossless=True, exact=True)
+    else:
         options.update(quality=int(quality))
-    pil_format = "JPEG" if is_jpeg else "PNG"
-    return write_atomically(path, lambda handle: pil_image.save(handle, format=pil_format, **options))
+    return options
 
 
 def _as_hwc(rgb, path: Path) -> np.ndarray:
@@ -327,9 +395,68 @@ def encode_png16(samples: np.ndarray, alpha: np.ndarray | None = None, icc_profi
     if exif:
         # PNG's eXIf chunk holds the TIFF structure without JPEG's "Exif\0\0" preamble.
         chunks.append(_png_chunk(b"eXIf", exif[6:] if exif.startswith(b"Exif\x00\x00") else exif))
+    chunks.append(_png_chunk(b"tEXt", b"Software\x00" + SOFTWARE.encode()))
     chunks.append(_png_chunk(b"IDAT", zlib.compress(scanlines.tobytes(), 6)))
     chunks.append(_png_chunk(b"IEND", b""))
     return PNG_SIGNATURE + b"".join(chunks)
+
+
+TIFF_SOFTWARE, TIFF_DEFLATE, TIFF_HORIZONTAL_PREDICTOR, TIFF_UNASSOCIATED_ALPHA = 305, 8, 2, 2
+
+
+def encode_tiff(samples: np.ndarray, alpha: np.ndarray | None = None, icc_profile: bytes | None = None,
+                exif: bytes | None = None) -> bytes:
+    """An 8-bit (uint8 samples) or 16-bit (uint16) little-endian TIFF (grey, grey+alpha, RGB or RGBA; TIFF 6.0
+    baseline tags) as bytes: one strip, Deflate-compressed after the horizontal predictor (each sample minus its
+    left neighbour's, modulo 2^bits). The EXIF tags join the first IFD, their own IFDs nested. 16-bit grey with
+    alpha is stored as RGBA (Pillow reads no 16-bit grey+alpha TIFF)."""
+    from PIL.TiffImagePlugin import ImageFileDirectory_v2
+
+    height, width, channels = samples.shape
+    if channels == 1 and alpha is not None and samples.dtype == np.uint16:
+        samples, channels = np.repeat(samples, 3, axis=2), 3  # 16-bit grey+alpha: RGBA, which Pillow can read
+    planes = samples if alpha is None else np.concatenate([samples, alpha[..., None]], axis=2)
+    count, bits = planes.shape[2], 8 * planes.dtype.itemsize
+    predicted = planes.copy()
+    predicted[:, 1:] -= planes[:, :-1]  # unsigned arithmetic wraps modulo 2^bits
+    strip = zlib.compress(predicted.astype(f"<u{bits // 8}").tobytes(), 6)
+    tags = ImageFileDirectory_v2(prefix=b"II")
+    if exif:
+        source = Image.Exif()
+        source.load(exif)
+        for tag in source:
+            nested = tag in TiffTags.TAGS_V2_GROUPS  # the Exif / GPS / Interop IFDs
+            tags[tag] = source.get_ifd(tag) if nested else source.get(tag)  # types follow the tag or value
+    image_tags = {256: width, 257: height, 258: (bits,) * count, 259: TIFF_DEFLATE, 262: 1 if channels == 1 else 2,
+                  273: (0,), 277: count, 278: height, 279: (len(strip),), 284: 1, 317: TIFF_HORIZONTAL_PREDICTOR,
+                  339: (1,) * count, TIFF_SOFTWARE: SOFTWARE}
+    for tag, value in image_tags.items():
+        tags[tag] = value
+    if alpha is not None:
+        tags[338] = (TIFF_UNASSOCIATED_ALPHA,)  # ExtraSamples
+    if icc_profile:
+        tags[34675] = icc_profile
+    buffer = BytesIO()
+    tags.save(buffer)  # the header and the IFD; the strip offset is made to point right after them
+    return buffer.getvalue() + strip
+
+
+def is_mgbp_output(path) -> bool:
+    """True for an image file that carries our marker (`SOFTWARE`, see `write_image`); False for any other file,
+    an unreadable one included."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(path) as image:
+                if image.format == "PNG":
+                    return image.info.get("Software") == SOFTWARE
+                if image.format == "JPEG":
+                    return image.info.get("comment") in (SOFTWARE, SOFTWARE.encode())
+                if image.format == "TIFF":
+                    return image.tag_v2.get(TIFF_SOFTWARE) == SOFTWARE
+    except (OSError, SyntaxError, ValueError, EOFError, struct.error, zlib.error, Image.DecompressionBombError):
+        pass
+    return False
 
 
 def write_atomically(path, write) -> Path:
@@ -420,7 +547,9 @@ def to_tensor(array) -> torch.Tensor:
         array = array.astype(np.float32) / 255.0
     elif array.dtype == np.uint16:
         array = array.astype(np.float32) / 65535.0
-    tensor = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
+    # a writable copy where needed: torch.from_numpy warns on read-only arrays (np.asarray of a PIL image)
+    array = np.ascontiguousarray(array, dtype=np.float32)
+    tensor = torch.from_numpy(array if array.flags.writeable else array.copy())
     return tensor.permute(2, 0, 1).unsqueeze(0).contiguous()
 
 
