@@ -4,7 +4,7 @@
     PYTHONPATH=src python benchmarks/bench_image_memory.py --lr-size 2048 --bit-depth 16
 
 Writes a random RGB PNG of the given side (8- or 16-bit), runs the command's image path
-(`mgbp.commands.upscale.upscale_image_file`: read, tiled upscale, write) with a generator (default: the tiny
+(`mgbp.image_files.upscale_image_file`: read, tiled upscale, write) with a generator (default: the tiny
 preset with random weights; the tiles' activations are bounded by the tile size, so a large image measures the
 per-sample cost) and prints one JSON line: the growth of the process's peak resident memory (ru_maxrss) divided
 by the output samples (colour planes), beside `BYTES_PER_OUTPUT_SAMPLE`, and the estimate of
@@ -24,7 +24,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from mgbp.commands.upscale import BYTES_PER_OUTPUT_SAMPLE, image_memory_bytes, upscale_image_file
+from mgbp.image_files import BYTES_PER_OUTPUT_SAMPLE, image_memory_bytes, upscale_image_file
+from mgbp.inference import InferenceOptions
 from mgbp.io import peek_image, write_image
 from mgbp.models import build_model, load_model
 
@@ -49,11 +50,10 @@ def main() -> None:
                         bit_depth=16)
         else:
             Image.fromarray(rng.integers(0, 256, (args.lr_size, args.lr_size, 3), dtype=np.uint8)).save(source)
-        options = argparse.Namespace(noise=0.0, tile=None, tile_overlap=None, quiet=True, consistent=False,
-                                     seed=0, self_ensemble=False, allow_extrapolation=False)
+        options = InferenceOptions(seed=0)
         header = peek_image(source)
         before = peak_rss_bytes()
-        upscale_image_file(source, target, model, options)
+        upscale_image_file(source, target, model, options, max_memory=float("inf"))  # measure, never refuse
         growth = peak_rss_bytes() - before
     samples = int(model.scale) ** 2 * args.lr_size ** 2 * 3
     print(json.dumps({

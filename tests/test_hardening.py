@@ -320,7 +320,7 @@ def test_inputs_differing_only_in_extension_each_get_their_own_output(tmp_path, 
     for index, name in enumerate(("x.png", "x.tiff", "x.webp")):
         save_png(folder / name, seed=index)
     save_png(folder / "y.png", seed=9)
-    assert upscale_cli(folder, "-o", tmp_path / "out", "-m", "tiny-test", "--suffix", "_x2") == 0
+    assert upscale_cli(folder, "-o", tmp_path / "out", "-m", "tiny-test", "--suffix", "_x2", "--ext", "png") == 0
     written = sorted(p.name for p in (tmp_path / "out").iterdir())
     assert written == ["x.png_x2.png", "x.tiff_x2.png", "x.webp_x2.png", "y_x2.png"]
     for name in ("x.png", "x.tiff", "x.webp"):  # each output is its own source through the model
@@ -330,10 +330,9 @@ def test_inputs_differing_only_in_extension_each_get_their_own_output(tmp_path, 
         out = np.asarray(Image.open(tmp_path / "out" / f"{name}_x2.png")).astype(float)
         assert np.abs(out - expected.numpy()).max() <= 0.51
     assert "4 written" in capsys.readouterr().err
-    # a rerun with --skip-existing skips all four (none is missing), and says so truthfully
-    assert upscale_cli(folder, "-o", tmp_path / "out", "-m", "tiny-test", "--suffix", "_x2",
-                       "--skip-existing") == 0
-    assert "0 written, 4 skipped" in capsys.readouterr().err
+    # a rerun skips all four (none is missing), and says so truthfully
+    assert upscale_cli(folder, "-o", tmp_path / "out", "-m", "tiny-test", "--suffix", "_x2", "--ext", "png") == 0
+    assert "0 written, 4 skipped (exists), 0 failed" in capsys.readouterr().err
 
 
 def test_beside_the_inputs_collisions_are_kept_apart_too(tmp_path, tiny):
@@ -371,7 +370,7 @@ def test_hidden_files_are_not_inputs_and_stale_temporaries_are_removed(tmp_path,
     (out / ".keep").write_text("not ours")
     assert upscale_cli(folder, "-o", out, "-m", "tiny-test") == 0
     assert sorted(p.name for p in out.iterdir()) == [".keep", "a.png"]
-    assert "1 written, 0 skipped (existing), 0 failed" in capsys.readouterr().err
+    assert "1 written, 0 skipped (exists), 0 failed" in capsys.readouterr().err
 
 
 def test_sigterm_is_handled_like_ctrl_c(tmp_path, monkeypatch):
@@ -481,7 +480,7 @@ def test_an_image_too_big_for_memory_is_refused_before_decoding_and_the_folder_g
     err = capsys.readouterr().err
     assert "huge.png" in err and "--max-memory" in err and "GiB" in err and "Traceback" not in err
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["small.png"]
-    assert "1 written, 0 skipped (existing), 1 failed" in err
+    assert "1 written, 0 skipped (exists), 1 failed" in err
 
 
 def test_the_memory_estimate_lets_ordinary_images_through(tmp_path, tiny):
@@ -495,10 +494,10 @@ def test_a_memory_error_fails_one_file_not_the_run(tmp_path, tiny, monkeypatch, 
 
     real = command.upscale_image_file
 
-    def short_of_memory(source, target, model, args):
+    def short_of_memory(source, target, model, *args, **kwargs):
         if source.name == "a.png":
             raise MemoryError
-        return real(source, target, model, args)
+        return real(source, target, model, *args, **kwargs)
 
     monkeypatch.setattr(command, "upscale_image_file", short_of_memory)
     for index, name in enumerate(("a.png", "b.png")):

@@ -93,7 +93,7 @@ def test_images_match_one_process_and_a_rerun_finishes_the_job(cluster, weights,
     (tmp_path / "ray" / ".rgb1.tmp-deadbeef.png").write_bytes(b"partial")
     assert upscale(inputs, "-o", tmp_path / "ray", "-m", model, "--ray", "--ray-workers", "1",
                    "--skip-existing") == 1
-    assert "2 written, 4 skipped (existing), 1 failed" in capsys.readouterr().err
+    assert "2 written, 4 skipped (exists), 1 failed" in capsys.readouterr().err
     assert files_of(tmp_path / "ray") == expected
 
 
@@ -146,7 +146,7 @@ def test_long_videos_in_segments_give_the_single_pass_frames(cluster, weights, t
               "--pix-fmt", "yuv444p", "--max-frames", "27"]
     assert upscale(*common, "-o", tmp_path / "one") == 0
     assert upscale(*common, "-o", tmp_path / "ray", "--ray", "--ray-workers", "2", "--ray-segment-frames", "6") == 0
-    assert "2 written, 0 skipped (existing), 0 failed" in capsys.readouterr().err
+    assert "2 written, 0 skipped (exists), 0 failed" in capsys.readouterr().err
     frames, audio = decoded(tmp_path / "one" / "clip.mp4")
     got_frames, got_audio = decoded(tmp_path / "ray" / "clip.mp4")
     assert len(got_frames) == len(frames) == 27
@@ -212,7 +212,8 @@ def test_same_size_images_share_one_forward_pass(weights, tmp_path, monkeypatch)
     names = ["rgb0.png", "rgb1.png", "rgb2.png", "photo.jpg"]
     calls = []
     real = inference.upscale_tensor
-    monkeypatch.setattr(inference, "upscale_tensor", lambda m, x, **kw: calls.append(x.shape[0]) or real(m, x, **kw))
+    monkeypatch.setattr(inference, "upscale_tensor",
+                        lambda m, x, *args, **kw: calls.append(x.shape[0]) or real(m, x, *args, **kw))
     upscaler = Upscaler(ModelSpec(str(model)), UpscaleSettings())
     batch = {"number": np.arange(4), "kind": np.array(["image"] * 4, dtype=object),
              "source": np.array([str(inputs / n) for n in names], dtype=object),
@@ -224,6 +225,29 @@ def test_same_size_images_share_one_forward_pass(weights, tmp_path, monkeypatch)
     assert list(result["error"]) == [""] * 4 and sorted(calls) == [1, 3]
     for name in names:
         assert (tmp_path / "ray" / name).read_bytes() == (tmp_path / "one" / name).read_bytes()
+
+
+def test_workers_write_the_output_options_as_one_process_does(weights, tmp_path, capsys):
+    """--outscale, --ext webp/tiff and --quality reach the actor (`mgbp.image_files`, in this process): the same
+    bytes as the command without --ray."""
+    from mgbp.distributed import ModelSpec, Upscaler, UpscaleSettings
+
+    inputs = make_images(tmp_path / "in")
+    model = weights / "tiny.safetensors"
+    names = ["rgb0.png", "deep16.png", "photo.jpg"]
+    for ext, flags, settings in (("webp", ["--outscale", "3", "--quality", "80"], {"outscale": 3.0, "quality": 80}),
+                                 ("tiff", ["--size", "40x30"], {"size": (40, 30)})):
+        assert upscale(*[inputs / n for n in names], "-o", tmp_path / ext, "-m", model, "--ext", ext, *flags) == 0
+        upscaler = Upscaler(ModelSpec(str(model)), UpscaleSettings(**settings))
+        targets = [tmp_path / f"ray-{ext}" / (Path(n).stem + "." + ext) for n in names]
+        batch = {"number": np.arange(3), "kind": np.array(["image"] * 3, dtype=object),
+                 "source": np.array([str(inputs / n) for n in names], dtype=object),
+                 "target": np.array([str(t) for t in targets], dtype=object),
+                 "segment": np.full(3, -1), "task": np.array([b""] * 3, dtype=object),
+                 "data": np.array([(inputs / n).read_bytes() for n in names], dtype=object),
+                 "error": np.array([""] * 3, dtype=object)}
+        assert list(upscaler(batch)["error"]) == [""] * 3
+        assert files_of(tmp_path / f"ray-{ext}") == files_of(tmp_path / ext) and len(files_of(tmp_path / ext)) == 3
 
 
 def closed_port() -> int:

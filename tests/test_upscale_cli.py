@@ -121,9 +121,16 @@ def test_globs_existing_outputs_and_inputs_are_never_overwritten(tmp_path, weigh
     assert "overwrite the input" in capsys.readouterr().err
     assert upscale(tmp_path / "*.png", "-o", tmp_path / "out", "-m", weights) == 0
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["x.png", "y.png"]
-    assert upscale(tmp_path / "x.png", "-o", tmp_path / "out", "-m", weights) == 1  # exists
+    output = tmp_path / "out" / "x.png"
+    output.write_bytes(b"an earlier output")  # a rerun must leave it as it is
+    capsys.readouterr()
+    assert upscale(tmp_path / "x.png", "-o", tmp_path / "out", "-m", weights) == 0  # exists: skipped
+    assert output.read_bytes() == b"an earlier output"
+    assert "0 written, 1 skipped (exists), 0 failed" in capsys.readouterr().err
     assert upscale(tmp_path / "x.png", "-o", tmp_path / "out", "-m", weights, "--skip-existing") == 0
+    assert output.read_bytes() == b"an earlier output"
     assert upscale(tmp_path / "x.png", "-o", tmp_path / "out", "-m", weights, "--overwrite") == 0
+    assert Image.open(output).size == (20, 20)
 
 
 def test_missing_input_and_missing_weights(tmp_path, weights, capsys):
@@ -208,4 +215,6 @@ def test_without_output_flag_outputs_go_beside_the_inputs(tmp_path, weights, net
     assert upscale(tmp_path / "album", "-m", weights) == 0
     assert (tmp_path / f"album_x{scale}" / "sub" / "a.png").is_file()
     assert sorted(p.name for p in (tmp_path / "album" / "sub").iterdir()) == ["a.png"]
-    assert upscale(tmp_path / "photo.png", "-m", weights) == 1  # exists now: not overwritten
+    written = (tmp_path / f"photo_x{scale}.png").stat().st_mtime_ns
+    assert upscale(tmp_path / "photo.png", "-m", weights) == 0  # exists now: skipped, not overwritten
+    assert (tmp_path / f"photo_x{scale}.png").stat().st_mtime_ns == written

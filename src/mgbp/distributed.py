@@ -102,11 +102,31 @@ class UpscaleSettings:
     stride: int | None = None
     max_frames: int | None = None
     fps: float = 25.0
+    quality: int | None = None  # images: `mgbp.image_files.OutputOptions`
+    outscale: float | None = None
+    size: tuple[int, int] | None = None
+    max_memory: float | None = None  # GiB one image may need (None: the worker's available memory)
+    preset: str | None = None  # videos: the encoder's
+    encoder_options: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_args(cls, args) -> UpscaleSettings:
         """From `mgbp upscale`'s parsed arguments (attributes of the same names)."""
         return cls(**{name: getattr(args, name) for name in cls.__dataclass_fields__ if hasattr(args, name)})
+
+    def inference(self):
+        """The `mgbp.inference.InferenceOptions` of images, as `mgbp upscale` makes them."""
+        from mgbp.inference import InferenceOptions
+
+        return InferenceOptions(noise=self.noise, seed=self.seed, tile=self.tile, overlap=self.tile_overlap,
+                                consistent=self.consistent, self_ensemble=self.self_ensemble,
+                                allow_extrapolation=self.allow_extrapolation)
+
+    def output(self):
+        """The `mgbp.image_files.OutputOptions` of images."""
+        from mgbp.image_files import OutputOptions
+
+        return OutputOptions(quality=self.quality, outscale=self.outscale, size=self.size)
 
     def video_options(self):
         from mgbp.video import VideoOptions
@@ -115,7 +135,8 @@ class UpscaleSettings:
                             stride=self.stride, max_frames=self.max_frames, fps=self.fps, noise=self.noise,
                             allow_extrapolation=self.allow_extrapolation, seed=self.seed, tile=self.tile,
                             overlap=self.tile_overlap, consistent=self.consistent,
-                            self_ensemble=self.self_ensemble, progress=False)
+                            self_ensemble=self.self_ensemble, progress=False, preset=self.preset,
+                            encoder_options=dict(self.encoder_options), encoder_log=False)
 
 
 @dataclass(frozen=True)
@@ -542,7 +563,7 @@ class Upscaler:
         errors, loaded = {}, {}
         for i in positions:
             try:
-                loaded[i] = _decode(batch["data"][i], str(batch["source"][i]))
+                loaded[i] = _decode(batch["data"][i], str(batch["source"][i]), self.model, self.settings)
             except BaseException as exc:  # noqa: BLE001
                 errors[i] = _failure_line(exc)
         groups: dict[tuple, list[int]] = {}
@@ -561,24 +582,20 @@ class Upscaler:
             for k, i in enumerate(group):
                 try:
                     out = outs[k:k + 1] if outs is not None else self._upscale([loaded[i][0]])
-                    _write(str(batch["target"][i]), str(batch["source"][i]), out, loaded[i][1])
+                    _write(str(batch["target"][i]), out, loaded[i][1], self.model, self.settings)
                     errors[i] = ""
                 except BaseException as exc:  # noqa: BLE001
                     errors[i] = _failure_line(exc)
         return errors
 
     def _upscale(self, planes: list):
-        """`mgbp upscale`'s call of `mgbp.inference.upscale_tensor`, on one image or a stack of same-size ones."""
+        """`mgbp upscale`'s upscaling (`mgbp.image_files.upscale_planes`), on one image or a stack of same-size
+        ones."""
         import torch
 
-        from mgbp.inference import upscale_tensor
+        from mgbp.image_files import upscale_planes
 
-        if self.model.is_video:
-            raise ConfigError("a video (3D) model upscales videos and frame folders, not single images")
-        s = self.settings
-        return upscale_tensor(self.model, torch.cat(planes), noise=s.noise, tile=s.tile, overlap=s.tile_overlap,
-                              progress=False, consistent=s.consistent, seed=s.seed,
-                              self_ensemble=s.self_ensemble, allow_extrapolation=s.allow_extrapolation)
+        return upscale_planes(self.model, torch.cat(planes), self.settings.inference())
 
 
 def _failure_line(exc: BaseException) -> str:
@@ -636,46 +653,36 @@ def _read_bytes(source: str) -> bytes:
     return path.read_bytes()
 
 
-def _decode(data: bytes, source: str):
-    """(planes (1, C, H, W), LoadedImage) of an image file's bytes, by `mgbp.io.read_image` (errors name
-    `source`, as when it reads the file itself)."""
-    import numpy as np
-    import torch
-
+def _decode(data: bytes, source: str, model, settings: UpscaleSettings):
+    """(planes (1, C, H, W), LoadedImage) of an image file's bytes, read as `mgbp upscale` reads a file
+    (`mgbp.image_files.read_source`: memory checked from the header first; errors name `source`)."""
     from mgbp.errors import ImageReadError
-    from mgbp.io import read_image
+    from mgbp.image_files import image_planes, read_source
 
     with tempfile.TemporaryDirectory(prefix="mgbp-") as folder:
         local = Path(folder) / Path(source.rstrip("/")).name
         local.write_bytes(data)
         try:
-            loaded = read_image(local)
-        except ImageReadError as exc:
-            raise ImageReadError(str(exc).replace(str(local), source)) from None
-    planes = [loaded.rgb] if loaded.alpha is None else [loaded.rgb, loaded.alpha[..., None]]
-    return torch.from_numpy(np.concatenate(planes, axis=2)).permute(2, 0, 1)[None].float(), loaded
+            loaded = read_source(local, int(model.scale), settings.output(), settings.max_memory,
+                                 warn=lambda message: print(f"mgbp upscale: warning: {message}".replace(
+                                     str(local), source), file=sys.stderr))
+        except MgbpError as exc:
+            kind = ImageReadError if isinstance(exc, ImageReadError) else MgbpError
+            raise kind(str(exc).replace(str(local), source)) from None
+    return image_planes(loaded), loaded
 
 
-def _write(target: str, source: str, out, loaded) -> None:
-    """Write an upscaled (1, C, H, W) as `mgbp upscale` does: the source's bit depth (8 for JPEG), alpha, ICC
-    and EXIF; atomically (`mgbp.io.write_image`; for a URI, a local file then one upload)."""
-    from mgbp.io import write_image
+def _write(target: str, out, loaded, model, settings: UpscaleSettings) -> None:
+    """Write an upscaled (1, C, H, W) as `mgbp upscale` does (`mgbp.image_files.write_planes`: the output size,
+    format, bit depth, alpha, ICC and EXIF; atomically; for a URI, a local file then one upload)."""
+    from mgbp.image_files import write_planes
 
-    pixels = out[0].permute(1, 2, 0).numpy()
-    colour_channels = loaded.rgb.shape[2]
-    alpha = pixels[..., colour_channels] if loaded.alpha is not None else None
-    jpeg = Path(target).suffix.lower() in (".jpg", ".jpeg")
-    if jpeg and alpha is not None:
-        raise ConfigError(f"{source} has an alpha channel, which JPEG cannot store (use --ext png)")
-    options = {"bit_depth": 8 if jpeg else loaded.bit_depth, "alpha": alpha, "icc_profile": loaded.icc_profile,
-               "exif": loaded.exif}
     if not _is_uri(target):
-        path = Path(target.removeprefix("file://"))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_image(path, pixels[..., :colour_channels], **options)
+        write_planes(Path(target.removeprefix("file://")), out, loaded, settings.output(), int(model.scale))
         return
     with tempfile.TemporaryDirectory(prefix="mgbp-") as folder:
-        local = write_image(Path(folder) / ("out" + Path(target).suffix), pixels[..., :colour_channels], **options)
+        local = write_planes(Path(folder) / ("out" + Path(target).suffix), out, loaded, settings.output(),
+                             int(model.scale))
         filesystem, path = _filesystem(target)
         with filesystem.open_output_stream(path) as stream:  # an object store shows the object whole or not
             stream.write(local.read_bytes())

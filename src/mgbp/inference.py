@@ -38,7 +38,7 @@ from __future__ import annotations
 import copy
 import math
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -499,18 +499,44 @@ def upscale(image, model=None, scale: int | None = None, noise: float = 0.0, til
     tensor ((C,H,W) or (N,C,H,W) in [0,1]) and return the same kind, clamped to the valid range.
 
     Float pixels must be finite and in [0, 1] (else a ConfigError: 0..255 data is never guessed); a PIL "F"
-    (32-bit float) image is taken as 0..1 too and comes back as "F".
+    (32-bit float) image is taken as 0..1 too and comes back as "F". Read-only arrays (`np.asarray` of a PIL
+    image) are copied, never handed to torch as they are.
     `noise` is the amplitude W, finite and in [0, 1] (`allow_extrapolation=True` permits W > 1); `seed` (int)
     makes its noise reproducible, on any device and with any tiling (None: torch's RNG). Grey inputs run through
     the model as RGB and come back grey (channel mean); an alpha channel is upscaled separately with MATLAB
     bicubic (`mgbp.resize.imresize`). PIL palette images come back RGB or RGBA. `self_ensemble` (W = 0):
-    average over the 8 flips/rotations (8x slower, about +0.1 dB).
+    average over the 8 flips/rotations (8x slower, about +0.1 dB). The settings are those of `InferenceOptions`.
     """
-    check_noise_amplitude(noise, allow_extrapolation)
+    options = InferenceOptions(noise=noise, seed=seed, tile=tile, overlap=overlap, self_ensemble=self_ensemble,
+                               allow_extrapolation=allow_extrapolation, progress=progress)
+    options.check()
     to_kind, x = _from_any(image)
     model = resolve_model(model, scale, device, dtype)
-    return to_kind(upscale_tensor(model, x, noise=noise, tile=tile, overlap=overlap, progress=progress,
-                                  seed=seed, self_ensemble=self_ensemble, allow_extrapolation=allow_extrapolation))
+    return to_kind(upscale_tensor(model, x, options))
+
+
+@dataclass(frozen=True)
+class InferenceOptions:
+    """How the generator runs on an image, the settings every front end shares (`mgbp.upscale`, `mgbp upscale`,
+    `mgbp serve`, the Ray workers, `mgbp.image_files`): W = `noise` (Algorithm 1, line 1; in [0, 1] unless
+    `allow_extrapolation`), the `seed` of its noise (None: torch's RNG), the LR `tile` side and `overlap` (None:
+    automatic), back-projection onto the input (`consistent`, eqs. 4-5), the geometric `self_ensemble` (W = 0),
+    and a tqdm bar of tiles (`progress`). The device and dtype belong to the model (`resolve_model`)."""
+
+    noise: float = 0.0
+    seed: int | None = None
+    tile: int | None = None
+    overlap: int | None = None
+    consistent: bool = False
+    self_ensemble: bool = False
+    allow_extrapolation: bool = False
+    progress: bool = False
+
+    def check(self, noise_name: str = "noise") -> None:
+        """ConfigError, before any work, for a W out of range or a self-ensemble at W > 0."""
+        check_noise_amplitude(self.noise, self.allow_extrapolation, name=noise_name)
+        if self.self_ensemble:
+            check_self_ensemble(self.noise)
 
 
 def seeded_generator(seed: int | None) -> torch.Generator | None:
@@ -518,21 +544,22 @@ def seeded_generator(seed: int | None) -> torch.Generator | None:
     return None if seed is None else torch.Generator().manual_seed(int(seed))
 
 
-def upscale_tensor(model, x: torch.Tensor, noise=0.0, tile: int | None = None, overlap: int | None = None,
-                   progress: bool = False, consistent: bool = False, seed: int | None = None,
-                   self_ensemble: bool = False, allow_extrapolation: bool = False) -> torch.Tensor:
+def upscale_tensor(model, x: torch.Tensor, options: InferenceOptions | None = None, **settings) -> torch.Tensor:
     """(N,C,H,W) float in [0,1], C = 1 (grey), 2 (grey+alpha), 3 (RGB) or 4 (RGBA) -> upscaled, clamped.
 
+    `options` (`InferenceOptions`; keywords of the same names, e.g. `noise=0.5, seed=0`, replace its fields).
     Grey runs through the model as RGB and comes back as the channel mean; alpha is upscaled with MATLAB
     bicubic and re-attached. `consistent`: project the output onto S_f(Y) = x (classic back-projection,
-    eqs. 4-5, `mgbp.backprojection.back_project`) before clamping. `noise` is W (checked by
-    `check_noise_amplitude`); `seed` seeds its noise; `self_ensemble`: see `run_model`.
+    eqs. 4-5, `mgbp.backprojection.back_project`) before clamping. W is checked by `check_noise_amplitude`;
+    `self_ensemble`: see `run_model`.
     """
-    check_noise_amplitude(noise, allow_extrapolation)
+    options = replace(options or InferenceOptions(), **settings)
+    check_noise_amplitude(options.noise, options.allow_extrapolation)
     rgb, alpha, grey = _split_channels(x)
-    out = run_model(model, rgb, noise_amp=noise, tile=tile, overlap=overlap, progress=progress,
-                    out_device=rgb.device, generator=seeded_generator(seed), self_ensemble=self_ensemble)
-    if consistent:
+    out = run_model(model, rgb, noise_amp=options.noise, tile=options.tile, overlap=options.overlap,
+                    progress=options.progress, out_device=rgb.device, generator=seeded_generator(options.seed),
+                    self_ensemble=options.self_ensemble)
+    if options.consistent:
         out = back_project(rgb, out, model_scale(model))
     if alpha is not None:
         alpha = imresize(alpha.float(), scale=model_scale(model)).clamp(0.0, 1.0)

@@ -27,10 +27,16 @@ assume: BT.709 from 720 lines up, BT.601 below; limited range unless the pixel f
 one), and the output is converted back with the same matrix and range and tagged with them, the source's
 primaries and transfer function copied; so the colours a player shows do not shift. Frames stay 8-bit RGB in
 between (the network's input).
+
+Encoding: any video encoder of PyAV's FFmpeg (`--codec`, hardware ones such as h264_nvenc where the build and the
+machine have them), opened with --crf, --preset and any --encoder-option (`encoder_options`); `check_encoder`
+opens it once before any work, so that a missing encoder, GPU or a wrong option value is one line, not a
+failure after the first window.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import itertools
 import math
@@ -42,7 +48,7 @@ import tempfile
 import warnings
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 
@@ -74,6 +80,92 @@ class VideoOptions:
     consistent: bool = False
     self_ensemble: bool = False  # mean over the 8 flips/rotations of each window (W = 0 only)
     progress: bool = True
+    preset: str | None = None  # the encoder's speed/size preset (libx264/x265 "slow", NVENC "p7", ...)
+    encoder_options: dict[str, str] = field(default_factory=dict)  # passed to the encoder as they are
+    encoder_log: bool = True  # False: encoders that print on their own (x265, SVT-AV1) print errors only
+
+
+def encoder_options(codec: str, options: VideoOptions) -> dict[str, str]:
+    """The options the encoder `codec` is opened with: --crf (for the encoders that take one), --preset, then
+    each --encoder-option as given (a later one wins). Names the encoder does not know are ignored by FFmpeg;
+    wrong values fail when the encoder opens (`check_encoder` does that before any work)."""
+    opened = {"crf": str(options.crf)} if options.crf is not None and codec in CRF_CODECS else {}
+    if options.preset is not None:
+        opened["preset"] = str(options.preset)
+    opened.update({str(key): str(value) for key, value in options.encoder_options.items()})
+    if not options.encoder_log and codec == "libx265":  # x265 prints to stderr itself, whatever libav's level
+        opened["x265-params"] = ":".join(filter(None, [opened.get("x265-params"), "log-level=error"]))
+    return opened
+
+
+def silence_encoder_logs() -> None:
+    """`mgbp upscale -q`: libav's log off (PyAV's level None) and SVT-AV1's own log at errors only."""
+    os.environ.setdefault("SVT_LOG", "1")
+    try:
+        import av.logging
+    except ImportError:  # PyAV is optional: without it there is no encoder to silence
+        return
+    av.logging.set_level(None)
+
+
+ENCODER_PROBE_SIZE = 256  # pixels on a side of the frame size an encoder is opened with before any work
+
+
+def check_encoder(codec: str, options: VideoOptions) -> None:
+    """Before any work: `codec` must be a video encoder of this PyAV build's FFmpeg that opens here with the
+    pixel format and options asked for (a hardware encoder such as h264_nvenc fails here without its GPU and
+    driver; a wrong --preset value too). ConfigError in one line otherwise."""
+    av = _import_av()
+    if codec not in av.codecs_available:
+        hardware = [name for name in HARDWARE_ENCODERS if name in av.codecs_available]
+        raise ConfigError(f"--codec {codec}: this PyAV build's FFmpeg has no such encoder"
+                          + (f" (hardware encoders it has: {', '.join(hardware)})" if hardware else ""))
+    try:
+        found = av.Codec(codec, "w")
+    except (av.FFmpegError, ValueError):  # a decoder only
+        raise ConfigError(f"--codec {codec}: FFmpeg can decode it but has no encoder of that name") from None
+    if found.type != "video":
+        raise ConfigError(f"--codec {codec}: an encoder of {found.type}, not of video")
+    opened = encoder_options(codec, options)
+    try:
+        with _stderr_silenced():  # x264 prints its own complaint, x265 its summary: ours is the one line
+            _open_encoder(av, found, options.pix_fmt, opened)
+    except (av.FFmpegError, ValueError, OSError) as exc:
+        given = ", ".join(f"{k}={v}" for k, v in opened.items()) or "no options"
+        hint = "; a hardware encoder needs its GPU and driver on this machine" if codec in HARDWARE_ENCODERS else ""
+        raise ConfigError(f"--codec {codec} cannot encode {options.pix_fmt} here ({given}): "
+                          f"{str(exc).splitlines()[0]}{hint}") from None
+
+
+def _open_encoder(av, codec, pix_fmt: str, opened: dict[str, str]) -> None:
+    """Open `codec` on a small frame size, then free it at once (never two encoders of one library alive)."""
+    context = av.CodecContext.create(codec, "w")
+    context.width = context.height = ENCODER_PROBE_SIZE
+    context.time_base, context.framerate = Fraction(1, 25), Fraction(25)
+    context.pix_fmt = pix_fmt
+    context.options = opened
+    try:
+        context.open()
+    finally:
+        del context  # the last reference: FFmpeg frees the encoder here, inside the silenced block
+
+
+HARDWARE_ENCODERS = ("h264_nvenc", "hevc_nvenc", "av1_nvenc", "h264_qsv", "hevc_qsv", "av1_qsv", "h264_vaapi",
+                     "hevc_vaapi", "h264_amf", "hevc_amf", "av1_amf", "h264_videotoolbox", "hevc_videotoolbox")
+
+
+@contextlib.contextmanager
+def _stderr_silenced():
+    """File descriptor 2 pointed at /dev/null for a while: encoder libraries write there directly."""
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
 
 def temporal_window(length: int) -> torch.Tensor:
@@ -462,8 +554,7 @@ class ContainerSink:
         self.reformatter = av.video.reformatter.VideoReformatter()
         if self.yuv:
             self.colour.tag(self.stream.codec_context)
-        if options.crf is not None and codec in CRF_CODECS:
-            self.stream.options = {"crf": str(options.crf)}
+        self.stream.options = encoder_options(codec, options)
         self.copied = {}
         for stream in source.copied:
             try:

@@ -1,9 +1,13 @@
 """`mgbp upscale`: the generator's forward pass (Algorithm 1) on image files, folders, globs and videos.
 
-Images go through `mgbp.inference` (tiled, exact) with the package's I/O (`mgbp.io`: alpha, 16-bit, grey, ICC
-and EXIF kept); videos and frame folders through `mgbp.video` (the paper's "Video Inference": overlapping
-windows of frames, overlap-add). A file that fails is reported on one line and skipped; the command finishes
-the rest and exits 1 with a summary. Inputs are never overwritten unless `--overwrite` is given.
+Images go through `mgbp.image_files` (the library's one image path: memory checked from the header, tiled exact
+inference, an optional resize to --outscale / --size, alpha, 16-bit, grey, ICC and EXIF kept, PNG / JPEG / WebP
+/ TIFF written atomically); videos and frame folders through `mgbp.video` (the paper's "Video Inference":
+overlapping windows of frames, overlap-add). What can be checked before any work is (options, encoders, alpha
+into JPEG); a file that fails later is reported on one line and skipped; the command finishes the rest and
+exits 1 with a summary. Existing outputs are skipped ("skipped (exists)"), never overwritten unless
+`--overwrite` is given; inputs never. In a folder that holds its own outputs, mgbp's earlier outputs are not
+inputs (`earlier_outputs`).
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import fnmatch
 import glob
 import math
 import os
+import re
 import shutil
 import signal
 import sys
@@ -22,7 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mgbp.errors import ConfigError, MgbpError
-from mgbp.io import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, WRITE_EXTENSIONS, list_files
+from mgbp.image_files import output_extension, upscale_image_file
+from mgbp.io import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, list_files
 from mgbp.models.weights import DEFAULT_SCALE
 
 
@@ -55,13 +61,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-memory", type=float, metavar="GIB",
                         help="host memory one image may need (GiB, estimated from its header before decoding; "
                              "default: the memory available); a bigger image fails, the others go on")
-    parser.add_argument("--ext", default="auto", help="output image format: png, jpg or auto (same as the "
-                        "input where it can be written, else png)")
+    parser.add_argument("--ext", default="auto",
+                        help="output image format: png, jpg, webp, tiff or auto (the input's own where it can be "
+                             "written, else png). PNG and TIFF keep 16-bit inputs 16-bit; JPEG and WebP are 8-bit; "
+                             "WebP stores grey as RGB. An input with alpha and --ext jpg is refused before any work")
+    parser.add_argument("--quality", type=int, metavar="Q",
+                        help="JPEG and WebP quality, 1-100 (default: JPEG 95, WebP lossless)")
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument("--outscale", type=float, metavar="F",
+                      help="images come out F times the input's size (any F > 0, e.g. 3.5): the model of the "
+                           "nearest shipped scale runs (or the one -s/-m names), then MATLAB bicubic resizes its "
+                           "output; the scale used is printed")
+    size.add_argument("--size", metavar="WxH",
+                      help="images come out as large as fits inside WIDTHxHEIGHT, aspect kept: the model of the "
+                           "shipped scale nearest to the largest factor needed runs (or -s/-m), then MATLAB "
+                           "bicubic; outputs are named NAME_WxH")
     parser.add_argument("--suffix", default="", help="added to output file names before the extension; inputs "
                         "that would share an output name keep their full names (x.png, x.tiff -> x.png_x4.png, "
                         "x.tiff_x4.png)")
     existing = parser.add_mutually_exclusive_group()
-    existing.add_argument("--skip-existing", action="store_true", help="skip inputs whose output exists")
+    existing.add_argument("--skip-existing", action="store_true",
+                          help="skip inputs whose output exists (the default; the flag is kept for scripts)")
     existing.add_argument("--overwrite", action="store_true",
                           help="replace existing outputs (and allow writing over an input)")
     parser.add_argument("--consistent", action="store_true",
@@ -70,8 +90,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="average the outputs for the 8 flips/rotations of the input (W = 0 only; "
                              "8x slower; about 0.1 dB higher PSNR-Y at x4)")
     video = parser.add_argument_group("video")
-    video.add_argument("--codec", default=None, help="video codec (default: libx264, else mpeg4)")
-    video.add_argument("--crf", type=int, default=18, help="constant rate factor (x264/x265/vp9)")
+    video.add_argument("--codec", default=None,
+                       help="video encoder (default: libx264, else mpeg4); hardware ones where PyAV's FFmpeg and "
+                            "the machine have them (h264_nvenc, hevc_nvenc, h264_qsv, ...): checked before any work")
+    video.add_argument("--crf", type=int, default=18, help="constant rate factor (x264/x265/vp9/av1)")
+    video.add_argument("--preset", help="encoder preset (libx264/libx265: ultrafast ... veryslow; NVENC: p1 ... p7)")
+    video.add_argument("--encoder-option", action="append", default=[], metavar="KEY=VALUE",
+                       help="an option passed to the encoder as it is (repeatable), e.g. tune=film, g=48, "
+                            "x265-params=aq-mode=3; values are checked when the encoder opens, before any work")
+    video.add_argument("--video-model", metavar="NAME",
+                       help="model for videos and frame folders (a shipped video model or weight file), e.g. "
+                            "mgbp-x4-video; default: the shipped video model when every input is a video file, "
+                            "else the image model frame by frame (said for each frame folder)")
     video.add_argument("--pix-fmt", default="yuv420p", help="output pixel format")
     video.add_argument("--window", type=int, help="frames per window (default: the model's clip length)")
     video.add_argument("--stride", type=int, help="frames between windows (default: half the frames a window "
@@ -79,7 +109,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     video.add_argument("--max-frames", type=int, help="only the first N frames (audio cut to match)")
     video.add_argument("--fps", type=float, default=25.0, help="frame rate of frame-folder inputs")
     video.add_argument("--to-frames", action="store_true", help="write video outputs as folders of PNG frames")
-    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("-q", "--quiet", action="store_true",
+                        help="no progress bars, and no encoder log (libav's, x265's and SVT-AV1's)")
     cluster = parser.add_argument_group("cluster (Ray; docs/CLUSTER.md)")
     cluster.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
                          help="run on Ray (extra mgbp[ray]): local (start Ray here; the default), auto (the "
@@ -111,46 +142,45 @@ def run(args: argparse.Namespace) -> int:
     on_ray = _connect_ray(args)  # before any work: a wrong address or a missing extra is one line
     device = "cpu" if on_ray else str(resolve_device(args.device))  # on Ray, workers load their own copy
     dtype = "half" if args.half else "bf16" if args.bf16 else None
-    scale = args.scale if (args.scale is not None or args.model is not None) else DEFAULT_SCALE
-    videos_only = all(_is_video_path(Path(p)) for p in args.inputs)  # then a shipped video model is preferred
     if not on_ray:
         _limit_gpu_memory(args.max_gpu_memory, device)
+    video_model = _load_video_model(args, on_ray, device, dtype)
+    scale = _requested_scale(args, video_model)
+    videos_only = all(_is_video_path(Path(p)) for p in args.inputs)  # then a shipped video model is preferred
     model = resolve_model(args.model, scale, device=device, dtype=dtype, video=videos_only)
+    if video_model is not None and int(video_model.scale) != int(model.scale):
+        raise ConfigError(f"--video-model {args.video_model} upscales x{int(video_model.scale)}, the image model "
+                          f"x{int(model.scale)}: give -s or -m of the same scale")
     overlap = default_overlap(model) if args.tile_overlap is None else args.tile_overlap
     if args.tile is not None and args.tile <= overlap:
         raise ConfigError(f"--tile {args.tile} must exceed the tile overlap ({overlap} LR pixels for this model)")
     jobs, failures = plan_jobs(args, video_model=model.is_video, scale=int(model.scale))
-    _check_frame_folders(jobs, args)
+    _check_before_work(jobs, args, model, video_model)
     if not jobs and failures:  # nothing to do: each reason is on its line already
         return 1
+    _say_output_size(args, model, jobs)
     remove_stale_temporaries(jobs)
+    jobs, skipped = skip_existing(jobs, args)
     with sigterm_as_interrupt():  # a scheduler's SIGTERM, like Ctrl-C, removes the temporary output
         if on_ray:
             from mgbp.distributed import ModelSpec  # what each worker loads: the spec this command got
 
             spec = ModelSpec(args.model, scale, args.device, dtype, videos_only, args.max_gpu_memory)
-            done, skipped = _run_jobs_on_ray(jobs, spec, model, args, failures)
+            done, _ = _run_jobs_on_ray(jobs, spec, model, args, failures)
         else:
-            done, skipped = _run_jobs(jobs, model, args, failures)
-    print(f"mgbp upscale: {done} written, {skipped} skipped (existing), {len(failures)} failed",
-          file=sys.stderr)
+            done = _run_jobs(jobs, {"image": model, "video": video_model or model}, args, failures)
+    print(f"mgbp upscale: {done} written, {skipped} skipped (exists), {len(failures)} failed", file=sys.stderr)
     return 1 if failures else 0
 
 
-def _run_jobs(jobs: list[Job], model, args, failures: list[str]) -> tuple[int, int]:
-    """Run every job; one file's failure (a bad file, NaN outputs, memory) is a line in `failures`, never the
-    end of the run. Returns (written, skipped)."""
-    done = skipped = 0
+def _run_jobs(jobs: list[Job], models: dict, args, failures: list[str]) -> int:
+    """Run every job (`models`: "image" for images, "video" for videos and frame folders); one file's failure
+    (a bad file, NaN outputs, memory) is a line in `failures`, never the end of the run. Returns the number
+    written."""
+    done = 0
     for job in _progress(jobs, args, desc="files", unit="file"):
-        if job.target.exists() and not args.overwrite:
-            if args.skip_existing:
-                skipped += 1
-                continue
-            failures.append(f"{job.target}: output exists (use --overwrite or --skip-existing)")
-            _report(failures[-1])
-            continue
         try:
-            _run_job(job, model, args)
+            _run_job(job, models["image" if job.kind == "image" else "video"], args)
             done += 1
         except (MgbpError, OSError) as exc:
             failures.append(f"{job.source}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
@@ -161,7 +191,136 @@ def _run_jobs(jobs: list[Job], model, args, failures: list[str]) -> tuple[int, i
             failures.append(f"{job.source}: not enough memory ({type(exc).__name__}); try a smaller --tile, "
                             f"or a machine with more memory")
             _report(failures[-1])
-    return done, skipped
+    return done
+
+
+def skip_existing(jobs: list[Job], args) -> tuple[list[Job], int]:
+    """The jobs still to do, and how many were skipped because their output exists (each said on its line,
+    unless -q). With --overwrite, none is skipped."""
+    if args.overwrite:
+        return jobs, 0
+    todo = [job for job in jobs if not job.target.exists()]
+    if not args.quiet:
+        for job in jobs:
+            if job.target.exists():
+                _say(f"{job.target}: skipped (exists)")
+    return todo, len(jobs) - len(todo)
+
+
+def _load_video_model(args, on_ray: bool, device: str, dtype):
+    """--video-model: the model of videos and frame folders (a video model: checked), or None."""
+    if args.video_model is None:
+        return None
+    if on_ray:
+        raise ConfigError("--video-model does not run on --ray yet: give the video model as -m")
+    from mgbp.inference import resolve_model
+
+    model = resolve_model(args.video_model, args.scale, device=device, dtype=dtype, video=True)
+    if not model.is_video:
+        raise ConfigError(f"--video-model {args.video_model} is an image model; name a video (3D) model, "
+                          f"e.g. mgbp-x4-video (an image model is the default for frame folders anyway)")
+    return model
+
+
+def _requested_scale(args, video_model) -> int | None:
+    """The model scale to load: -s; else -m's own (None); else, for --outscale / --size, the shipped image scale
+    nearest to the factor asked for (a tie: the larger); else --video-model's; else the default."""
+    if args.scale is not None or args.model is not None:
+        return args.scale
+    if args.outscale is not None:
+        return nearest_shipped_scale(args.outscale)
+    if args.size is not None:
+        factor = _largest_size_factor(args)
+        if factor is not None:
+            return nearest_shipped_scale(factor)
+    if video_model is not None:
+        return int(video_model.scale)
+    return DEFAULT_SCALE
+
+
+def nearest_shipped_scale(factor: float) -> int:
+    """The scale of a shipped image model nearest to `factor` (a tie: the larger one, which then shrinks)."""
+    from mgbp.models import SHIPPED
+
+    scales = sorted({entry.scale for entry in SHIPPED.values() if not entry.video}) or [DEFAULT_SCALE]
+    return min(scales, key=lambda scale: (abs(scale - factor), -scale))
+
+
+def _largest_size_factor(args) -> float | None:
+    """The largest output/input factor --size asks of any image input (headers only), None without images."""
+    from mgbp.image_files import OutputOptions
+    from mgbp.io import peek_image
+
+    output = OutputOptions(size=args.size)
+    sources, _ = expand_inputs(args.inputs)
+    factors = []
+    for path in sources:
+        files = list_files(path, IMAGE_EXTENSIONS, recursive=True) if path.is_dir() else [path]
+        for file in files:
+            if file.suffix.lower() in IMAGE_EXTENSIONS:
+                with contextlib.suppress(MgbpError):
+                    header = peek_image(file)
+                    factors.append(output.factor(header.height, header.width, DEFAULT_SCALE))
+    return max(factors) if factors else None
+
+
+def _say_output_size(args, model, jobs: list[Job]) -> None:
+    """Which model scale --outscale / --size runs, and that videos keep the model's scale."""
+    if args.outscale is None and args.size is None or not any(job.kind == "image" for job in jobs):
+        return
+    wanted = f"x{args.outscale:g}" if args.outscale is not None else f"fit inside {args.size[0]}x{args.size[1]}"
+    _say(f"{'--outscale' if args.outscale is not None else '--size'}: the x{int(model.scale)} model runs, then "
+         f"MATLAB bicubic resizes its output to {wanted}")
+
+
+def _check_before_work(jobs: list[Job], args, model, video_model) -> None:
+    """What would fail a file later and can be known now ends the run here, with one line (ConfigError):
+    --outscale / --size of a video, alpha into JPEG, an encoder that cannot open. A frame folder that would be
+    upscaled by an image model is said once (--video-model picks a video model)."""
+    from mgbp.image_files import check_alpha_fits
+
+    for job in jobs:
+        if job.kind != "image" and (args.outscale is not None or args.size is not None):
+            raise ConfigError(f"{job.source}: --outscale and --size resize images; videos and frame folders come "
+                              f"out at the model's scale (x{int(model.scale)})")
+        if job.kind == "image" and (args.overwrite or not job.target.exists()):  # else skipped
+            check_alpha_fits(job.source, job.target)
+    _check_frame_folders(jobs, args)
+    videos = [job for job in jobs if job.kind != "image"]
+    if videos and args.quiet:
+        from mgbp.video import silence_encoder_logs
+
+        silence_encoder_logs()
+    encoders = {_video_codec(job, args) for job in videos if not writes_frames(job, args)}
+    if encoders:
+        from mgbp.video import check_encoder
+
+        options = _video_options(args)
+        for codec in sorted(encoders):
+            check_encoder(codec, options)
+    if video_model is None and not model.is_video:
+        for job in videos:
+            if job.kind == "frames":
+                _say(f"{job.source}: frames upscaled one by one by the image model (--video-model NAME for a "
+                     f"video model)")
+
+
+def _video_codec(job: Job, args) -> str:
+    from mgbp.video import _import_av, default_codec
+
+    return args.codec or default_codec(job.target, _import_av().codecs_available)
+
+
+def _video_options(args):
+    from mgbp.video import VideoOptions
+
+    return VideoOptions(codec=args.codec, crf=args.crf, pix_fmt=args.pix_fmt, window=args.window,
+                        stride=args.stride, max_frames=args.max_frames, fps=args.fps,
+                        noise=args.noise, tile=args.tile, overlap=args.tile_overlap,
+                        consistent=args.consistent, progress=not args.quiet, seed=args.seed,
+                        self_ensemble=args.self_ensemble, allow_extrapolation=args.allow_extrapolation,
+                        preset=args.preset, encoder_options=dict(args.encoder_options),
+                        encoder_log=not args.quiet)
 
 
 def _connect_ray(args) -> bool:
@@ -181,7 +340,8 @@ def _connect_ray(args) -> bool:
 
 
 def _run_jobs_on_ray(jobs: list[Job], spec, model, args, failures: list[str]) -> tuple[int, int]:
-    """`_run_jobs` on a Ray cluster (`mgbp.distributed`): the same outputs, report lines and counts."""
+    """`_run_jobs` on a Ray cluster (`mgbp.distributed`): the same outputs, report lines and counts. Returns
+    (written, skipped)."""
     from mgbp.distributed import ClusterOptions, UpscaleSettings, run_jobs
 
     outcome = run_jobs(jobs, spec, UpscaleSettings.from_args(args), ClusterOptions.from_args(args),
@@ -196,22 +356,58 @@ def _is_host_out_of_memory(exc: BaseException) -> bool:
     return "can't allocate memory" in text or "DefaultCPUAllocator" in text
 
 
+OUTPUT_FORMATS = ("auto", "png", "jpg", "jpeg", "webp", "tif", "tiff")
+
+
 def _check_args(args) -> None:
-    from mgbp.inference import check_noise_amplitude
+    """Every option checked before any work (ConfigError, one line); --size and --encoder-option parsed in
+    place; existing outputs are skipped unless --overwrite."""
+    from mgbp.image_files import parse_size
 
-    check_noise_amplitude(args.noise, args.allow_extrapolation, name="-W/--noise")
-    if args.self_ensemble:
-        from mgbp.inference import check_self_ensemble
-
-        check_self_ensemble(args.noise)
-    if args.ext.lower().lstrip(".") not in ("auto", "png", "jpg", "jpeg"):
-        raise ConfigError(f"--ext must be png, jpg or auto, got {args.ext!r}")
+    _inference_options(args).check(noise_name="-W/--noise")
+    ext = args.ext.lower().lstrip(".")
+    if ext not in OUTPUT_FORMATS:
+        raise ConfigError(f"--ext must be one of {', '.join(OUTPUT_FORMATS)}, got {args.ext!r}")
+    if args.quality is not None and ext in ("png", "tif", "tiff"):
+        raise ConfigError(f"--quality applies to jpg and webp outputs, not {ext} (lossless)")
+    if args.size is not None and not isinstance(args.size, tuple):
+        args.size = parse_size(args.size)
+    _output_options(args).check()
+    args.encoder_options = _parse_encoder_options(getattr(args, "encoder_option", None) or [])
+    args.skip_existing = not args.overwrite  # the default; --skip-existing is kept for scripts
     if args.max_memory is not None and not (math.isfinite(args.max_memory) and args.max_memory > 0):
         raise ConfigError(f"--max-memory must be a positive number of GiB, got {args.max_memory}")
     for name in ("tile", "window", "stride", "max_frames"):
         value = getattr(args, name, None)
         if value is not None and value < 1:
             raise ConfigError(f"--{name.replace('_', '-')} must be positive, got {value}")
+
+
+def _parse_encoder_options(items: list[str]) -> dict[str, str]:
+    """["tune=film", "g=48"] -> {"tune": "film", "g": "48"}; ConfigError for an item without a name and "="."""
+    options = {}
+    for item in items:
+        key, equals, value = str(item).partition("=")
+        if not equals or not key.strip():
+            raise ConfigError(f"--encoder-option must be KEY=VALUE, got {item!r}")
+        options[key.strip()] = value
+    return options
+
+
+def _inference_options(args):
+    """`mgbp.inference.InferenceOptions` from the flags (W, seed, tiles, back-projection, self-ensemble)."""
+    from mgbp.inference import InferenceOptions
+
+    return InferenceOptions(noise=args.noise, seed=args.seed, tile=args.tile, overlap=args.tile_overlap,
+                            consistent=args.consistent, self_ensemble=args.self_ensemble,
+                            allow_extrapolation=args.allow_extrapolation, progress=not args.quiet)
+
+
+def _output_options(args):
+    """`mgbp.image_files.OutputOptions` from the flags (--quality, --outscale, --size)."""
+    from mgbp.image_files import OutputOptions
+
+    return OutputOptions(quality=args.quality, outscale=args.outscale, size=args.size)
 
 
 def _limit_gpu_memory(gib: float | None, device: str) -> None:
@@ -233,6 +429,12 @@ def _report(message: str) -> None:
     from tqdm import tqdm
 
     tqdm.write(f"mgbp upscale: skipped {message}", file=sys.stderr)  # above the progress bar, if any
+
+
+def _say(message: str) -> None:
+    from tqdm import tqdm
+
+    tqdm.write(f"mgbp upscale: {message}", file=sys.stderr)
 
 
 def _progress(items, args, **kwargs):
@@ -268,14 +470,69 @@ def plan_jobs(args, video_model: bool = False, scale: int = 4) -> tuple[list[Job
     folders (names starting with a dot, our temporary files among them) are never inputs.
 
     Without -o (as Real-ESRGAN's and chaiNNer's users expect), an output goes beside its input: a file as
-    NAME_x<scale>.EXT (or with --suffix), a folder as a sibling FOLDER_x<scale>. Inputs that would share an
-    output name keep their full names (`keep_outputs_apart`)."""
+    NAME_x<scale>.EXT (or with --suffix; NAME_x3.5 with --outscale 3.5, NAME_WxH with --size), a folder as a
+    sibling FOLDER_x<scale>. Inputs that would share an output name keep their full names
+    (`keep_outputs_apart`). Files found in a folder or by a glob that are mgbp's earlier outputs written into
+    that same folder are left out (`earlier_outputs`), so a rerun never upscales its own outputs."""
     if args.output is None:
         jobs, failures = _plan_jobs_beside_inputs(args, video_model, scale)
     else:
         jobs, failures = _plan_jobs_into_output(args, video_model)
     jobs = keep_outputs_apart(jobs)
+    ours = earlier_outputs(jobs, args)
+    if ours:
+        shown = ", ".join(path.name for path in ours[:3]) + (f", ... ({len(ours)} in all)" if len(ours) > 3 else "")
+        _say(f"left out {len(ours)} earlier output(s) of mgbp in their own input folder ({shown})")
+        jobs = [job for job in jobs if job.source not in ours]
     return [job for job in jobs if _not_an_input(job, args, failures)], failures
+
+
+OUTPUT_TAG = re.compile(r"_(x\d+(\.\d+)?|\d+x\d+)$")  # the end of our default names: _x4, _x3.5, _1920x1080
+
+
+def output_tag(args, scale: int) -> str:
+    """What a default output name adds to its input's: _x<scale>, _x<F> with --outscale F, _WxH with --size."""
+    if args.outscale is not None:
+        return f"_x{args.outscale:g}"
+    if args.size is not None:
+        return f"_{args.size[0]}x{args.size[1]}"
+    return f"_x{scale}"
+
+
+def earlier_outputs(jobs: list[Job], args) -> list[Path]:
+    """Sources that are mgbp's own earlier outputs, when output and input share a folder: the target of another
+    job of this run, a name ending in our tag (`OUTPUT_TAG`, or --suffix) beside an image of the name before
+    it, or an image carrying our marker (`mgbp.io.is_mgbp_output`). Only files found in a folder or by a glob:
+    an input named on the command line is always upscaled."""
+    from mgbp.io import is_mgbp_output
+
+    named = {os.path.abspath(text) for text in args.inputs if Path(text).is_file()}
+    targets = {os.path.abspath(job.target): job for job in jobs}
+    stems: dict[Path, set[str]] = {}  # folder -> the stems (and names) of its images
+    found = []
+    for job in jobs:
+        source = Path(os.path.abspath(job.source))
+        if job.kind != "image" or str(source) in named or Path(os.path.abspath(job.target)).parent != source.parent:
+            continue
+        if source.parent not in stems:
+            images = list_files(source.parent, IMAGE_EXTENSIONS)
+            stems[source.parent] = {p.stem for p in images} | {p.name for p in images}
+        if targets.get(str(source), job) is not job or _named_like_output(source, args.suffix, stems[source.parent]) \
+                or is_mgbp_output(source):
+            found.append(job.source)
+    return found
+
+
+def _named_like_output(path: Path, suffix: str, stems: set[str]) -> bool:
+    """NAME<tag>.EXT (or NAME.EXT<tag>.EXT, the full-name form) where an image NAME.* (or NAME.EXT) exists."""
+    match = OUTPUT_TAG.search(path.stem)
+    if suffix and path.stem.endswith(suffix) and len(path.stem) > len(suffix):
+        base = path.stem[: -len(suffix)]
+    elif match and match.start() > 0:
+        base = path.stem[: match.start()]
+    else:
+        return False
+    return base in stems
 
 
 def keep_outputs_apart(jobs: list[Job]) -> list[Job]:
@@ -338,10 +595,10 @@ def _plan_jobs_beside_inputs(args, video_model: bool, scale: int) -> tuple[list[
         one = argparse.Namespace(**vars(args))
         one.inputs = [str(path)]
         if path.is_dir():
-            one.output = str(path.parent / f"{path.name}_x{scale}")
+            one.output = str(path.parent / f"{path.name}{output_tag(args, scale)}")
         else:
             one.output = str(path.parent)
-            one.suffix = args.suffix or f"_x{scale}"
+            one.suffix = args.suffix or output_tag(args, scale)
         more_jobs, more_failures = _plan_jobs_into_output(one, video_model)
         jobs += more_jobs
         failures += more_failures
@@ -357,16 +614,9 @@ def _file_job(path: Path, out_dir: Path, target: Path | None, args) -> Job:
         if kind == "video":
             extension = "" if args.to_frames else path.suffix
         else:
-            extension = _image_extension(path, args.ext)
+            extension = output_extension(path, args.ext)
         target = out_dir / f"{path.stem}{args.suffix}{extension}"
     return Job(path, target, kind)
-
-
-def _image_extension(path: Path, ext: str) -> str:
-    ext = ext.lower().lstrip(".")
-    if ext != "auto":
-        return "." + ext
-    return path.suffix.lower() if path.suffix.lower() in WRITE_EXTENSIONS else ".png"
 
 
 def _is_video_path(path: Path) -> bool:
@@ -441,96 +691,15 @@ def _check_frame_folders(jobs: list[Job], args) -> None:
 
 def _run_job(job: Job, model, args) -> None:
     if job.kind == "image":
-        if model.is_video:
-            raise ConfigError("a video (3D) model upscales videos and frame folders, not single images")
-        from mgbp.io import peek_image
-
-        header = peek_image(job.source)  # before decoding: what does not fit is refused, not crashed on
-        check_image_memory(header, int(model.scale), args.max_memory)
-        if header.frames > 1:
-            _warn(f"{job.source} has {header.frames} frames (animated): only the first frame is upscaled")
-        upscale_image_file(job.source, job.target, model, args)
+        upscale_image_file(job.source, job.target, model, _inference_options(args), _output_options(args),
+                           max_memory=args.max_memory, warn=_warn)
         return
-    from mgbp.video import VideoOptions, upscale_video
+    from mgbp.video import upscale_video
 
-    options = VideoOptions(codec=args.codec, crf=args.crf, pix_fmt=args.pix_fmt, window=args.window,
-                           stride=args.stride, max_frames=args.max_frames, fps=args.fps,
-                           noise=args.noise, tile=args.tile, overlap=args.tile_overlap,
-                           consistent=args.consistent, progress=not args.quiet, seed=args.seed,
-                           self_ensemble=args.self_ensemble, allow_extrapolation=args.allow_extrapolation)
-    upscale_video(job.source, job.target, model, options, to_frames=args.to_frames)
-
-
-# Host memory per output sample (colour planes plus alpha) of `upscale_image_file`: the float32 accumulator,
-# its normalised and clamped copies, and the writer's float64 rounding. Measured at 36.9 (8-bit) and 36.1
-# (16-bit) bytes on 8192x8192 RGB outputs by `benchmarks/bench_image_memory.py --lr-size 2048 --bit-depth 8|16`
-# (x86_64, 2 cores, torch 2.13 CPU), rounded up. The tiles' activations are bounded by the tile size and not
-# counted.
-BYTES_PER_OUTPUT_SAMPLE = {8: 40, 16: 40}
-BYTES_PER_INPUT_SAMPLE = 16  # the decoded samples and their float copies
-
-
-def image_memory_bytes(header, scale: int) -> int:
-    """Estimated host memory to upscale an image with this header (`mgbp.io.ImageHeader`) by `scale`: the
-    model runs on 3 colour planes whatever the source (grey is repeated), plus alpha."""
-    planes = 3 + (header.planes in (2, 4))
-    pixels = header.width * header.height
-    return pixels * planes * (scale * scale * BYTES_PER_OUTPUT_SAMPLE[header.bit_depth] + BYTES_PER_INPUT_SAMPLE)
-
-
-def available_memory_bytes() -> int | None:
-    """Memory the system can give this process now (Linux's MemAvailable), None when unknown."""
-    try:
-        with open("/proc/meminfo") as handle:
-            for line in handle:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return None
-
-
-def check_image_memory(header, scale: int, max_memory_gib: float | None) -> None:
-    """MgbpError (that file fails, the run goes on) when the estimate exceeds --max-memory, or by default the
-    memory available now."""
-    limit = max_memory_gib * 2**30 if max_memory_gib is not None else available_memory_bytes()
-    needed = image_memory_bytes(header, scale)
-    if limit is None or needed <= limit:
-        return
-    where = "allowed by --max-memory" if max_memory_gib is not None else "available (--max-memory sets the limit)"
-    raise MgbpError(f"{header.width}x{header.height} at x{scale} needs about {needed / 2**30:.1f} GiB of memory, "
-                    f"more than the {limit / 2**30:.1f} GiB {where}")
+    upscale_video(job.source, job.target, model, _video_options(args), to_frames=args.to_frames)
 
 
 def _warn(message: str) -> None:
     from tqdm import tqdm
 
     tqdm.write(f"mgbp upscale: warning: {message}", file=sys.stderr)  # above the progress bar, if any
-
-
-def upscale_image_file(source: Path, target: Path, model, args) -> None:
-    """Read (alpha, 16-bit, grey, ICC, EXIF), upscale, write back with the same metadata."""
-    import numpy as np
-    import torch
-
-    from mgbp.inference import upscale_tensor
-    from mgbp.io import read_image, write_image
-
-    loaded = read_image(source)
-    planes = [loaded.rgb] if loaded.alpha is None else [loaded.rgb, loaded.alpha[..., None]]
-    x = torch.from_numpy(np.concatenate(planes, axis=2)).permute(2, 0, 1)[None].float()
-    out = upscale_tensor(model, x, noise=args.noise, tile=args.tile, overlap=args.tile_overlap,
-                         progress=not args.quiet, consistent=args.consistent, seed=args.seed,
-                         self_ensemble=args.self_ensemble, allow_extrapolation=args.allow_extrapolation)
-    out = out[0].permute(1, 2, 0).numpy()
-    colour_channels = loaded.rgb.shape[2]
-    alpha = out[..., colour_channels] if loaded.alpha is not None else None
-    jpeg = target.suffix.lower() in (".jpg", ".jpeg")
-    if jpeg and alpha is not None:
-        raise ConfigError(f"{source} has an alpha channel, which JPEG cannot store (use --ext png)")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    write_image(target, out[..., :colour_channels], bit_depth=8 if jpeg else loaded.bit_depth, alpha=alpha,
-                icc_profile=loaded.icc_profile, exif=loaded.exif)

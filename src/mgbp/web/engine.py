@@ -30,9 +30,10 @@ import numpy as np
 import torch
 
 from mgbp.atomic import atomic_path
+from mgbp.device import resolve_device
 from mgbp.errors import ConfigError
 from mgbp.image_files import image_planes, output_name, upscale_image_file
-from mgbp.inference import check_noise_amplitude, crops_noise, model_scale, resolve_model
+from mgbp.inference import InferenceOptions, check_noise_amplitude, crops_noise, model_scale, resolve_model
 from mgbp.io import read_image
 from mgbp.region import Region, draw_image_noise, upscale_region
 from mgbp.resize import imresize
@@ -48,10 +49,6 @@ CURVE_AMPLITUDES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 JOB_DIR_LIFETIME_S = 600
 CACHED_MODELS = 4  # uploaded weight files kept loaded (shipped models are always kept)
 CRF_RANGE = (0, 51)  # x264's constant rate factor
-
-
-def default_device() -> str:
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 @dataclass
@@ -83,7 +80,7 @@ class Engine:
     """Models, images and jobs of one server: one device, one job at a time on it."""
 
     def __init__(self, device: str | None = None, work_root: str | Path | None = None):
-        self.device = device or default_device()
+        self.device = str(resolve_device(device))  # `mgbp serve --device`: checked before the server starts
         self.queue = DeviceQueue(self.device)
         self.work_root = Path(work_root) if work_root else Path(tempfile.mkdtemp(prefix="mgbp-serve-"))
         self.jobs_root = self.work_root / "jobs"
@@ -217,7 +214,8 @@ class Engine:
                 for index, (path, target) in enumerate(zip(paths, targets)):
                     if on_image is not None:
                         on_image(index, len(paths), Path(path).name)
-                    upscale_image_file(path, target, model, noise=noise, seed=SEED, progress=progress)
+                    upscale_image_file(path, target, model, InferenceOptions(noise=noise, seed=SEED,
+                                                                             progress=progress))
             download = targets[0] if len(targets) == 1 else zip_files(targets, job_dir / f"mgbp_x{scale}.zip")
             _, planes = self.image(paths[0])
             before = job_dir / "bicubic" / f"{Path(paths[0]).stem}_bicubic.png"
