@@ -393,6 +393,8 @@ def test_video_model_must_be_a_video_model_of_the_same_scale(tmp_path, weights, 
     assert upscale(tmp_path / "in.png", "-o", tmp_path / "out", "-m", weights, "--video-model", video_weights) == 2
     err = capsys.readouterr().err
     assert "x2" in err and "x4" in err and len(err.strip().splitlines()) == 1 and not (tmp_path / "out").exists()
+    assert upscale(tmp_path / "in.png", "-o", tmp_path / "out", "--video-model", video_weights, "--ray") == 2
+    assert "--ray" in capsys.readouterr().err and not (tmp_path / "out").exists()
 
 
 # --------------------------------------------------------------------------------------------- reruns

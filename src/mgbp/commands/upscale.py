@@ -144,7 +144,7 @@ def run(args: argparse.Namespace) -> int:
     dtype = "half" if args.half else "bf16" if args.bf16 else None
     if not on_ray:
         _limit_gpu_memory(args.max_gpu_memory, device)
-    video_model = _load_video_model(args, on_ray, device, dtype)
+    video_model = _load_video_model(args, device, dtype)
     scale = _requested_scale(args, video_model)
     videos_only = all(_is_video_path(Path(p)) for p in args.inputs)  # then a shipped video model is preferred
     model = resolve_model(args.model, scale, device=device, dtype=dtype, video=videos_only)
@@ -207,12 +207,10 @@ def skip_existing(jobs: list[Job], args) -> tuple[list[Job], int]:
     return todo, len(jobs) - len(todo)
 
 
-def _load_video_model(args, on_ray: bool, device: str, dtype):
+def _load_video_model(args, device: str, dtype):
     """--video-model: the model of videos and frame folders (a video model: checked), or None."""
     if args.video_model is None:
         return None
-    if on_ray:
-        raise ConfigError("--video-model does not run on --ray yet: give the video model as -m")
     from mgbp.inference import resolve_model
 
     model = resolve_model(args.video_model, args.scale, device=device, dtype=dtype, video=True)
@@ -370,6 +368,8 @@ def _check_args(args) -> None:
         raise ConfigError(f"--ext must be one of {', '.join(OUTPUT_FORMATS)}, got {args.ext!r}")
     if args.quality is not None and ext in ("png", "tif", "tiff"):
         raise ConfigError(f"--quality applies to jpg and webp outputs, not {ext} (lossless)")
+    if args.video_model is not None and getattr(args, "ray", None) is not None:
+        raise ConfigError("--video-model does not run on --ray yet: give the video model as -m")
     if args.size is not None and not isinstance(args.size, tuple):
         args.size = parse_size(args.size)
     _output_options(args).check()
