@@ -48,9 +48,11 @@ from mgbp.errors import ConfigError, MgbpError, NumericalError
 from mgbp.io import quantise
 from mgbp.resize import imresize
 
-# On CPU, tiles are sized so one forward pass produces at most this many output pixels (per frame): a few GB of
-# activations for MGBP-sized networks, and big enough that tiling costs little.
-CPU_OUTPUT_PIXEL_BUDGET = 2048 * 2048
+# On CPU, tiles are sized so one forward pass produces at most this many output pixels (per frame), cut to fit
+# the image (`balanced_tiles`). Measured with mgbp-x4, 960x540 -> 3840x2160, one thread (benchmarks/bench_speed.py
+# section e; x86_64, 2 cores, torch 2.13): 1448^2 ran at the small-image rate per pixel with 1.4 GiB peak memory;
+# 2048^2 (before) cost 2.4 GiB and no less time (its feature maps leave the cache), 1024^2 more overlap.
+CPU_OUTPUT_PIXEL_BUDGET = 1448 * 1448
 MIN_BORDER_LR = 2  # the bicubic upscale inside MGBPv2 reaches 2 LR pixels beyond the kept region
 DEFAULT_RAMP_LR = 8  # LR pixels of linear cross-fade between tiles, beyond the two border margins
 MIN_TILE_STRIDE = 8  # smallest tile advance; below it, tiles would be nearly all overlap
@@ -94,11 +96,19 @@ def tile_weights_1d(start: int, extent: int, length: int, scale: int, margin: in
 
 @dataclass
 class TilePlan:
-    """How one image is cut: tile extent and overlap in LR pixels, and how many tiles run per forward pass."""
+    """How one image is cut: tile extent and overlap in LR pixels, and how many tiles run per forward pass.
+
+    `tile` is the tile's height, and its width too unless `tile_width` is set (the automatic CPU plan cuts
+    rectangles that fit the image; tiles given by the user are square)."""
 
     tile: int
     overlap: int
     batch: int = 1
+    tile_width: int | None = None
+
+    def extent(self, height: int, width: int) -> tuple[int, int]:
+        """(rows, columns) of every tile of an image of (height, width) LR pixels."""
+        return min(self.tile, height), min(self.tile_width or self.tile, width)
 
 
 def model_scale(model) -> int:
@@ -205,13 +215,46 @@ def auto_plan(model, lr: torch.Tensor, tile: int | None, overlap: int, noise_amp
     height, width = lr.shape[-2:]
     device, _ = model_device(model)
     if device.type != "cuda":
+        if tile:
+            return TilePlan(tile=tile, overlap=overlap, batch=1)
         lr_budget = CPU_OUTPUT_PIXEL_BUDGET // (model_scale(model) ** 2 * _frames(lr))
-        side = tile or max(math.isqrt(lr_budget), min_tile(overlap))
-        return TilePlan(tile=side, overlap=overlap, batch=1)
+        rows, cols = balanced_tiles(height, width, lr_budget, overlap)
+        return TilePlan(tile=rows, overlap=overlap, batch=1, tile_width=cols)
     lr_budget = _gpu_pixel_budget(model, lr, noise_amp)
     side = tile or max(min(math.isqrt(lr_budget), max(height, width)), min_tile(overlap))
     tile_pixels = min(side, height) * min(side, width)
     return TilePlan(tile=side, overlap=overlap, batch=max(1, lr_budget // tile_pixels))
+
+
+def balanced_tiles(height: int, width: int, lr_budget: int, overlap: int) -> tuple[int, int]:
+    """(rows, columns) of equal tiles of at most `lr_budget` pixels that cover the image with the fewest pixels
+    computed. A square tile of the budget's side can waste much of the image's work: its last row or column is
+    moved inward, never shrunk, so 540 rows in 512-row tiles compute 1024 rows. Here n tiles along an axis of
+    length L get the extent ceil((L + (n - 1) overlap) / n), and (n_rows, n_cols) minimise the pixels computed
+    (a few hundred pixels per tile stand for its fixed costs)."""
+    per_tile_cost = 256
+    smallest = min_tile(overlap)
+
+    def extent(length: int, count: int) -> int:
+        return min(length, max(smallest, -(-(length + (count - 1) * overlap) // count)))
+
+    best = None
+    for n_rows in range(1, max(1, height // MIN_TILE_STRIDE) + 1):
+        rows = extent(height, n_rows)
+        if rows * min(width, smallest) > lr_budget and n_rows < height // MIN_TILE_STRIDE:
+            continue
+        for n_cols in range(1, max(1, width // MIN_TILE_STRIDE) + 1):
+            cols = extent(width, n_cols)
+            if rows * cols > lr_budget:
+                continue
+            count = len(tile_starts(height, rows, overlap)) * len(tile_starts(width, cols, overlap))
+            cost = count * (rows * cols + per_tile_cost)
+            if best is None or cost < best[0]:
+                best = (cost, rows, cols)
+            break  # more columns only cost more once the tile fits
+    if best is None:  # the budget is below the smallest useful tile: the smallest tile
+        return min(height, smallest), min(width, smallest)
+    return best[1], best[2]
 
 
 _BYTES_PER_PIXEL: dict[tuple, float] = {}  # (model id, channels/frames, device, dtype) -> probe measurement
@@ -339,11 +382,11 @@ def _shrink_after_oom(plan: TilePlan, lr: torch.Tensor, reason: str) -> None:
     if plan.batch > 1:
         plan.batch //= 2
         return
-    current = min(plan.tile, max(lr.shape[-2:]))
+    current = max(plan.extent(*lr.shape[-2:]))
     if current <= min_tile(plan.overlap):
         raise MgbpError(f"out of memory even with {current}-pixel tiles; try --device cpu, --half or --bf16 "
                         f"({reason})")
-    plan.tile = max(current // 2, min_tile(plan.overlap))
+    plan.tile, plan.tile_width = max(current // 2, min_tile(plan.overlap)), None
 
 
 def _tile_batches(model, jobs: list, rows, cols, extent: tuple[int, int], size: tuple[int, int], batch: int):
@@ -361,7 +404,7 @@ def _tile_batches(model, jobs: list, rows, cols, extent: tuple[int, int], size: 
 def _run_tiles(model, lr, noise_amp, noise, plan: TilePlan, progress: bool, out_device) -> torch.Tensor:
     scale = model_scale(model)
     height, width = lr.shape[-2:]
-    ext_h, ext_w = min(plan.tile, height), min(plan.tile, width)
+    ext_h, ext_w = plan.extent(height, width)
     margin = min(model_border(model), plan.overlap // 2)
     rows, cols = tile_starts(height, ext_h, plan.overlap), tile_starts(width, ext_w, plan.overlap)
     wy = [tile_weights_1d(y, ext_h, height, scale, margin, plan.overlap) for y in rows]
