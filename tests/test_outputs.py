@@ -204,6 +204,17 @@ def test_alpha_into_jpeg_is_refused_before_any_work(tmp_path, weights, capsys):
     assert upscale(tmp_path / "in", "-o", tmp_path / "out", "-m", weights, "--ext", "webp") == 0
 
 
+def test_an_output_too_wide_for_webp_is_refused_before_any_work(tmp_path, weights, capsys):
+    Image.fromarray(random_image((2, 4100, 3))).save(tmp_path / "strip.png")  # x4: 16400 > WebP's 16383
+    assert upscale(tmp_path / "strip.png", "-o", tmp_path / "out", "-m", weights, "--ext", "webp") == 2
+    err = capsys.readouterr().err
+    assert "16400x8" in err and "16383" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(ConfigError, match="WEBP"):  # the writer itself refuses too, before writing
+        write_image(tmp_path / "wide.webp", np.zeros((1, 16384, 3), np.uint8))
+    assert not (tmp_path / "wide.webp").exists()
+
+
 # --------------------------------------------------------------------------------------------- output size
 
 

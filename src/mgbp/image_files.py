@@ -33,6 +33,7 @@ from mgbp.io import (
     WRITE_EXTENSIONS,
     ImageHeader,
     LoadedImage,
+    check_size_fits,
     holds_alpha,
     peek_image,
     read_image,
@@ -181,18 +182,19 @@ def read_source(source: str | os.PathLike, scale: int, output: OutputOptions | N
     return read_image(source)
 
 
-def check_alpha_fits(source: str | os.PathLike, target: str | os.PathLike) -> None:
-    """ConfigError when `source` has an alpha channel and `target`'s format cannot store one (JPEG): for a
-    command to ask of every input before any work. An unreadable source passes (its own job reports it)."""
-    if holds_alpha(target):
-        return
+def check_target_fits(source: str | os.PathLike, target: str | os.PathLike, scale: int,
+                      output: OutputOptions | None = None) -> None:
+    """ConfigError when `target`'s format cannot store what `source` becomes: an alpha channel in JPEG, a side
+    beyond WebP's or JPEG's limit (`mgbp.io.check_size_fits`). From the header alone, for a command to ask of
+    every input before any work; an unreadable source passes (its own job reports it)."""
     try:
         header = peek_image(source)
     except MgbpError:
         return
-    if header.planes in (2, 4):
+    if header.planes in (2, 4) and not holds_alpha(target):
         raise ConfigError(f"{source} has an alpha channel, which JPEG cannot store: use --ext png, webp or tiff "
                           f"(or --ext auto)")
+    check_size_fits(target, *(output or OutputOptions()).output_size(header.height, header.width, scale))
 
 
 def image_planes(loaded: LoadedImage) -> torch.Tensor:

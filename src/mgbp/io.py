@@ -58,6 +58,7 @@ WRITE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"
 BIT_DEPTHS = {"PNG": (8, 16), "TIFF": (8, 16), "JPEG": (8,), "WEBP": (8,)}  # what each written format holds
 LOSSY_FORMATS = ("JPEG", "WEBP")  # the formats `quality` applies to
 DEFAULT_JPEG_QUALITY = 95  # WebP without a quality is lossless
+MAX_SIDE = {"WEBP": 16383, "JPEG": 65500}  # the largest side each format's encoder takes
 SOFTWARE = "mgbp"  # the marker of our outputs (see the module docstring)
 
 EXIF_ORIENTATION = 0x0112
@@ -288,6 +289,7 @@ def write_image(path, rgb, bit_depth: int = 8, alpha=None, icc_profile: bytes | 
     if quality is not None and not (isinstance(quality, (int, np.integer)) and 1 <= quality <= 100):
         raise ConfigError(f"{path}: quality must be a whole number from 1 to 100, got {quality!r}")
     samples = _quantise(_as_hwc(rgb, path), bit_depth)
+    check_size_fits(path, *samples.shape[:2])
     alpha_samples = None
     if alpha is not None:
         alpha = np.asarray(alpha)
@@ -319,6 +321,16 @@ def written_bit_depth(path, source_bit_depth: int) -> int:
     """The bit depth an output at `path` keeps of a `source_bit_depth` source: the same where the format holds
     it (PNG, TIFF), else 8 (JPEG, WebP)."""
     return source_bit_depth if source_bit_depth in BIT_DEPTHS[write_format(path)] else 8
+
+
+def check_size_fits(path, height: int, width: int) -> None:
+    """ConfigError when an image of this size cannot be stored in `path`'s format (WebP: 16383 pixels a side,
+    JPEG: 65500), before anything is written."""
+    pil_format = write_format(path)
+    limit = MAX_SIDE.get(pil_format)
+    if limit is not None and max(height, width) > limit:
+        raise ConfigError(f"{Path(path).name}: {width}x{height} is larger than {pil_format} can store ({limit} pixels "
+                          f"a side); use png or tiff")
 
 
 def holds_alpha(path) -> bool:

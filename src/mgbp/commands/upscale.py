@@ -135,10 +135,12 @@ class Job:
 
 
 def run(args: argparse.Namespace) -> int:
+    from mgbp.allocator import reuse_freed_memory
     from mgbp.device import resolve_device
     from mgbp.inference import default_overlap, resolve_model
 
     _check_args(args)
+    reuse_freed_memory()  # tiles' buffers are reused instead of faulted in again (mgbp.allocator)
     on_ray = _connect_ray(args)  # before any work: a wrong address or a missing extra is one line
     device = "cpu" if on_ray else str(resolve_device(args.device))  # on Ray, workers load their own copy
     dtype = "half" if args.half else "bf16" if args.bf16 else None
@@ -273,16 +275,17 @@ def _say_output_size(args, model, jobs: list[Job]) -> None:
 
 def _check_before_work(jobs: list[Job], args, model, video_model) -> None:
     """What would fail a file later and can be known now ends the run here, with one line (ConfigError):
-    --outscale / --size of a video, alpha into JPEG, an encoder that cannot open. A frame folder that would be
+    --outscale / --size of a video, alpha into JPEG, an output too large for WebP / JPEG, an encoder that cannot
+    open. A frame folder that would be
     upscaled by an image model is said once (--video-model picks a video model)."""
-    from mgbp.image_files import check_alpha_fits
+    from mgbp.image_files import check_target_fits
 
     for job in jobs:
         if job.kind != "image" and (args.outscale is not None or args.size is not None):
             raise ConfigError(f"{job.source}: --outscale and --size resize images; videos and frame folders come "
                               f"out at the model's scale (x{int(model.scale)})")
         if job.kind == "image" and (args.overwrite or not job.target.exists()):  # else skipped
-            check_alpha_fits(job.source, job.target)
+            check_target_fits(job.source, job.target, int(model.scale), _output_options(args))
     _check_frame_folders(jobs, args)
     videos = [job for job in jobs if job.kind != "image"]
     if videos and args.quiet:
