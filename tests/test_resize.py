@@ -20,7 +20,15 @@ import pytest
 import torch
 
 from mgbp.errors import ConfigError
-from mgbp.resize import imresize, imresize_uint8, modcrop, resize_axis, upscale_integer
+from mgbp.resize import (
+    DENSE_MAX_LENGTH,
+    imresize,
+    imresize_uint8,
+    modcrop,
+    resize_axis,
+    resize_axis_dense,
+    upscale_integer,
+)
 
 FIXTURES = np.load(Path(__file__).parent / "fixtures" / "resize_octave.npz")
 CASES = sorted(k[len("uint8/"):] for k in FIXTURES.files if k.startswith("uint8/"))
@@ -229,3 +237,17 @@ def test_integer_upscale_exports_with_dynamic_height_and_width():
     for shape in [(1, 3, 6, 8), (1, 3, 2, 13), (1, 3, 17, 5)]:
         x = torch.rand(shape, generator=torch.Generator().manual_seed(sum(shape)))
         torch.testing.assert_close(program.module()(x), gather_upscale(x, 4, 4), atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize(("n_in", "n_out"), [(600, 150), (600, 257), (37, 91)])
+def test_dense_and_gather_paths_equal_the_independent_matrix(n_in, n_out):
+    """Axes up to DENSE_MAX_LENGTH are resized by a matrix product, longer ones by gathers: both are MATLAB's."""
+    x = torch.rand(2, n_in, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(n_in + n_out))
+    scale = n_out / n_in
+    want = np.einsum("oi,bic->boc", dense_matrix(n_in, n_out, scale, True), x.numpy())
+    np.testing.assert_allclose(resize_axis(x, 1, n_out, scale).numpy(), want, atol=1e-12, rtol=0)
+    np.testing.assert_allclose(resize_axis_dense(x, 1, n_out, scale).numpy(), want, atol=1e-12, rtol=0)
+    long_axis = torch.rand(1, 1, 3, 600, dtype=torch.float64)  # over DENSE_MAX_LENGTH: the gather path
+    assert 600 > DENSE_MAX_LENGTH
+    np.testing.assert_allclose(imresize(long_axis, size=(3, 150)).numpy()[0, 0],
+                               long_axis.numpy()[0, 0] @ dense_matrix(600, 150, 0.25, True).T, atol=1e-12, rtol=0)

@@ -231,9 +231,14 @@ class Trainer:
         if amp == "auto":
             amp = "bf16" if self.device.type == "cuda" else "off"
         self.amp_dtype = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}[amp]
-        if self.amp_dtype is not None and self.device.type != "cuda":
-            log.warning("amp=%s requested on %s: mixed precision is for GPUs, running in float32", amp, self.device)
+        if self.amp_dtype == torch.float16 and self.device.type != "cuda":
+            log.warning("amp=%s requested on %s: float16 mixed precision is for GPUs, running in float32", amp,
+                        self.device)
             self.amp_dtype = None
+        elif self.amp_dtype is not None and self.device.type != "cuda":
+            # asked for explicitly ('auto' is off on CPU): bf16 convolutions run on AMX / AVX512-BF16 (1.5x the
+            # fidelity step of configs/cpu-x4.yaml on this Xeon, benchmarks/bench_speed.py section d)
+            log.info("amp=bf16 on %s: convolutions in bfloat16 (autocast), the rest in float32", self.device)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
 
     def _seed_everything(self, seed: int):
@@ -257,9 +262,9 @@ class Trainer:
             loss = cfg["loss"]
             if float(loss["gan"]) > 0:
                 from mgbp.models.discriminator import MultiscaleDiscriminator
-                self.discriminator = MultiscaleDiscriminator(
+                self.discriminator = MultiscaleDiscriminator(  # NHWC kernels, as the generators': oneDNN's layout
                     self.scale, int(cfg["discriminator"]["features"]), bool(cfg["discriminator"]["vnsc"])
-                ).to(self.device)
+                ).to(self.device, memory_format=torch.channels_last)
             if float(loss["cx"]) > 0:
                 from mgbp.vgg import maybe_load_vgg
                 self.vgg = maybe_load_vgg(loss["vgg_weights"], self.device)
