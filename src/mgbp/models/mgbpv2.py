@@ -238,21 +238,68 @@ class BackProjectionStep(nn.Module):
         upscale_in = 2 * cfg.width(level - 1) + cfg.noise_features
         self.up = geometry.upscale(upscale_in, cfg.width(level))
 
-    def forward(self, out: torch.Tensor, context: list[torch.Tensor], noise: list[torch.Tensor]):
-        """`context` / `noise`: ReLU(y_k) and ReLU(z_k) of the lower levels, activated once per forward pass."""
+    def forward(self, out: torch.Tensor, lift: UpscaleInputs):
+        """`lift(k, c)`: ReLU([y_k, c, z_k]), the input of an Upscale from level k (see UpscaleInputs)."""
         lr = self.down(out)  # line 5: LR = Downscale_tag(out)
-        c = lr if self.inner is None else self.inner(lr, context, noise)  # line 6: c = BP_{k-1}(LR)
-        # line 7: out += Upscale_tag([y_{k-1}, c]), Upscale = transposed convolution of the ReLU; the ReLU acts
-        # per channel, so only c is activated here
-        k = self.context_index
-        lifted = torch.cat([context[k], F.relu(c)] + noise[k : k + 1], dim=1)
-        return add_transposed_convolution(out, self.up, lifted)
+        c = lr if self.inner is None else self.inner(lr, lift)  # line 6: c = BP_{k-1}(LR)
+        # line 7: out += Upscale_tag([y_{k-1}, c]), Upscale = transposed convolution of the ReLU
+        return add_transposed_convolution(out, self.up, lift(self.context_index, c))
+
+
+class UpscaleInputs:
+    """ReLU([y_k, c, z_k]) for the Upscales of level k: ReLU acts per channel and y_k, z_k (the level's Analysis
+    features and noise features) are fixed during a forward pass, so only the c part changes from call site to
+    call site. With autograd the parts are concatenated per call (ReLU(y_k), ReLU(z_k) computed once). Without
+    it (eager inference), each level has one buffer holding ReLU(y_k) and ReLU(z_k), written once, into which
+    every call writes only ReLU(c) (one pass, no concatenation): 10% of mgbp-x4's forward on CPU. A call's
+    Upscale consumes the buffer before the next call of that level writes it (the W-cycle runs in order)."""
+
+    def __init__(self, features: list[torch.Tensor], noise_features: list[torch.Tensor], like: torch.Tensor):
+        self.features, self.noise, self.like = features, noise_features, like
+        self.reuse = _eager_inference()
+        if not self.reuse:
+            self.context = [F.relu(y) for y in features]
+            self.noise = [_same_layout(F.relu(z), like) for z in noise_features]
+        self.buffers: dict[int, torch.Tensor] = {}
+
+    def __call__(self, k: int, c: torch.Tensor) -> torch.Tensor:
+        if not self.reuse:
+            return torch.cat([self.context[k], F.relu(c)] + self.noise[k : k + 1], dim=1)
+        buffer = self.buffers.get(k)
+        y, z = self.features[k], self.noise[k : k + 1]
+        if buffer is None:
+            channels = 2 * y.shape[1] + sum(t.shape[1] for t in z)
+            layout = torch.channels_last if y.dim() == 4 and _is_channels_last(y) else torch.contiguous_format
+            buffer = torch.empty((y.shape[0], channels, *y.shape[2:]), dtype=y.dtype, device=y.device,
+                                 memory_format=layout)
+            torch.clamp_min(y, 0, out=buffer[:, : y.shape[1]])
+            if z:
+                torch.clamp_min(z[0], 0, out=buffer[:, 2 * y.shape[1]:])
+            self.buffers[k] = buffer
+        torch.clamp_min(c, 0, out=buffer[:, y.shape[1] : 2 * y.shape[1]])
+        return buffer
+
+
+def _is_channels_last(t: torch.Tensor) -> bool:
+    return t.is_contiguous(memory_format=torch.channels_last) and not t.is_contiguous()
+
+
+def _eager_inference() -> bool:
+    """True when autograd is off and nothing traces (export / compile / TorchScript): buffers may be reused."""
+    if torch.is_grad_enabled() or torch.jit.is_tracing() or torch.jit.is_scripting():
+        return False
+    compiler = getattr(torch, "compiler", None)
+    for probe in ("is_compiling", "is_exporting", "is_dynamo_compiling"):
+        check = getattr(compiler, probe, None)
+        if check is not None and check():
+            return False
+    return True
 
 
 def _same_layout(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     """`t` with channels-last strides when `like` has them. A one-channel map is 'contiguous' in both layouts,
     and torch.cat of channels-last features with it would fall back to a slow NCHW copy."""
-    if t.dim() == 4 and like.is_contiguous(memory_format=torch.channels_last) and not like.is_contiguous():
+    if t.dim() == 4 and _is_channels_last(like):
         return t.clone(memory_format=torch.channels_last)
     return t
 
@@ -283,9 +330,9 @@ class BackProjection(nn.Module):
             self.add_module(f"s{s}", BackProjectionStep(level, cfg, geometry, f"{tag}.s{s}"))
         self._steps = list(self.children())  # a plain list: iterated in forward without name look-ups
 
-    def forward(self, out: torch.Tensor, context: list[torch.Tensor], noise: list[torch.Tensor]):
+    def forward(self, out: torch.Tensor, lift: UpscaleInputs):
         for step in self._steps:
-            out = step(out, context, noise)
+            out = step(out, lift)
         return out
 
 
@@ -405,13 +452,11 @@ class MGBPv2(nn.Module):
         analysis_input = image if cfg.noise_features > 0 else x
         features = [analysis(analysis_input) for analysis in self.analysis]  # lines 2-4: y_k = Analysis_k(x)
         noise_features = [analysis(noise_map) for analysis in self.noise_analysis]
-        # Every Upscale starts with a ReLU of [y_{k-1}, c, z_{k-1}]: the fixed y and z parts once, here
-        context = [F.relu(y) for y in features[:-1]]
-        noise_context = [_same_layout(F.relu(z), x) for z in noise_features]
+        lift = UpscaleInputs(features[:-1], noise_features, x)  # the Upscales' inputs [y_{k-1}, c, z_{k-1}]
 
         out = features[-1]  # lines 5-8: y = BP^mu_L(y_L | y_1..y_{L-1}); tags are fixed at construction
         for bp in self.bp.values():
-            out = bp(out, context, noise_context)
+            out = bp(out, lift)
         Y = self.synthesis(out)  # line 9: Y = Synthesis(y)
         if cfg.residual:
             Y = Y + image
