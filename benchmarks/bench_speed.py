@@ -11,7 +11,8 @@ sizes differ. Sections (`--only`):
   c  every shipped model (`mgbp.models.SHIPPED`) against SPAN, SRVGGNetCompact and EDSR-baseline (their published
      architectures, written below from the papers; random weights: speed does not depend on them) and bicubic
   d  training throughput, HR pixels per second, of one fidelity step and one perceptual step (data loading
-     included) of the recipes the shipped weights record (their `training` metadata), at their thread count
+     included) of the recipes the shipped weights record (their `training` metadata), at their thread count;
+     `--dtype bf16` runs them with `amp=bf16` (autocast)
   e  a large image (960x540 -> 3840x2160 by default) through `mgbp upscale`'s tiled path with the automatic tile
      plan and with fixed tiles, against the small-image rate of the same model; with malloc set as `mgbp upscale`
      sets it (`mgbp.allocator`), so this section runs last
@@ -588,7 +589,7 @@ def _stage_recipes(model_name: str) -> list[dict]:
     return [stage.get("config", stage) for stage in stages]  # each stage: {config, device, mode, run, steps}
 
 
-def _training_config(recipe: dict, mode: str, device: torch.device, package) -> dict:
+def _training_config(recipe: dict, mode: str, device: torch.device, package, amp: str = "auto") -> dict:
     """A recipe recorded in a weight file, made runnable here: defaults for keys it predates, random start,
     no validation or export, a temporary output folder."""
     cfg = package.train_config.load_config(None)
@@ -601,19 +602,22 @@ def _training_config(recipe: dict, mode: str, device: torch.device, package) -> 
                 base[key] = copy.deepcopy(value)
 
     merge(cfg, recipe)
+    for key in ("train", "stills"):  # the recipes' folders are relative to the repository root
+        if cfg["data"].get(key):
+            cfg["data"][key] = [str(REPO / path) for path in cfg["data"][key]]
     cfg.update(mode=mode, init_from=None, export=False, steps=10**6, output_dir=tempfile.mkdtemp(prefix="bench_"),
-               device=device.type, checkpoint_every=10**6, log_every=10**6)
+               device=device.type, checkpoint_every=10**6, log_every=10**6, amp=amp)
     cfg["val"]["folder"] = None
     package.train_config.validate_config(cfg)
     return cfg
 
 
 def _training_item(model_name: str, recipe: dict, mode: str, device, package, label: str, role: str,
-                   group: str) -> Item:
-    cfg = _training_config(recipe, mode, device, package)
+                   group: str, amp: str) -> Item:
+    cfg = _training_config(recipe, mode, device, package, amp)
     data = cfg["data"]
     for folder in list(data.get("train") or []) + list(data.get("stills") or []):
-        if not (REPO / folder).exists():
+        if not Path(folder).exists():
             return Item("d", label, None, role=role, group=group,
                         note=f"../shared is absent ({folder} not found): training data missing")
     with intra_op_threads(cfg["cpu_threads"]):
@@ -638,6 +642,8 @@ def section_d(args, device, dtype, baseline, progress) -> list[Item]:
     items = []
     import mgbp.train  # noqa: F401 (sys.modules["mgbp"].train, .train_config below)
 
+    # --dtype bf16 / half: the recipes' mixed precision (amp), as `mgbp train ... amp=bf16` runs them
+    amp = {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype, "auto")
     packages = [(sys.modules["mgbp"], "project", "")]
     if baseline is not None:
         importlib.import_module("mgbp_base.train")
@@ -661,7 +667,7 @@ def section_d(args, device, dtype, baseline, progress) -> list[Item]:
                     continue
                 progress(f"  building the trainer for {label}")
                 try:
-                    items.append(_training_item(name, recipe, mode, device, package, label, role, group))
+                    items.append(_training_item(name, recipe, mode, device, package, label, role, group, amp))
                 except Exception as exc:  # noqa: BLE001 (a recipe the code cannot build: reported, not fatal)
                     items.append(Item("d", label, None, role=role, group=group,
                                       note=f"cannot build: {type(exc).__name__}: {str(exc).splitlines()[0]}"[:300]))
@@ -873,7 +879,6 @@ def main(argv=None) -> int:
     except BenchError as exc:
         print(f"bench_speed: {exc}", file=sys.stderr)
         return 2
-    os.chdir(REPO)  # the recipes' data folders are relative to the repository root
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.torch_device.type == "cuda":
