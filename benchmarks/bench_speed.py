@@ -470,26 +470,25 @@ def section_b(args, device, dtype) -> list[Item]:
     items = []
     for name in args.presets:
         model = prepare(seeded(0, lambda name=name: build_model(name)), device, dtype)
-        f, side = model.scale, args.size_b
-        lr_side = max(1, round(side / f))
-        x = random_image((1, 3, lr_side, lr_side), 2, device, dtype)
-        shape = f"{lr_side}x{lr_side} -> {f * lr_side}x{f * lr_side}"
+        f, (out_h, out_w) = model.scale, args.size_b
+        lr_h, lr_w = max(1, round(out_h / f)), max(1, round(out_w / f))
+        x = random_image((1, 3, lr_h, lr_w), 2, device, dtype)
+        shape = f"{lr_w}x{lr_h} -> {f * lr_w}x{f * lr_h}"
         group = f"b/{name}"
         items.append(Item("b", f"mgbp `{name}` ({PRESETS[name].source})", lambda m=model, x=x: mgbp.upscale(x, model=m),
-                          shape, (f * lr_side) ** 2, "project", group, params=parameter_count(model)))
+                          shape, f * f * lr_h * lr_w, "project", group, params=parameter_count(model)))
         theirs, run = None, None
         model_id = authors_mgbpv2_id(model.config)
         if authors is not None:
             theirs = prepare(seeded(0, lambda model_id=model_id: authors.MGBPv2(model_id)), device, dtype)
-            size = (f * lr_side, f * lr_side)
-            theirs.init_border(size)  # once per size, as their run.py does
+            theirs.init_border((f * lr_h, f * lr_w))  # once per size, as their run.py does
 
             def run(theirs=theirs, x=x, f=f):
                 with torch.inference_mode():
                     up = F.interpolate(x, scale_factor=f, mode="bicubic")
                     return theirs(up, noise=torch.zeros_like(up))
 
-        items.append(Item("b", f"authors' MGBPv2 `{model_id}`", run, shape, (f * lr_side) ** 2, "other", group,
+        items.append(Item("b", f"authors' MGBPv2 `{model_id}`", run, shape, f * f * lr_h * lr_w, "other", group,
                           params=theirs and parameter_count(theirs), note=reason))
     return items
 
@@ -829,7 +828,8 @@ def parse_args(argv=None):
     parser.add_argument("--presets", default=",".join(table_one), help="Table I presets for section b")
     parser.add_argument("--models", default=",".join(SHIPPED), help="shipped models for sections c and d")
     parser.add_argument("--size-a", default=None, help="LR WxH of section a (default 96x96)")
-    parser.add_argument("--size-b", default=None, help="output side of section b (default 160)")
+    parser.add_argument("--size-b", default=None, help="output side (or WxH) of section b (default 160; the "
+                        "GPU anchors: 1920x1080)")
     parser.add_argument("--size-c", default=None, help="output side of section c (default 512)")
     parser.add_argument("--size-e", default=None, help="LR WxH of section e (default 960x540)")
     parser.add_argument("--tiles", default=None, help="fixed LR tiles of section e (default 64,96,128,192,256)")
@@ -851,7 +851,8 @@ def parse_args(argv=None):
     if args.rounds < 1:
         raise BenchError(f"--rounds must be >= 1, got {args.rounds}")
     args.size_a = parse_size(args.size_a or ("32x32" if quick else "96x96"), "--size-a")
-    args.size_b = parse_side(args.size_b or (64 if quick else 160), "--size-b")
+    size_b = str(args.size_b or (64 if quick else 160))
+    args.size_b = parse_size(size_b, "--size-b") if "x" in size_b.lower() else (parse_side(size_b, "--size-b"),) * 2
     args.size_c = parse_side(args.size_c or (128 if quick else 512), "--size-c")
     args.size_e = parse_size(args.size_e or ("320x180" if quick else "960x540"), "--size-e")
     tiles = args.tiles or ("96" if quick else "64,96,128,192,256")
