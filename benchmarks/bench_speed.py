@@ -13,6 +13,8 @@ sizes differ. Sections (`--only`):
   d  training throughput, HR pixels per second, of one fidelity step and one perceptual step (data loading
      included) of the recipes the shipped weights record (their `training` metadata), at their thread count;
      `--dtype bf16` runs them with `amp=bf16` (autocast)
+  f  what each option of `mgbp upscale` costs (--bf16, --half, -W 1, --tile, --self-ensemble) on the default model
+     and MGBPv1 (BOE-R3), relative to the default call
   e  a large image (960x540 -> 3840x2160 by default) through `mgbp upscale`'s tiled path with the automatic tile
      plan and with fixed tiles, against the small-image rate of the same model; with malloc set as `mgbp upscale`
      sets it (`mgbp.allocator`), so this section runs last
@@ -63,7 +65,7 @@ from torch import nn
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
-SECTIONS = "abcde"
+SECTIONS = "abcdfe"  # e last: it sets malloc as `mgbp upscale` does
 G_MGBP_ID = ("CH3_BIC_FE48_LEAK0.0_TR0_BN0_MX0_Analysis#L4#K3#D1_Upscaling#L4#M3#K3#D1_Downscaling#L4#M0#K3#D1"
              "_Synthesis#L4#K3#D1_v3_ms")  # the released BOE-R3 file's model id (authors-code/README.md)
 
@@ -673,6 +675,35 @@ def section_d(args, device, dtype, baseline, progress) -> list[Item]:
     return items
 
 
+def section_f(args, device, dtype) -> list[Item]:
+    """What each option of `mgbp upscale` costs, through `mgbp.upscale`: time relative to the default call."""
+    import mgbp
+
+    weights = args.shared / "reference" / "pirm2018" / "BOE-R3.model"
+    side = 64 if args.quick else 256
+    cases = [("mgbp-x4", side)] + ([(str(weights), max(16, side // 4))] if weights.is_file() else [])
+    items = []
+    for name, lr_side in cases:
+        label = Path(name).name
+        base = prepare(mgbp.load_model(name), device, torch.float32)
+        x = random_image((1, 3, lr_side, lr_side), 7, device)
+        f = base.scale
+        shape = f"{lr_side}x{lr_side} -> {f * lr_side}x{f * lr_side}"
+        pixels = f * f * lr_side * lr_side
+        group = f"f/{label}"
+        options = [("default (float32, W=0, automatic tiles)", base, {}, "project"),
+                   ("--bf16", prepare(mgbp.load_model(name), device, torch.bfloat16), {}, "other"),
+                   ("--half", prepare(mgbp.load_model(name), device, torch.float16), {}, "other"),
+                   ("-W 1", base, {"noise": 1.0}, "other"),
+                   ("--tile 64", base, {"tile": 64}, "other"),
+                   ("--tile 128", base, {"tile": 128}, "other"),
+                   ("--self-ensemble", base, {"self_ensemble": True}, "other")]
+        for option, model, kwargs, role in options:
+            items.append(Item("f", f"`{label}` {option}", lambda m=model, k=kwargs, x=x: mgbp.upscale(x, model=m, **k),
+                              shape, pixels, role, group))
+    return items
+
+
 def section_e(args, device, dtype, baseline) -> list[Item]:
     import mgbp
     from mgbp.allocator import reuse_freed_memory
@@ -805,6 +836,7 @@ TITLES = {
     "c": "shipped models against SPAN, SRVGGNetCompact, EDSR-baseline and bicubic (random weights for peers)",
     "d": "training throughput of the shipped models' recipes (one step: data, forward, backward, optimiser, EMA)",
     "e": "a large image through mgbp upscale's tiled path (automatic plan vs fixed tiles vs the small-image rate)",
+    "f": "what each option costs (time relative to the default call; above 1: slower)",
 }
 
 
@@ -904,6 +936,8 @@ def main(argv=None) -> int:
             section_items = section_c(args, device, dtype, baseline)
         elif section == "d":
             section_items = section_d(args, device, dtype, baseline, progress)
+        elif section == "f":
+            section_items = section_f(args, device, dtype)
         else:
             section_items = section_e(args, device, dtype, baseline)
         rounds = args.rounds if section != "e" or args.rounds != 5 else 3

@@ -1,27 +1,59 @@
 #!/usr/bin/env bash
 # One prepared run for a session that is lent a GPU (the device tool), about 12 minutes:
-#   1. forward speed and memory of the presets, anchors.md's protocol (fp16 autocast, batch 1), and issue 5's
-#      x16 8K output through the tiled path under an 8 GiB cap, in fp16 and in float32;
-#   2. fidelity training of configs/gpu-x4.yaml on the carried .traindata/ (make it first, on this machine:
+#   1. speed, benchmarks/bench_speed.py sections a-c in fp16 and bf16 (the project vs the authors' G-MGBP and
+#      MGBPv2 code, Table I presets at anchors.md's 480x270 -> 1920x1080, shipped models vs SPAN,
+#      SRVGGNetCompact, EDSR-baseline), JSON + Markdown per precision;
+#   2. fp16 / bf16 outputs of the shipped x4 model and BOE-R3 on Set14: no NaN, no black image, PSNR-Y against
+#      float32 (benchmarks/check_low_precision.py);
+#   3. issue 5's x16 8K output (480x270 -> 7680x4320) through the tiled path under an 8 GiB cap, fp16 / bf16 /
+#      float32 (benchmarks/bench_tiled_memory.py);
+#   4. fidelity training of configs/gpu-x4.yaml on the carried .traindata/ (make it first, on this machine:
 #      python scripts/pack_traindata.py), exported as fp16 safetensors;
-#   3. everything worth keeping copied to $OUT (files up to 16 MiB come back).
-# Call it through the device tool with carry [".traindata"]; STEPS=200 for a dry run. Afterwards, here:
+#   5. everything worth keeping copied to $OUT (files up to 16 MiB come back).
+# Call it through the device tool with carry [".traindata"]; STEPS=200 for a short run. Afterwards, here:
 #   python scripts/ship_model.py <OUT>/generator.safetensors --name mgbp-x4-gpu --stage <OUT>/run
+# Dry run on a CPU (a few minutes): DEVICE=cpu QUICK=--quick STEPS=2 TRAIN_DATA=../shared/data/train \
+#   OUT=/tmp/gpu_session RUN_DIR=/tmp/gpu_session/train scripts/gpu_session.sh
 set -euo pipefail
 export PYTHONPATH=src PYTHONUNBUFFERED=1
 OUT=${OUT:-out}
 STEPS=${STEPS:-20000}
 PY=${PYTHON:-python3}
+DEVICE=${DEVICE:-cuda}
+QUICK=${QUICK:-}              # --quick: small sizes, 2 rounds (a dry run)
+SHARED=${SHARED:-../shared}   # the authors' code, BOE-R3 and Set14 (skipped with a reason when absent)
+TRAIN_DATA=${TRAIN_DATA:-}    # another training folder than the carried .traindata/train (dry runs)
+RUN_DIR=${RUN_DIR:-runs/gpu-x4}
 mkdir -p "$OUT/run"
 nvidia-smi --query-gpu=name,memory.total --format=csv | tee "$OUT/gpu.txt" || true
-"$PY" benchmarks/bench_forward.py --preset bicubic fast-x4 mgbpv2-x4 --lr-size 480x270 960x540 \
-  | tee "$OUT/bench_forward.jsonl"
-"$PY" benchmarks/bench_forward.py --preset mgbpv2-x16 --lr-size 240x135 480x270 | tee -a "$OUT/bench_forward.jsonl"
-for DTYPE in half float32; do
-  "$PY" benchmarks/bench_tiled_memory.py --preset mgbpv2-x16 --lr-size 480x270 --device cuda \
-    --max-gpu-memory 8 --dtype "$DTYPE" | tee -a "$OUT/bench_x16_8k.jsonl"
+
+# 1. speed against the authors' code and the peers, per precision
+if [ -n "$QUICK" ]; then SIZE_B=96x64; else SIZE_B=1920x1080; fi
+for DTYPE in half bf16; do
+  "$PY" benchmarks/bench_speed.py --device "$DEVICE" --dtype "$DTYPE" --only a,b,c --size-b "$SIZE_B" $QUICK \
+    --shared "$SHARED" --quiet --out "$OUT/bench_speed_$DTYPE" > /dev/null
+  cat "$OUT/bench_speed_$DTYPE/bench_speed.md"
 done
-"$PY" -m mgbp.train configs/gpu-x4.yaml steps="$STEPS" export_dtype=float16 --quiet 2>&1 | tail -n 40 \
-  | tee "$OUT/train.log"
-cp runs/gpu-x4/generator.safetensors runs/gpu-x4/config.yaml runs/gpu-x4/log.jsonl "$OUT/run/"
-cp runs/gpu-x4/generator.safetensors "$OUT/generator.safetensors"
+
+# 2. reduced precision: no NaN, no black frame, PSNR-Y within 0.05 dB of float32 (exit 1 otherwise: reported)
+if [ -n "$QUICK" ]; then MAX_IMAGES=2; else MAX_IMAGES=14; fi
+"$PY" benchmarks/check_low_precision.py --device "$DEVICE" --dtype half bf16 --max-images "$MAX_IMAGES" \
+  --folder "$SHARED/data/images/Set14" | tee "$OUT/low_precision.jsonl" || echo "check_low_precision: FAILED"
+
+# 3. the x16 8K output within 8 GiB (CUDA only: the cap is a CUDA per-process fraction)
+if [ "$DEVICE" != "cpu" ]; then
+  for DTYPE in half bf16 float32; do
+    "$PY" benchmarks/bench_tiled_memory.py --preset mgbpv2-x16 --lr-size 480x270 --device "$DEVICE" \
+      --max-gpu-memory 8 --dtype "$DTYPE" | tee -a "$OUT/bench_x16_8k.jsonl"
+  done
+else
+  "$PY" benchmarks/bench_tiled_memory.py --preset mgbpv2-x16 --lr-size 24x16 --device cpu \
+    | tee -a "$OUT/bench_x16_8k.jsonl"
+fi
+
+# 4. training
+TRAIN_OVERRIDES=(steps="$STEPS" export_dtype=float16 device="$DEVICE" output_dir="$RUN_DIR")
+if [ -n "$TRAIN_DATA" ]; then TRAIN_OVERRIDES+=("data.train=[$TRAIN_DATA]" data.workers=0); fi
+"$PY" -m mgbp.train configs/gpu-x4.yaml "${TRAIN_OVERRIDES[@]}" --quiet 2>&1 | tail -n 40 | tee "$OUT/train.log"
+cp "$RUN_DIR/generator.safetensors" "$RUN_DIR/config.yaml" "$RUN_DIR/log.jsonl" "$OUT/run/"
+cp "$RUN_DIR/generator.safetensors" "$OUT/generator.safetensors"
