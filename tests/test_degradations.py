@@ -308,3 +308,21 @@ def test_spec_blur_is_a_symmetric_gaussian_filter():
     expected = np.clip(np.floor(both + 0.5), 0, 255).astype(np.uint8)
     result = dg.degrade_uint8(rgb, dg.parse_degrade_spec("blur:1.2"), 0)
     assert np.abs(result.astype(int) - expected).max() <= 1 and (result != rgb).any()
+
+
+def test_eval_scores_degraded_test_sets_under_their_labels(tmp_path):
+    from mgbp.evaluate import evaluate
+
+    folder = tmp_path / "Set"
+    folder.mkdir()
+    for i in range(2):
+        array = (rng_image(1, 64, 64, seed=10 + i)[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+        Image.fromarray(array).save(folder / f"im{i}.png")
+    results = evaluate([folder], degrade=["none", "jpeg:20", "noise:10"], progress=False, seed=3)
+    clean, jpeg, noisy = (results.mean(name, 4, "Bicubic") for name in ("Set", "Set [jpeg:20]", "Set [noise:10]"))
+    assert jpeg.psnr_y < clean.psnr_y - 0.3 and noisy.psnr_y < clean.psnr_y - 0.3
+    again = evaluate([folder], degrade=["noise:10"], progress=False, seed=3)
+    assert again.mean("Set [noise:10]", 4, "Bicubic").psnr_y == noisy.psnr_y  # seeded per image
+    assert results.settings["degrade"] == [None, "jpeg:20", "noise:10"]
+    with pytest.raises(ConfigError, match="unknown degradation 'jpg:20'"):
+        evaluate([folder], degrade=["jpg:20"], progress=False)

@@ -16,6 +16,11 @@ scored with the same protocol; an output of the wrong size, missing or ambiguous
 method with a one-line warning. NIQE on fewer than `NIQE_FEW_BLOCKS` 96x96 blocks gets a warning. LPIPS and
 DISTS (`--lpips`, `--dists`, `mgbp.metrics.learned`) run through pyiqa only when it and its weight files are
 already installed; otherwise they are skipped with the reason.
+
+Degraded test sets (`--degrade SPEC ...`, `mgbp.degradations.parse_degrade_spec`: `jpeg:40`, `noise:10`,
+`blur:1.2`, combined with `+`, `none` for the clean protocol): the protocol's uint8 LR is degraded after the
+MATLAB bicubic downscale (JPEG with Pillow at 4:2:0; noise seeded per image by its name and `--seed`), then the
+same methods and scores; each spec is a dataset of its own in the tables, labelled `Set14 [jpeg:40]`.
 """
 
 from __future__ import annotations
@@ -252,12 +257,14 @@ def evaluate(datasets: Sequence, scales: Sequence[int] = (4,), methods: Sequence
              noise: float = 0.0, niqe: bool = False, rmse: bool = False, lr_dirs: Sequence | None = None,
              tile: int | None = None, device: str | None = None, save_images=None, seed: int = 0,
              strict: bool = False, progress: bool = True, warn=None, self_ensemble: bool = False,
-             sr_dirs: Sequence | None = None, learned: Sequence[str] = (), save_lr=None) -> EvalResults:
+             degrade: Sequence[str] | None = None, sr_dirs: Sequence | None = None,
+             learned: Sequence[str] = (), save_lr=None) -> EvalResults:
     """Evaluate `methods` on every image of every dataset folder at every scale (see the module docstring).
 
     An unreadable image is skipped and listed in `results.skipped` (and passed to `warn`), unless `strict`,
     in which case it raises `ImageReadError`. Missing or empty folders and bad options raise `MgbpError`s.
     `self_ensemble`: generators run as the mean over the 8 flips/rotations (W = 0 only; labels get "+SE").
+    `degrade`: specs of degraded test sets (module docstring); each dataset is scored once per spec.
     `sr_dirs`: folders of other tools' outputs, scored as methods (module docstring). `learned`: "lpips" and/or
     "dists", measured when pyiqa and its local weights are there, else skipped with a warning. `save_lr`: a
     folder where the protocol's LR images are written (DIR/<dataset>/x<scale>/<image>.png), the inputs to give
@@ -265,9 +272,12 @@ def evaluate(datasets: Sequence, scales: Sequence[int] = (4,), methods: Sequence
     """
     folders = [Path(d) for d in datasets]
     scales = _check_options(folders, scales, noise, lr_dirs, tile)
+    degradations = _parse_degradations(degrade)
     if self_ensemble:
         check_self_ensemble(noise)
     device = resolve_device(device)
+    if sr_dirs and any(label is not None for label, _ in degradations):
+        raise ConfigError("--sr scores outputs made elsewhere: --degrade does not apply to them")
     loaded = load_methods(list(methods) or ([] if sr_dirs else [BICUBIC]), device, self_ensemble)
     loaded += output_folder_methods(sr_dirs or [], scales, {m.label for m in loaded})
     jobs = _method_scale_jobs(loaded, scales)
@@ -277,19 +287,23 @@ def evaluate(datasets: Sequence, scales: Sequence[int] = (4,), methods: Sequence
         "datasets": [str(f) for f in folders], "scales": scales, "methods": [m.spec for m in loaded],
         "noise": float(noise), "seed": int(seed), "tile": tile, "device": device, "self_ensemble": self_ensemble,
         "lr_dirs": None if lr_dirs is None else [str(d) for d in lr_dirs],
+        "degrade": [label for label, _ in degradations],
         "sr_dirs": [str(m.outputs) for m in loaded if m.outputs is not None],
     })
     warn = warn or (lambda message: print(f"mgbp eval: warning: {message}", file=sys.stderr))
     scorers = learned_scorers(learned, device, warn)
     results.settings["learned_metrics"] = sorted(scorers)
-    for index, (name, paths) in enumerate(zip(names, listings)):
+    for index, (dataset, paths) in enumerate(zip(names, listings)):
         lr_root = None if lr_dirs is None else Path(lr_dirs[index])
-        done = _evaluate_dataset(name, paths, jobs, lr_root, results, noise=noise, niqe=niqe, rmse=rmse,
-                                 tile=tile, save_images=save_images, seed=seed, strict=strict,
-                                 progress=progress, warn=warn, scorers=scorers, save_lr=save_lr)
-        if done == 0:
-            raise ImageReadError(f"dataset {folders[index]}: none of its {len(paths)} images could be read")
-        results.image_counts[name] = done
+        for label, steps in degradations:
+            name = dataset if label is None else f"{dataset} [{label}]"
+            done = _evaluate_dataset(name, paths, jobs, lr_root, results, noise=noise, niqe=niqe, rmse=rmse,
+                                     tile=tile, save_images=save_images, seed=seed, strict=strict,
+                                     progress=progress, warn=warn, degrade=steps, scorers=scorers,
+                                     save_lr=save_lr)
+            if done == 0:
+                raise ImageReadError(f"dataset {folders[index]}: none of its {len(paths)} images could be read")
+            results.image_counts[name] = done
     results.summary = summarise(results.images)
     return results
 
@@ -328,6 +342,24 @@ def learned_scorers(names: Sequence[str], device: str, warn) -> dict:
     return scorers
 
 
+def _parse_degradations(specs: Sequence[str] | None) -> list[tuple[str | None, tuple]]:
+    """[(label, steps)] for the `--degrade` specs; `none` (or no specs) is the clean protocol (label None)."""
+    from mgbp.degradations import parse_degrade_spec, spec_label
+
+    parsed = []
+    for spec in specs or ["none"]:
+        if str(spec).strip().lower() in ("none", "clean"):
+            parsed.append((None, ()))
+        else:
+            steps = parse_degrade_spec(spec)
+            parsed.append((spec_label(steps), steps))
+    labels = [label for label, _ in parsed]
+    repeated = sorted({str(label) for label in labels if labels.count(label) > 1})
+    if repeated:
+        raise ConfigError(f"--degrade {repeated[0]} given twice")
+    return parsed
+
+
 def _method_scale_jobs(methods: Sequence[Method], scales: Sequence[int]) -> list[tuple[int, Method]]:
     """(scale, method) pairs to run: a generator runs only at its own scale."""
     for method in methods:
@@ -338,7 +370,7 @@ def _method_scale_jobs(methods: Sequence[Method], scales: Sequence[int]) -> list
 
 
 def _evaluate_dataset(name, paths, jobs, lr_root, results: EvalResults, *, noise, niqe, rmse, tile,
-                      save_images, seed, strict, progress, warn, scorers=None, save_lr=None) -> int:
+                      save_images, seed, strict, progress, warn, degrade=(), scorers=None, save_lr=None) -> int:
     """Score every (image, scale, method) of one dataset into `results`; returns the images evaluated."""
     from tqdm import tqdm
 
@@ -355,6 +387,10 @@ def _evaluate_dataset(name, paths, jobs, lr_root, results: EvalResults, *, noise
             continue
         for scale, method in jobs:
             hr, lr = pairs[scale]
+            if degrade:  # after the protocol's downscale; seeded by the image, not by its place in the folder
+                from mgbp.degradations import degrade_uint8, image_seed
+
+                lr = degrade_uint8(lr, degrade, image_seed(path.stem, seed))
             if save_lr is not None:
                 write_image(Path(save_lr) / name / f"x{scale}" / f"{path.stem}.png", lr)
             try:
@@ -412,6 +448,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--markdown", type=Path, metavar="FILE", help="write the table as Markdown")
     parser.add_argument("--save-images", type=Path, metavar="DIR",
                         help="write outputs as DIR/<dataset>/x<scale>/<method>/<image>.png")
+    parser.add_argument("--degrade", nargs="+", metavar="SPEC",
+                        help="degrade the protocol's LR after the bicubic downscale, one test set per SPEC: "
+                             "jpeg:Q (Pillow, 4:2:0), noise:S (Gaussian sigma S of 255), blur:S (Gaussian, LR "
+                             "pixels), combined with '+' (jpeg:40+noise:10); none: the clean protocol")
     parser.add_argument("--sr", nargs="+", metavar="DIR",
                         help="folders of outputs made by other tools from the protocol's LR images, one method per "
                              "folder, matched by name: baby.png, baby_x4.png, baby_SR.png, baby_out.png, ... "
@@ -446,7 +486,7 @@ def run(args: argparse.Namespace) -> int:
     results = evaluate(args.data or [sample_image()], args.scale, methods, noise=args.noise, niqe=args.niqe,
                        rmse=args.rmse, lr_dirs=args.lr, tile=args.tile, device=args.device,
                        save_images=args.save_images, seed=args.seed, strict=args.strict,
-                       progress=not args.quiet, self_ensemble=args.self_ensemble,
+                       progress=not args.quiet, self_ensemble=args.self_ensemble, degrade=args.degrade,
                        sr_dirs=args.sr, learned=learned, save_lr=args.save_lr)
     document = results.to_dict()
     print(tables.text_table(*tables.summary_grid(document["summary"])))
