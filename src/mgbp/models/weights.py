@@ -85,6 +85,14 @@ SHIPPED: dict[str, Shipped] = {
         description="x8: MGBPv2 L4 mu2 64-32-16-8 (557 k params), fidelity only; trained on a 2-core CPU "
         "(configs/cpu-x8.yaml)",
     ),
+    "mgbp-x4-real": Shipped(
+        "mgbp-x4-real.safetensors",
+        scale=4,
+        sha256="21289f1b9e52fe047d24a3a40e2b4e970146b1de6bf6bc41733a695bb2a4bf31",
+        description="x4 for real photos (JPEG, noise, blur, unknown resizing): the mgbp-x4 network fine-tuned on "
+        "Real-ESRGAN's second-order degradations (mgbp.degradations), then its perceptual stage: W=0 restores, "
+        "W=1 adds texture; trained on a 2-core CPU (configs/cpu-x4-real.yaml, configs/cpu-x4-real-perceptual.yaml)",
+    ),
     "mgbp-x4-video": Shipped(
         "mgbp-x4-video.safetensors",
         scale=4,
