@@ -411,9 +411,11 @@ def load_baseline(rev: str):
     subprocess.run(["tar", "-x", "-C", str(target)], input=archive, check=True)
     package = target / "mgbp_base"
     shutil.move(str(target / "src" / "mgbp"), str(package))
-    pattern = re.compile(r"(\bfrom\s+|\bimport\s+|[\"'])mgbp(?=[.\s\"'])")
+    # import statements, and module paths in strings ("mgbp.commands.upscale"); never the bare string "mgbp",
+    # which is data (the weight files' format name) and must stay as it is
+    pattern = re.compile(r"(\bfrom\s+|\bimport\s+)mgbp(?=[.\s])|([\"'])mgbp(?=\.)")
     for path in package.rglob("*.py"):
-        path.write_text(pattern.sub(lambda m: m.group(1) + "mgbp_base", path.read_text()))
+        path.write_text(pattern.sub(lambda m: (m.group(1) or m.group(2)) + "mgbp_base", path.read_text()))
     sys.path.insert(0, str(target))
     return importlib.import_module("mgbp_base")
 
@@ -727,11 +729,14 @@ def section_e(args, device, dtype, baseline) -> list[Item]:
         items.append(Item("e", f"`{name}` --tile {tile}", lambda tile=tile: upscale_tensor(model, big, tile=tile),
                           big_shape, h * w * f * f, "other", "e"))
     if baseline is not None:
-        old = prepare(baseline.load_model(name), device, dtype)
-        old_inference = importlib.import_module("mgbp_base.inference")
-        items.append(Item("e", f"`{name}` automatic tiles at {args.baseline}",
-                          lambda: old_inference.upscale_tensor(old, big), big_shape, h * w * f * f, "baseline",
-                          "e"))
+        try:
+            old = prepare(baseline.load_model(name), device, dtype)
+            old_inference = importlib.import_module("mgbp_base.inference")
+            call, note = (lambda: old_inference.upscale_tensor(old, big)), f"the project at {args.baseline}"
+        except Exception as exc:  # noqa: BLE001 (as in section c: reported in the table, not fatal)
+            call, note = None, f"not available at {args.baseline}: {exc}"
+        items.append(Item("e", f"`{name}` automatic tiles at {args.baseline}", call, big_shape, h * w * f * f,
+                          "baseline", "e", note=note))
     return items
 
 
