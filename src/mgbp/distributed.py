@@ -26,7 +26,6 @@ every node. Videos and frame folders need paths (PyAV opens files).
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
@@ -41,6 +40,7 @@ from pathlib import Path
 from typing import Protocol
 
 from mgbp.errors import ConfigError, MgbpError
+from mgbp.stderr import native_stderr_silenced
 
 READ_CPUS = 0.25  # logical CPUs a read task reserves: reading is I/O, and must fit beside a full actor pool
 GPU_BATCH_SIZE = 8  # rows per actor call on GPU workers (same-size images share a forward pass)
@@ -216,7 +216,7 @@ def connect(address: str = "local") -> bool:
     os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
     try:
         if address == "local":
-            with _c_stderr_silenced():  # the core's start-up chatter (errors still raise, see below)
+            with native_stderr_silenced():  # the core's start-up chatter (errors still raise, see below)
                 ray.init(**quiet)
         elif address.startswith("ray://"):
             _import_ray_client()
@@ -227,20 +227,6 @@ def connect(address: str = "local") -> bool:
         hint = " (start one with `ray start --head`, or use --ray local)" if address == "auto" else ""
         raise MgbpError(f"cannot connect to the Ray cluster at {address!r}: {_first_line(exc)}{hint}") from None
     return True
-
-
-@contextlib.contextmanager
-def _c_stderr_silenced():
-    """Point file descriptor 2 at /dev/null for a while: Ray's C++ core writes there directly."""
-    sys.stderr.flush()
-    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 2)
-    try:
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
 
 
 def _check_reachable(address: str) -> None:

@@ -36,7 +36,6 @@ failure after the first window.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import itertools
 import math
@@ -56,6 +55,7 @@ import numpy as np
 import torch
 
 from mgbp.errors import ConfigError, ImageReadError, MgbpError, NumericalError
+from mgbp.stderr import native_stderr_silenced
 
 COPIED_STREAM_TYPES = ("audio", "subtitle")
 CRF_CODECS = ("libx264", "libx265", "libvpx-vp9", "libaom-av1", "libsvtav1")
@@ -128,7 +128,7 @@ def check_encoder(codec: str, options: VideoOptions) -> None:
         raise ConfigError(f"--codec {codec}: an encoder of {found.type}, not of video")
     opened = encoder_options(codec, options)
     try:
-        with _stderr_silenced():  # x264 prints its own complaint, x265 its summary: ours is the one line
+        with native_stderr_silenced():  # x264 prints its own complaint, x265 its summary: ours is the one line
             _open_encoder(av, found, options.pix_fmt, opened)
     except (av.FFmpegError, ValueError, OSError) as exc:
         given = ", ".join(f"{k}={v}" for k, v in opened.items()) or "no options"
@@ -152,20 +152,6 @@ def _open_encoder(av, codec, pix_fmt: str, opened: dict[str, str]) -> None:
 
 HARDWARE_ENCODERS = ("h264_nvenc", "hevc_nvenc", "av1_nvenc", "h264_qsv", "hevc_qsv", "av1_qsv", "h264_vaapi",
                      "hevc_vaapi", "h264_amf", "hevc_amf", "av1_amf", "h264_videotoolbox", "hevc_videotoolbox")
-
-
-@contextlib.contextmanager
-def _stderr_silenced():
-    """File descriptor 2 pointed at /dev/null for a while: encoder libraries write there directly."""
-    sys.stderr.flush()
-    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 2)
-    try:
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
 
 
 def temporal_window(length: int) -> torch.Tensor:
