@@ -11,7 +11,7 @@ import dataclasses
 import json
 
 from mgbp.models.presets import PRESETS, summarize
-from mgbp.models.weights import SHIPPED
+from mgbp.models.weights import SHIPPED, WEIGHTS_DIR, Shipped, read_metadata
 
 
 def add_arguments(parser) -> None:
@@ -25,10 +25,34 @@ def _human(count: float) -> str:
     return f"{count:.0f}"
 
 
+def measured(entry: Shipped) -> dict:
+    """The figures recorded in a shipped file's metadata by scripts/ship_model.py ({} when it has none)."""
+    path = WEIGHTS_DIR / entry.filename
+    if not path.is_file():
+        return {}
+    figures = read_metadata(path).get("measured")
+    return figures if isinstance(figures, dict) else {}
+
+
+def figures_line(figures: dict) -> str:
+    """PSNR-Y at W=0 on Set5 / Set14 (bicubic in brackets), or the video model's Vid4-city clip; '' if none."""
+    fidelity = figures.get("fidelity_w0", {})
+    parts = []
+    for dataset in ("Set5", "Set14"):
+        model, bicubic = fidelity.get(f"{dataset}/model"), fidelity.get(f"{dataset}/bicubic")
+        if model and bicubic:
+            parts.append(f"{dataset} {model['psnr_y']:.2f} dB (bicubic {bicubic['psnr_y']:.2f})")
+    clip = figures.get("video", {}).get("vid4_city", {})
+    by_method = {m.get("method"): m for m in clip.get("methods", [])}
+    if "model" in by_method and "Bicubic" in by_method:
+        parts.append(f"Vid4-city {by_method['model']['psnr_y']:.2f} dB (bicubic {by_method['Bicubic']['psnr_y']:.2f})")
+    return "PSNR-Y at W=0: " + ", ".join(parts) if parts else ""
+
+
 def run(args) -> int:
     summaries = [summarize(name) for name in PRESETS]
     if args.json:
-        shipped = {name: dataclasses.asdict(entry) for name, entry in SHIPPED.items()}
+        shipped = {name: dataclasses.asdict(entry) | {"measured": measured(entry)} for name, entry in SHIPPED.items()}
         print(
             json.dumps({"presets": [dataclasses.asdict(s) for s in summaries], "shipped": shipped}, indent=2)
         )
@@ -48,4 +72,7 @@ def run(args) -> int:
         )
     for name, entry in SHIPPED.items():
         print(f"shipped {name}: x{entry.scale} {entry.filename}  {entry.description}")
+        line = figures_line(measured(entry))
+        if line:
+            print(f"    {line}")
     return 0

@@ -78,6 +78,13 @@ SHIPPED: dict[str, Shipped] = {
         description="x2: MGBPv2 L3 mu2 64-32-16 (261 k params), fidelity only; trained on a 2-core CPU "
         "(configs/cpu-x2.yaml)",
     ),
+    "mgbp-x3": Shipped(
+        "mgbp-x3.safetensors",
+        scale=3,
+        sha256="20d6cdfa8f4b8953837d0fca371d379e19291fabd9774335de896102563e117b",
+        description="x3: MGBPv2 L3 mu2 64-32-16 (261 k params), fidelity only, started from mgbp-x4; trained on "
+        "a 2-core CPU (configs/cpu-x3.yaml)",
+    ),
     "mgbp-x8": Shipped(
         "mgbp-x8.safetensors",
         scale=8,
