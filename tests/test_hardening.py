@@ -590,10 +590,10 @@ def test_upscale_refuses_an_unusable_device_in_one_line(tmp_path, device, capsys
 
 
 def test_eval_checks_its_output_files_before_the_evaluation(tmp_path, monkeypatch, capsys):
-    from mgbp import evaluate
+    from mgbp.commands import eval as eval_command
 
     ran = []
-    monkeypatch.setattr(evaluate, "evaluate", lambda *a, **k: ran.append(1))
+    monkeypatch.setattr(eval_command, "evaluate", lambda *a, **k: ran.append(1))
     blocker = tmp_path / "blocker"
     blocker.write_text("a file, not a folder")
     for option in ("--json", "--csv", "--markdown"):

@@ -1,8 +1,8 @@
 """The `mgbp` command: one thin entry point that dispatches to the subcommand modules.
 
-Each subcommand lives beside the code it drives and exposes two functions:
-`add_arguments(parser)` and `run(args) -> int`. This module only wires them up and turns
-`MgbpError` (anything a user can cause) into a one-line message and exit code 2.
+Each subcommand is a module of `mgbp.commands` (the command line only; the work is the library code it
+calls) and exposes two functions: `add_arguments(parser)` and `run(args) -> int`. This module only wires
+them up and turns `MgbpError` (anything a user can cause) into a one-line message and exit code 2.
 """
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ from mgbp.errors import MgbpError
 # name -> (module, one-line help). Modules are imported lazily so `mgbp --help` stays fast.
 COMMANDS: dict[str, tuple[str, str]] = {
     "upscale": ("mgbp.commands.upscale", "upscale images, folders or videos"),
-    "eval": ("mgbp.evaluate", "evaluate methods on datasets (PSNR-Y / SSIM-Y / NIQE / RMSE)"),
+    "eval": ("mgbp.commands.eval", "evaluate methods on datasets (PSNR-Y / SSIM-Y / NIQE / RMSE)"),
     "models": ("mgbp.commands.models", "list model presets and shipped weights"),
     "convert": ("mgbp.commands.convert", "convert the authors' .model files to safetensors"),
-    "train": ("mgbp.train", "train a generator from a YAML config"),
+    "train": ("mgbp.commands.train", "train a generator from a YAML config"),
     "sweep": ("mgbp.commands.sweep", "perception-distortion sweep over the noise amplitude W"),
     "linearscope": ("mgbp.commands.linearscope", "impulse response of the network with frozen ReLUs"),
     "consistency": ("mgbp.commands.consistency", "measure or enforce S_f(Y) = x (back-projection)"),

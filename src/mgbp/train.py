@@ -14,12 +14,12 @@ the global batch `data.batch` is split over the processes; rank 0 logs, validate
 Exact resumption: a batch is a pure function of (seed, step) (`mgbp.data`), the global torch RNG is re-seeded
 from (seed, step, rank) at every step, and `last.pt` holds the models, EMA, optimisers, AMP scaler, step and
 RNG states; the learning rate is a function of the step. So `--resume` gives the same next step as an
-uninterrupted run. Checkpoints and exports are written atomically; Ctrl-C (or SIGTERM) saves `last.pt`.
+uninterrupted run. Checkpoints and exports are written atomically; Ctrl-C (or SIGTERM, which the command
+turns into Ctrl-C) saves `last.pt`. The command line (options, logging, signals) is `mgbp.commands.train`.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import copy
 import csv
@@ -29,7 +29,6 @@ import json
 import logging
 import os
 import random
-import signal
 import sys
 import time
 from pathlib import Path
@@ -41,7 +40,7 @@ import yaml
 
 from mgbp.atomic import atomic_path
 from mgbp.device import resolve_device
-from mgbp.errors import ConfigError, MgbpError, WeightFileError
+from mgbp.errors import ConfigError, WeightFileError
 from mgbp.train_config import DEFAULTS, learning_rate_factor, load_config  # noqa: F401 (re-exported)
 
 log = logging.getLogger("mgbp.train")
@@ -664,62 +663,7 @@ class Trainer:
             torch.distributed.destroy_process_group()
 
 
-# ------------------------------------------------------------------------------------------ command
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("config", help="YAML training config (see configs/)")
-    parser.add_argument("overrides", nargs="*", metavar="key=value",
-                        help="override config values, e.g. steps=5000 data.batch=32 optim.lr=2e-4")
-    parser.add_argument("--resume", action="store_true", help="continue from OUTPUT_DIR/last.pt exactly")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+if __name__ == "__main__":  # `python -m mgbp.train ...` (and under torchrun): the `mgbp train` command itself
+    from mgbp.cli import main
 
-
-def _setup_logging(quiet: bool) -> None:
-    rank = int(os.environ.get("RANK", "0"))
-    logger = logging.getLogger("mgbp")
-    if not logger.handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("mgbp train: %(message)s"))
-        logger.addHandler(handler)
-    logger.setLevel(logging.WARNING if (quiet or rank != 0) else logging.INFO)
-
-
-def run(args: argparse.Namespace) -> int:
-    _setup_logging(getattr(args, "quiet", False))
-    cfg = load_config(args.config, args.overrides)
-
-    def on_sigterm(signum, frame):  # a scheduler's SIGTERM saves like Ctrl-C
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, on_sigterm) if _in_main_thread() else None
-    trainer = None
-    try:
-        trainer = Trainer(cfg, resume=args.resume, quiet=getattr(args, "quiet", False))
-        return trainer.run()
-    finally:
-        if trainer is not None:
-            trainer.close()
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
-
-
-def _in_main_thread() -> bool:
-    import threading
-    return threading.current_thread() is threading.main_thread()
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m mgbp.train", description=__doc__.splitlines()[0])
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    try:
-        return run(args)
-    except MgbpError as exc:
-        print(f"mgbp train: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("mgbp train: interrupted", file=sys.stderr)
-        return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(["train", *sys.argv[1:]]))
