@@ -137,9 +137,9 @@ def test_missing_input_and_missing_weights(tmp_path, weights, capsys):
     assert upscale(tmp_path / "nope.png", "-o", tmp_path / "out", "-m", weights) == 1
     assert "nope.png" in capsys.readouterr().err
     Image.fromarray(random_image((5, 5, 3))).save(tmp_path / "x.png")
-    assert upscale(tmp_path / "x.png", "-o", tmp_path / "out", "-s", "3") == 2
+    assert upscale(tmp_path / "x.png", "-o", tmp_path / "out", "-s", "5") == 2
     err = capsys.readouterr().err
-    assert "x3" in err and "shipped" in err and len(err.strip().splitlines()) == 1
+    assert "x5" in err and "shipped" in err and len(err.strip().splitlines()) == 1
     assert upscale(tmp_path / "x.png", "-o", tmp_path / "o2", "-m", weights, "-s", "2") == 2
 
 
