@@ -92,6 +92,13 @@ SHIPPED: dict[str, Shipped] = {
         description="x8: MGBPv2 L4 mu2 64-32-16-8 (557 k params), fidelity only; trained on a 2-core CPU "
         "(configs/cpu-x8.yaml)",
     ),
+    "mgbp-x16": Shipped(
+        "mgbp-x16.safetensors",
+        scale=16,
+        sha256="d6606c2010a38c514258f035812b4c62314ad947c2dc0a404d61366df0374e59",
+        description="x16: MGBPv2 L4 mu2 64-32-16-8 (557 k params), fidelity only, started from mgbp-x8; trained "
+        "on a 2-core CPU (configs/cpu-x16.yaml)",
+    ),
     "mgbp-x4-real": Shipped(
         "mgbp-x4-real.safetensors",
         scale=4,
