@@ -4,6 +4,9 @@
         --stage runs/cpu-x4 --stage runs/cpu-x4-perceptual
     python scripts/ship_model.py runs/cpu-x4-video/generator.safetensors --name mgbp-x4-video --video \
         --init mgbp-x4 --stage runs/cpu-x4-video --training-data "..."
+    python scripts/ship_model.py runs/cpu-x4-perceptual-texture2/generator.safetensors --name mgbp-x4 \
+        --init mgbp-x4 --continues --stage runs/cpu-x4-perceptual-texture --stage runs/cpu-x4-perceptual-texture2
+    (--continues: a warm restart replacing the shipped file: its recorded stages are kept before the new ones)
 
 What it records in the file's metadata (read back by `scripts/model_table.py` for the README):
 - `training`: per stage, the resolved config (`config.yaml` of the run), steps, wall time and device, taken from
@@ -37,7 +40,7 @@ import yaml
 
 from mgbp.errors import MgbpError
 from mgbp.models import load_model, save_model
-from mgbp.models.weights import read_metadata
+from mgbp.models.weights import SHIPPED, WEIGHTS_DIR, read_metadata
 
 ROOT = Path(__file__).resolve().parents[1]
 IMAGES = Path("../shared/data/images")  # relative to the repository root, where the commands run
@@ -55,11 +58,14 @@ def machine() -> str:
 def stage_record(run_dir: Path) -> dict:
     """What a training run folder says about itself: its resolved config and its exported generator."""
     config = yaml.safe_load((run_dir / "config.yaml").read_text())
-    meta = read_metadata(run_dir / "generator.safetensors")
+    exported = run_dir / "generator.safetensors"
+    if not exported.is_file():  # a run stopped before its last step: its latest export is the best one
+        exported = run_dir / "generator_best.safetensors"
+    meta = read_metadata(exported)
     return {
         "run": run_dir.name,
         "mode": config["mode"],
-        "steps": meta.get("training_step"),
+        "steps": meta.get("training_step"),  # below config["steps"] when the run was stopped there
         "wall_s": meta.get("training_wall_s"),
         "device": meta.get("training_device"),
         "validation": meta.get("validation"),
@@ -144,6 +150,9 @@ def main() -> None:
     parser.add_argument("--description", default="")
     parser.add_argument("--video", action="store_true", help="a video (3D) model: measure on Vid4-city")
     parser.add_argument("--init", default=None, help="shipped model the first stage started from (recorded)")
+    parser.add_argument("--continues", action="store_true",
+                        help="the stages continue --init's own training (a warm restart of a shipped model that "
+                             "replaces it): its recorded stages come first and its own start is recorded")
     parser.add_argument("--training-data", default=IMAGE_DATA, help="what the model saw, in words")
     parser.add_argument("--degrade", nargs="+", default=[], metavar="SPEC",
                         help="also measure on degraded Set5/Set14 (mgbp eval --degrade SPEC ...)")
@@ -154,11 +163,19 @@ def main() -> None:
     model = load_model(args.weights)
     out = ROOT / "src" / "mgbp" / "weights" / f"{args.name}.safetensors"
     stages = [stage_record(d) for d in args.stage]
+    initialised_from = args.init
+    if args.continues:
+        if not args.init:
+            raise MgbpError("--continues needs --init (the shipped model whose training the stages continue)")
+        init_file = WEIGHTS_DIR / SHIPPED[args.init].filename if args.init in SHIPPED else Path(args.init)
+        earlier = read_metadata(init_file)  # read before the shipped file is replaced
+        stages = [*earlier.get("training", []), *stages]
+        initialised_from = earlier.get("initialised_from")
     base = {
         "name": args.name,
         "description": args.description,
         "training_data": args.training_data,
-        "initialised_from": args.init,
+        "initialised_from": initialised_from,
         "training": stages,
         "training_total_wall_s": sum(s["wall_s"] or 0 for s in stages),
     }
