@@ -66,10 +66,10 @@ SHIPPED: dict[str, Shipped] = {
     "mgbp-x4": Shipped(
         "mgbp-x4.safetensors",
         scale=4,
-        sha256="d5366030fa0b12e41809e7e29e87b4cfd4e58b35fb046be60e122e81ee0220e6",
-        description="default x4: MGBPv2 L3 mu2 64-32-16 (261 k params), fidelity at W=0, perceptual at W=1; "
-        "trained on a 2-core CPU (configs/cpu-x4.yaml, configs/cpu-x4-restart.yaml, then "
-        "configs/cpu-x4-perceptual-restart.yaml)",
+        sha256="eb0252c25c91a8559ffdc17f72566b65d609f465612f46d7d971e3a79484adcd",
+        description="default x4: MGBPv2 L3 mu2 64-32-16 (261 k params), fidelity at W=0, perceptual at W=1 with "
+        "the texture-statistics term; trained on a 2-core CPU (configs/cpu-x4.yaml, cpu-x4-restart.yaml, "
+        "cpu-x4-perceptual-restart.yaml, then cpu-x4-perceptual-texture.yaml and cpu-x4-perceptual-texture2.yaml)",
     ),
     "mgbp-x2": Shipped(
         "mgbp-x2.safetensors",
