@@ -398,19 +398,20 @@ def _parse_encoder_options(items: list[str]) -> dict[str, str]:
 
 
 def _inference_options(args):
-    """`mgbp.inference.InferenceOptions` from the flags (W, seed, tiles, back-projection, self-ensemble)."""
-    from mgbp.inference import InferenceOptions
+    """`mgbp.inference.InferenceOptions` from the flags, mapped as the Ray workers map them (one translation),
+    with a tile bar unless -q."""
+    from dataclasses import replace
 
-    return InferenceOptions(noise=args.noise, seed=args.seed, tile=args.tile, overlap=args.tile_overlap,
-                            consistent=args.consistent, self_ensemble=args.self_ensemble,
-                            allow_extrapolation=args.allow_extrapolation, progress=not args.quiet)
+    from mgbp.distributed import UpscaleSettings
+
+    return replace(UpscaleSettings.from_args(args).inference(), progress=not args.quiet)
 
 
 def _output_options(args):
-    """`mgbp.image_files.OutputOptions` from the flags (--quality, --outscale, --size)."""
-    from mgbp.image_files import OutputOptions
+    """`mgbp.image_files.OutputOptions` from the flags (--quality, --outscale, --size), as the Ray workers do."""
+    from mgbp.distributed import UpscaleSettings
 
-    return OutputOptions(quality=args.quality, outscale=args.outscale, size=args.size)
+    return UpscaleSettings.from_args(args).output()
 
 
 def _limit_gpu_memory(gib: float | None, device: str) -> None:
