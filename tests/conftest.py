@@ -82,3 +82,23 @@ def pytest_terminal_summary(terminalreporter) -> None:
         terminalreporter.line(f"{nodeid}: {reason}")
     terminalreporter.line(f"a skip reason must start with one of {', '.join(EXPLAINED_SKIPS)} "
                           f"(or be importorskip of {', '.join(OPTIONAL_MODULES)})")
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory):
+    """A real (tiny, untrained) MGBPv2 x4 weight file, so `mgbp upscale -m FILE` runs end to end (the command-line
+    tests; a module may define its own `weights`, as tests/test_ray.py does)."""
+    from mgbp import models
+
+    path = tmp_path_factory.mktemp("weights") / "tiny-x4.safetensors"
+    torch.manual_seed(0)
+    models.save_model(models.build_model("tiny"), path, {})
+    return path
+
+
+@pytest.fixture(scope="module")
+def network(weights):
+    """The network of `weights`, loaded as `-m FILE` loads it."""
+    from mgbp import models
+
+    return models.load_model(str(weights)).eval()

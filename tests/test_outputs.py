@@ -31,20 +31,6 @@ from tiny_generators import NearestGenerator
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module")
-def weights(tmp_path_factory):
-    """A real (tiny, untrained) MGBPv2 x4 weight file, so the command runs end to end: -m FILE."""
-    path = tmp_path_factory.mktemp("weights") / "tiny-x4.safetensors"
-    torch.manual_seed(0)
-    models.save_model(models.build_model("tiny"), path, {})
-    return path
-
-
-@pytest.fixture(scope="module")
-def network(weights):
-    return models.load_model(str(weights)).eval()
-
-
 def upscale(*args, quiet=True) -> int:
     return main(["upscale", *(["-q"] if quiet else []), *map(str, args)])
 

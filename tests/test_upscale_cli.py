@@ -12,20 +12,6 @@ from mgbp.cli import main
 from mgbp.resize import imresize
 
 
-@pytest.fixture(scope="module")
-def weights(tmp_path_factory):
-    """A real (tiny, untrained) MGBPv2 x4 weight file, so the command runs end to end: -m FILE."""
-    path = tmp_path_factory.mktemp("weights") / "tiny-x4.safetensors"
-    torch.manual_seed(0)
-    models.save_model(models.build_model("tiny"), path, {})
-    return path
-
-
-@pytest.fixture(scope="module")
-def network(weights):
-    return models.load_model(str(weights)).eval()
-
-
 def expected_rgb(network, rgb: np.ndarray) -> np.ndarray:
     """Independent path: the network's forward pass on the whole float image, clamped."""
     x = torch.from_numpy(np.ascontiguousarray(rgb, dtype=np.float32)).permute(2, 0, 1)[None]
