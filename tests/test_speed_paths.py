@@ -1,10 +1,11 @@
 """The inference-only fast paths (issue 13) compute what the autograd paths compute.
 
 Without autograd, MGBPv2 writes each Upscale's input into one buffer per level (mgbpv2.UpscaleInputs) and MGBPv1
-grows its DenseNet stages in one buffer and fuses 1x1 convolutions with bias and ReLU (mgbp.models.onednn; MGBPv2's
-1x1 Analysis_L and Synthesis run through it too); with autograd both concatenate and use plain PyTorch operators.
-The autograd path is the reference here; it is itself checked against independent references elsewhere (a literal float64 Algorithm 1 in test_models.py, the
-authors' outputs in test_mgbpv1.py and test_mgbpv2_authors.py)."""
+grows its DenseNet stages in one buffer and fuses 1x1 convolutions with bias and ReLU (mgbp.models.onednn;
+MGBPv2's 1x1 Analysis_L and Synthesis run through it too); with autograd both concatenate and use plain PyTorch
+operators. The autograd path is the reference here; it is itself checked against independent references
+elsewhere (a literal float64 Algorithm 1 in test_models.py, the authors' outputs in test_mgbpv1.py and
+test_mgbpv2_authors.py)."""
 
 from __future__ import annotations
 
