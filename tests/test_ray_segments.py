@@ -108,29 +108,29 @@ def test_a_rerun_reuses_finished_segments_and_the_join_equals_the_single_pass(tm
 
     import av
 
-    from mgbp import distributed
+    from mgbp.distributed import ClusterOptions, UpscaleSettings, pipeline
     from mgbp.models import build_model
     from mgbp.video import upscale_video
     from mgbp.video_segments import upscale_segment
 
     clip = make_clip(tmp_path / "clip.mkv")
     model = build_model("tiny-3d", temporal_padding="none").eval()
-    settings = distributed.UpscaleSettings(noise=0.5, seed=1, crf=0, pix_fmt="yuv444p")
+    settings = UpscaleSettings(noise=0.5, seed=1, crf=0, pix_fmt="yuv444p")
     options = settings.video_options()
     upscale_video(clip, tmp_path / "one.mkv", model, options)
 
     class Job:
         source, target, kind = clip, tmp_path / "out" / "clip.mkv", "video"
 
-    cluster = distributed.ClusterOptions(segment_frames=5)
-    first = distributed._plan([Job()], model, settings, cluster)
+    cluster = ClusterOptions(segment_frames=5)
+    first = pipeline._plan([Job()], model, settings, cluster)
     assert len(first.rows) >= 3 and {row["kind"] for row in first.rows} == {"segment"}
     upscale_segment(pickle.loads(first.rows[0]["task"]), model, options)
-    again = distributed._plan([Job()], model, replace(settings, skip_existing=True), cluster)  # the rerun
+    again = pipeline._plan([Job()], model, replace(settings, skip_existing=True), cluster)  # the rerun
     assert [row["segment"] for row in again.rows] == [row["segment"] for row in first.rows[1:]]
     for row in again.rows:
         upscale_segment(pickle.loads(row["task"]), model, options)
-    result = distributed._finish_video(again.videos[0])
+    result = pipeline._finish_video(again.videos[0])
     assert result.status == "written", result.message
 
     def frames(path):
