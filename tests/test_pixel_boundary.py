@@ -15,7 +15,7 @@ from PIL import Image
 
 from mgbp import data, io, models, protocol
 from mgbp.cli import main
-from mgbp.commands import upscale as upscale_command
+from mgbp.commands import upscale_jobs
 from mgbp.inference import upscale
 from mgbp.models.contract import Capabilities
 
@@ -181,7 +181,7 @@ def test_file_kinds_are_listed_once_in_mgbp_io():
     elsewhere = {str(p.relative_to(SOURCE)): lines for p in sorted(SOURCE.rglob("*.py"))
                  if p.name != "io.py" and (lines := _extension_lists(p))}
     assert not elsewhere, f"extension lists outside mgbp.io (import them from there): {elsewhere}"
-    assert upscale_command.VIDEO_EXTENSIONS is io.VIDEO_EXTENSIONS and data.VIDEO_EXTENSIONS is io.VIDEO_EXTENSIONS
+    assert upscale_jobs.VIDEO_EXTENSIONS is io.VIDEO_EXTENSIONS and data.VIDEO_EXTENSIONS is io.VIDEO_EXTENSIONS
 
 
 def make_y4m(path: Path, frames: int = 3, size=(16, 16)) -> Path:

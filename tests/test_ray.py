@@ -158,7 +158,7 @@ def test_long_videos_in_segments_give_the_single_pass_frames(cluster, weights, t
 
 
 def test_a_worker_killed_mid_job_is_replaced_and_every_output_is_whole(cluster, weights, tmp_path):
-    from mgbp.commands.upscale import Job
+    from mgbp.commands.upscale_jobs import Job
     from mgbp.distributed import ClusterOptions, ModelSpec, UpscaleSettings, iter_results
 
     inputs = tmp_path / "in"
