@@ -257,7 +257,7 @@ class UpscaleInputs:
 
     def __init__(self, features: list[torch.Tensor], noise_features: list[torch.Tensor], like: torch.Tensor):
         self.features, self.noise, self.like = features, noise_features, like
-        self.reuse = _eager_inference()
+        self.reuse = onednn.eager_inference()
         if not self.reuse:
             self.context = [F.relu(y) for y in features]
             self.noise = [_same_layout(F.relu(z), like) for z in noise_features]
@@ -283,18 +283,6 @@ class UpscaleInputs:
 
 def _is_channels_last(t: torch.Tensor) -> bool:
     return t.is_contiguous(memory_format=torch.channels_last) and not t.is_contiguous()
-
-
-def _eager_inference() -> bool:
-    """True when autograd is off and nothing traces (export / compile / TorchScript): buffers may be reused."""
-    if torch.is_grad_enabled() or torch.jit.is_tracing() or torch.jit.is_scripting():
-        return False
-    compiler = getattr(torch, "compiler", None)
-    for probe in ("is_compiling", "is_exporting", "is_dynamo_compiling"):
-        check = getattr(compiler, probe, None)
-        if check is not None and check():
-            return False
-    return True
 
 
 def _dense(t: torch.Tensor) -> torch.Tensor:

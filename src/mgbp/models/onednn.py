@@ -30,10 +30,25 @@ _FUSED = _fused_operator()
 _FUSED_DTYPES = (torch.float32, torch.bfloat16)
 
 
+def eager_inference() -> bool:
+    """True when autograd is off and nothing traces or compiles (TorchScript, ONNX / torch.export, Dynamo): the
+    code may take inference-only shortcuts (fused operators without export rules, reused buffers)."""
+    if torch.is_grad_enabled() or torch.jit.is_tracing() or torch.jit.is_scripting():
+        return False
+    compiler = getattr(torch, "compiler", None)
+    for probe in ("is_compiling", "is_exporting", "is_dynamo_compiling"):
+        check = getattr(compiler, probe, None)
+        if check is not None and check():
+            return False
+    return True
+
+
 def can_fuse(x: torch.Tensor) -> bool:
-    """True when `conv2d` below runs as one oneDNN primitive for this input."""
+    """True when `conv2d` below runs as one oneDNN primitive for this input: CPU eager inference outside
+    autocast (the fused operator has no autocast rule: under `amp: bf16` it would run float32 weights on bfloat16
+    activations)."""
     return (_FUSED is not None and x.device.type == "cpu" and x.dim() == 4 and x.dtype in _FUSED_DTYPES
-            and not torch.is_grad_enabled())
+            and not torch.is_autocast_enabled("cpu") and eager_inference())
 
 
 def _pair(value) -> list[int]:
