@@ -531,6 +531,8 @@ def _peer_items(scale: int, lr_hw, device, dtype, group: str, layout) -> list[It
 
 def _shipped_call(package, model, x):
     """The public path: `mgbp.upscale` for images, the tiled forward of `mgbp.video` for clips."""
+    # `run_model` lives in mgbp.tiling now; mgbp.inference imports it (and uses it), and baselines from before
+    # that split define it in mgbp.inference, so `inference.run_model` times the same function at any commit
     inference = importlib.import_module(f"{package.__name__}.inference")
     if x.dim() == 5:
         return lambda: inference.run_model(model, x)

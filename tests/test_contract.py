@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from mgbp.errors import ConfigError
-from mgbp.inference import run_model, upscale
+from mgbp.inference import upscale
 from mgbp.models import FAMILIES, PRESETS, build_model, load_model, save_model
 from mgbp.models.contract import (
     Capabilities,
@@ -28,6 +28,7 @@ from mgbp.models.contract import (
 )
 from mgbp.models.mgbpv1 import MGBPv1, MGBPv1Config
 from mgbp.protocol import BicubicUpscaler
+from mgbp.tiling import run_model
 from tiny_generators import NearestGenerator, TinyGenerator
 
 SOURCE = Path(__file__).resolve().parents[1] / "src" / "mgbp"

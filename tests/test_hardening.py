@@ -16,7 +16,7 @@ import pytest
 import torch
 from PIL import Image
 
-from mgbp import inference
+from mgbp import inference, tiling
 from mgbp.cli import main
 from mgbp.errors import MgbpError
 from tiny_generators import NearestGenerator, TinyGenerator
@@ -181,7 +181,7 @@ def nearest_reference(lr: torch.Tensor, scale: int) -> torch.Tensor:
 def test_nan_in_one_tile_is_an_error_not_black_pixels():
     lr = torch.rand(1, 3, 40, 40, generator=torch.Generator().manual_seed(0))
     with pytest.raises(MgbpError, match="NaN"):
-        inference.run_model(NaNCornerGenerator(2), lr, tile=24, overlap=4)
+        tiling.run_model(NaNCornerGenerator(2), lr, tile=24, overlap=4)
     with pytest.raises(MgbpError, match="NaN"):
         inference.upscale(np.zeros((9, 9, 3), np.uint8), model=NaNCornerGenerator(2))
 
@@ -192,7 +192,7 @@ def test_reduced_precision_overflow_is_rerun_in_float32():
     with torch.inference_mode():
         assert not torch.isfinite(model(lr.half())).all()  # the stand-in really overflows in float16
     with pytest.warns(UserWarning, match="float32"):
-        out = inference.run_model(model, lr, tile=20, overlap=4)
+        out = tiling.run_model(model, lr, tile=20, overlap=4)
     assert torch.equal(out.double(), nearest_reference(lr, 2))
     assert next(model.parameters()).dtype == torch.float16  # the caller's model is left as it was
 

@@ -1,4 +1,5 @@
-"""Tiled inference (`mgbp.inference`): exactness against the untiled forward pass, OOM fallback, the API."""
+"""Tiled inference (`mgbp.tiling`) and the API around it (`mgbp.inference`): exactness against the untiled forward
+pass, OOM fallback, the API."""
 
 from __future__ import annotations
 
@@ -9,11 +10,12 @@ import pytest
 import torch
 from PIL import Image
 
-from mgbp import inference, models
+from mgbp import inference, models, tiling
 from mgbp.errors import ConfigError, MgbpError
-from mgbp.inference import run_model, tile_starts, tile_weights_1d, upscale
+from mgbp.inference import upscale
 from mgbp.models.contract import Capabilities
 from mgbp.resize import imresize
+from mgbp.tiling import run_model, tile_starts, tile_weights_1d
 from tiny_generators import OomGenerator, TinyGenerator
 
 ONE_LEVEL = 1.0 / 255.0
@@ -107,7 +109,7 @@ def test_other_runtime_errors_are_not_retried():
 
 def test_cpu_tiles_follow_the_pixel_budget(monkeypatch):
     """Automatic tiling on CPU: no forward pass is larger than the output-pixel budget allows."""
-    monkeypatch.setattr(inference, "CPU_OUTPUT_PIXEL_BUDGET", 4 * 40 * 40)
+    monkeypatch.setattr(tiling, "CPU_OUTPUT_PIXEL_BUDGET", 4 * 40 * 40)
     model = OomGenerator(max_pixels=10**9, scale=2, seed=1).eval()
     lr = torch.rand(1, 3, 90, 100, generator=torch.Generator().manual_seed(7))
     out = run_model(model, lr)
@@ -191,11 +193,11 @@ def test_tiled_matches_untiled_for_the_real_mgbpv2():
 
 def test_gpu_plan_uses_the_memory_budget(monkeypatch, model):
     """On a GPU the tile side is the square root of the pixel budget, and leftover budget batches tiles."""
-    monkeypatch.setattr(inference, "model_device", lambda m: (torch.device("cuda"), torch.float32))
-    monkeypatch.setattr(inference, "_gpu_pixel_budget", lambda m, lr, amp: 10_000)
-    plan = inference.auto_plan(model, torch.zeros(1, 3, 400, 500), None, 18, 0.0)
+    monkeypatch.setattr(tiling, "model_device", lambda m: (torch.device("cuda"), torch.float32))
+    monkeypatch.setattr(tiling, "_gpu_pixel_budget", lambda m, lr, amp: 10_000)
+    plan = tiling.auto_plan(model, torch.zeros(1, 3, 400, 500), None, 18, 0.0)
     assert (plan.tile, plan.batch) == (100, 1)
-    plan = inference.auto_plan(model, torch.zeros(1, 3, 30, 1000), None, 18, 0.0)
+    plan = tiling.auto_plan(model, torch.zeros(1, 3, 30, 1000), None, 18, 0.0)
     assert (plan.tile, plan.batch) == (100, 3)  # 30x100 tiles: three fit in the budget
 
 
@@ -210,11 +212,11 @@ def test_gpu_budget_respects_the_per_process_memory_cap(monkeypatch):
     monkeypatch.setattr(torch.cuda, "get_per_process_memory_fraction", lambda device=None: fake["fraction"],
                         raising=False)
     device = torch.device("cuda")
-    assert inference.available_gpu_memory(device) == 61 * gib  # free + PyTorch's cache
+    assert tiling.available_gpu_memory(device) == 61 * gib  # free + PyTorch's cache
     fake["fraction"] = 0.1  # an 8 GiB cap on an 80 GiB card, 1 GiB already held by the weights
-    assert inference.available_gpu_memory(device) == 8 * gib - 1 * gib
+    assert tiling.available_gpu_memory(device) == 8 * gib - 1 * gib
     fake["fraction"] = 0.01
-    assert inference.available_gpu_memory(device) == 0
+    assert tiling.available_gpu_memory(device) == 0
 
 
 def test_max_gpu_memory_needs_cuda(capsys):
@@ -350,7 +352,7 @@ def test_seeded_upscale_is_reproducible_and_tile_independent():
 
 
 def test_models_drawing_their_own_noise_warn_once(model, monkeypatch):
-    monkeypatch.setattr(inference, "_WARNED_INDEPENDENT_NOISE", set())
+    monkeypatch.setattr(tiling, "_WARNED_INDEPENDENT_NOISE", set())
     lr = torch.rand(1, 3, 40, 40, generator=torch.Generator().manual_seed(20))
     with pytest.warns(UserWarning, match="own noise"):
         run_model(model, lr, noise_amp=0.5, tile=24)
@@ -404,7 +406,7 @@ def test_self_ensemble_is_equivariant_and_exact_for_a_symmetric_method():
     model = TinyGenerator(scale=3, seed=2).eval()
     lr = torch.rand(1, 3, 17, 23, generator=torch.Generator().manual_seed(7))
     ensemble = run_model(model, lr, self_ensemble=True)
-    for turns, mirror in inference.dihedral_transforms():
+    for turns, mirror in tiling.dihedral_transforms():
         def g(t, turns=turns, mirror=mirror):
             return torch.rot90(t.flip(-1) if mirror else t, turns, (-2, -1))
 

@@ -317,7 +317,7 @@ def test_safetensors_round_trip_rebuilds_mgbpv1(tmp_path):
 
 def test_tiles_at_w_07_equal_the_untiled_pass_with_the_same_noise_maps():
     """Tiled inference crops every level's noise map (padding included) from one whole-image draw."""
-    from mgbp.inference import run_model, tile_starts
+    from mgbp.tiling import run_model, tile_starts
 
     model = tiny_model(seed=4, scale=2).eval()
     lr = torch.rand(1, 3, 24, 62, generator=torch.Generator().manual_seed(21))

@@ -21,10 +21,11 @@ from PIL import Image
 from mgbp import models
 from mgbp.cli import main
 from mgbp.errors import ConfigError, ImageReadError, WeightFileError
-from mgbp.inference import default_overlap, run_model, tile_starts, upscale_tensor
+from mgbp.inference import upscale_tensor
 from mgbp.io import read_image, write_image
 from mgbp.metrics import niqe
 from mgbp.resize import imresize
+from mgbp.tiling import default_overlap, run_model, tile_starts
 from mgbp.web import app
 from mgbp.web.engine import WEIGHT_FILE, Engine
 from mgbp.web.jobs import DeviceQueue, Eta, Job, JobCancelled, format_duration

@@ -1,4 +1,4 @@
-"""The automatic CPU tile plan (`mgbp.inference.balanced_tiles`): equal tiles within the pixel budget that cover the
+"""The automatic CPU tile plan (`mgbp.tiling.balanced_tiles`): equal tiles within the pixel budget that cover the
 image with the fewest pixels computed, checked against a brute-force search over every tile shape; tiled output
 with the automatic rectangles equals the untiled one."""
 
@@ -7,9 +7,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mgbp import inference
-from mgbp.inference import balanced_tiles, default_overlap, min_tile, tile_starts, upscale_tensor
+from mgbp import tiling
+from mgbp.inference import upscale_tensor
 from mgbp.models import build_model
+from mgbp.tiling import balanced_tiles, default_overlap, min_tile, tile_starts
 
 
 def computed_pixels(height, width, rows, cols, overlap):
@@ -44,7 +45,7 @@ def test_automatic_rectangular_tiles_equal_the_untiled_output(monkeypatch):
     lr = torch.rand(1, 3, 45, 70, generator=torch.Generator().manual_seed(1))
     whole = upscale_tensor(model, lr, tile=512)
     overlap = default_overlap(model)
-    monkeypatch.setattr(inference, "CPU_OUTPUT_PIXEL_BUDGET", 16 * (overlap + 14) * (overlap + 30))
-    plan = inference.auto_plan(model, lr, None, overlap, 0.0)
+    monkeypatch.setattr(tiling, "CPU_OUTPUT_PIXEL_BUDGET", 16 * (overlap + 14) * (overlap + 30))
+    plan = tiling.auto_plan(model, lr, None, overlap, 0.0)
     assert plan.tile != plan.tile_width and len(tile_starts(70, plan.tile_width, overlap)) > 1
     assert (upscale_tensor(model, lr) - whole).abs().max().item() < 1 / 255

@@ -4,7 +4,7 @@
 The protocol and the methods are those of `mgbp.protocol` (`shared/data/README.md`): HR -> modcrop(scale) ->
 LR = MATLAB bicubic 1/scale on uint8 (or a paired LR image) -> method -> round to uint8 -> PSNR-Y, SSIM-Y and
 RMSE (PIRM-2018: rounded uint8 Y) with `scale` pixels ignored at every border, NIQE likewise (PIRM-2018: Y,
-`scale` pixels shaved; `mgbp.protocol.niqe_y`, as `mgbp sweep` measures it). Scores are averaged over the images of a dataset. Methods run through `mgbp.inference.run_model` (tiled for large
+`scale` pixels shaved; `mgbp.protocol.niqe_y`, as `mgbp sweep` measures it). Scores are averaged over the images of a dataset. Methods run through `mgbp.tiling.run_model` (tiled for large
 images); with noise W > 0, image i draws its noise with torch's RNG seeded to `seed + i`, so results do not
 depend on the order of evaluation. An image too small for the protocol, or unreadable, is skipped.
 
@@ -37,7 +37,6 @@ import numpy as np
 import torch
 
 from mgbp.errors import ConfigError, ImageReadError, MgbpError
-from mgbp.inference import check_self_ensemble
 from mgbp.io import read_image, write_image
 from mgbp.protocol import (
     BICUBIC,
@@ -60,6 +59,7 @@ from mgbp.protocol import (
     upscale_uint8,
 )
 from mgbp.resize import modcrop
+from mgbp.tiling import check_self_ensemble
 
 PROTOCOL = ("HR -> modcrop(scale) -> LR = MATLAB bicubic 1/scale on uint8 (or paired LR) -> method -> round "
             "to uint8; PSNR-Y / SSIM-Y (MATLAB rgb2ycbcr Y, 11x11 Gaussian SSIM) and RMSE (0-255, rounded "

@@ -1,5 +1,5 @@
 """One image file in, one image file out: the generator's forward pass (Algorithm 1, through the exact tiling of
-`mgbp.inference`) between `mgbp.io`'s reader and writer.
+`mgbp.tiling`) between `mgbp.io`'s reader and writer.
 
 The one owner of "upscale an image file", so that every front end (`mgbp upscale`, `mgbp serve`, the Ray workers
 of `mgbp upscale --ray`) writes the same bytes for the same settings. In order:

@@ -28,10 +28,10 @@ import numpy as np
 import torch
 
 from mgbp.errors import ConfigError, ImageReadError, MgbpError
-from mgbp.inference import model_device
 from mgbp.io import IMAGE_EXTENSIONS, list_files, quantise, read_image
 from mgbp.models.contract import Capabilities, check_generator
 from mgbp.resize import imresize, imresize_uint8, modcrop
+from mgbp.tiling import model_device
 
 BICUBIC = "bicubic"
 SSIM_WINDOW = 11  # the SSIM window of the protocol (11x11 Gaussian)
@@ -286,13 +286,13 @@ def forward_with_noise(model: torch.nn.Module, lr: torch.Tensor, noise_amp: floa
                        tile: int | None = None, overlap: int | None = None, out_device=None,
                        self_ensemble: bool = False) -> torch.Tensor:
     """One forward pass at noise amplitude W with the noise seeded by `seed` (the same standard-normal maps
-    at every W), through `mgbp.inference.run_model`: tiles of `tile` LR pixels (None: automatic, the whole
+    at every W), through `mgbp.tiling.run_model`: tiles of `tile` LR pixels (None: automatic, the whole
     image unless it is large), float32 output on `out_device` (default: lr's device), not clamped.
 
     Generators whose noise `run_model` draws for the whole image take it from a CPU generator seeded with
     `seed` (the same maps on every device, as `mgbp upscale --seed` draws them); the others draw their own from
     torch's RNG, seeded likewise for the call. `self_ensemble`: the 8-symmetry mean (W = 0; `run_model`)."""
-    from mgbp.inference import run_model
+    from mgbp.tiling import run_model
 
     with seeded_rng(seed, model):
         return run_model(model, lr, float(noise_amp), tile, overlap, out_device=out_device,

@@ -1,7 +1,7 @@
 """A region of the full render, computed alone: the generator's forward pass (Algorithm 1) on a crop that carries
 its own context, with the crop of the whole image's noise map (line 1: x = [X, W N(0,1)]).
 
-This is one tile of `mgbp.inference.run_model`'s exact tiling, placed where the user looks: the crop extends
+This is one tile of `mgbp.tiling.run_model`'s exact tiling, placed where the user looks: the crop extends
 `border_lr` LR pixels beyond the region (the reach of the network, so the region's pixels see what they see in
 the whole image), MGBPv2 is told where the crop lies (`placement`, so its stride-2 grids and border padding line
 up with the whole image's), and the noise is the crop of the map drawn for the whole image from the same seed
@@ -18,16 +18,9 @@ from dataclasses import dataclass
 import torch
 
 from mgbp.errors import ConfigError
-from mgbp.inference import (
-    check_noise_amplitude,
-    crops_noise,
-    model_border,
-    model_device,
-    model_scale,
-    seeded_generator,
-    whole_image_noise,
-)
+from mgbp.inference import check_noise_amplitude, seeded_generator
 from mgbp.resize import imresize
+from mgbp.tiling import crops_noise, model_border, model_device, model_scale, whole_image_noise
 
 
 @dataclass(frozen=True)
@@ -74,7 +67,7 @@ def upscale_region(model, planes: torch.Tensor, region: Region, noise: float = 0
     """The `region` (LR pixels) of `upscale_tensor(model, planes, noise=noise, seed=seed)`, computed from a crop:
     (1, C, f*height, f*width) clamped to [0, 1]. `planes`: (1, C, H, W) with C = 1..4 as `upscale_tensor` takes.
     `noise_map`: the whole image's map (`draw_image_noise`; drawn here when None and W > 0). Exact only for
-    models that crop their noise (`mgbp.inference.crops_noise`); others draw fresh noise for the crop at W > 0.
+    models that crop their noise (`mgbp.tiling.crops_noise`); others draw fresh noise for the crop at W > 0.
     """
     check_noise_amplitude(noise)
     if planes.dim() != 4 or planes.shape[0] != 1:

@@ -3,7 +3,7 @@
 The paper cuts the stream into overlapping spatio-temporal patches of the training clip length, separated by 5
 frames, multiplies each output by a window and averages. Here, frames are decoded one at a time into a buffer of
 the last T frames (T = the MGBP-3D clip length; 1 for a per-frame 2D model); every `stride` frames the buffer
-runs through the model (spatially tiled by `mgbp.inference.run_model`) and its T output frames are added, times
+runs through the model (spatially tiled by `mgbp.tiling.run_model`) and its T output frames are added, times
 the temporal window, to per-frame accumulators together with the window weights. A frame is finished, divided by
 its weight sum and encoded as soon as no later window can reach it, so memory holds at most T LR and T HR frames
 whatever the video's length. The last window is moved back to end on the last frame (as the spatial tiles are).
@@ -282,7 +282,7 @@ def make_window_runner(model, options: VideoOptions,
     window `first_window` (`mgbp.video_segments`: a time segment of a long video) draws what a single pass does.
     """
     from mgbp.backprojection import back_project
-    from mgbp.inference import run_model
+    from mgbp.tiling import run_model
 
     windows = itertools.count(first_window)
 

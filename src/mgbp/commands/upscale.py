@@ -138,7 +138,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from mgbp.allocator import reuse_freed_memory
     from mgbp.device import resolve_device
-    from mgbp.inference import default_overlap, resolve_model
+    from mgbp.inference import resolve_model
+    from mgbp.tiling import default_overlap
 
     _check_args(args)
     reuse_freed_memory()  # tiles' buffers are reused instead of faulted in again (mgbp.allocator)

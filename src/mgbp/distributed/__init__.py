@@ -1,4 +1,4 @@
-"""`mgbp upscale` on a Ray cluster: the generator's forward pass (Algorithm 1, tiled exactly by `mgbp.inference`)
+"""`mgbp upscale` on a Ray cluster: the generator's forward pass (Algorithm 1, tiled exactly by `mgbp.tiling`)
 over archives of images and long videos (the paper's "Video Inference", Section IV, Fig. 6), on many machines.
 
 A Ray Data pipeline (https://docs.ray.io/en/latest/data/) does the work; this process plans it and reports:

@@ -1,6 +1,6 @@
 """What runs on the Ray workers of `mgbp upscale --ray` (`mgbp.distributed`): the read tasks (each image's
 bytes) and the `Upscaler` actor, which loads the model once and upscales its rows with the generator's forward
-pass (Algorithm 1, tiled exactly by `mgbp.inference`; videos and their time segments as in the paper's "Video
+pass (Algorithm 1, tiled exactly by `mgbp.tiling`; videos and their time segments as in the paper's "Video
 Inference", Section IV, Fig. 6), writing each output itself. An execution detail of the paper's inference, not
 an equation of its own. Ray ships these by reference to this module: workers import it.
 """

@@ -12,7 +12,7 @@ never probe with `getattr(model, name, default)`. A capability comes with a prot
   explicit noise map (or list of maps) for reproducibility; W = 0 is deterministic.
 - `TiledNoise` (`capabilities.whole_image_noise`): `draw_noise(lr_shape, generator=None, device=None)` draws
   one noise map for a whole image and `crop_noise(noise, rows, cols)` cuts a tile's part of it, so that tiled
-  inference equals the untiled pass at W > 0 too (`mgbp.inference.run_model`).
+  inference equals the untiled pass at W > 0 too (`mgbp.tiling.run_model`).
 - `PlacedTiles` (`capabilities.placement`): `tile_padding(size_hr, placement)` and `forward(..., placement=(top,
   left, H, W))`: a tile is padded so that its grids line up with the whole image's (MGBPv2's stride-2 grids).
 - `ClipGenerator` (`is_video`): `clip_length` (frames per temporal window, the training clip length),

@@ -28,7 +28,7 @@ released `.model` state dicts load strictly and reproduce the reference outputs:
   `ClassicUpscale` replicates one pixel at the border, and `scale**2` HR pixels are cut from every side of the
   result. With `pad=False` nothing is padded or cut and `ClassicUpscale` pads with zeros (the authors'
   training mode).
-- Tiling (`mgbp.inference.run_model`): every convolution is 'same' and every level is exactly twice the one
+- Tiling (`mgbp.tiling.run_model`): every convolution is 'same' and every level is exactly twice the one
   below, so the network is equivariant to whole-LR-pixel shifts. Level k's noise map covers the padded input
   at 2^k samples per LR pixel, so the maps of a tile of LR rows [a, b) are rows [2^k a, 2^k (b + 2 pad)) of the
   whole image's (`crop_noise`; pad = `scale` or 0): tiled = untiled at any W with the same noise.

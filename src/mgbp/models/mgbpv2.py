@@ -50,7 +50,7 @@ lowest grid, so the output is cropped to the T - 2 * frames_consumed frames that
 `config.frames` records the clip length T a 3D model was trained on (the paper's "Video Inference" cuts streams
 into patches of the training size; `mgbp.video` reads it through `model.clip_length`).
 
-Tiling (`mgbp.inference.run_model`): the stride-2 grids make the network equivariant only to shifts by whole
+Tiling (`mgbp.tiling.run_model`): the stride-2 grids make the network equivariant only to shifts by whole
 cells of the lowest grid (2^(L-1) output pixels), and the reflection padding to `valid_size` depends on the
 input size. A tile therefore tells `forward` where it lies in the whole image (`placement`): it is then padded
 so that its grids line up with the whole image's, and at a true image border exactly as the whole image is.

@@ -33,10 +33,11 @@ from mgbp.atomic import atomic_path
 from mgbp.device import resolve_device
 from mgbp.errors import ConfigError
 from mgbp.image_files import image_planes, output_name, upscale_image_file
-from mgbp.inference import InferenceOptions, check_noise_amplitude, crops_noise, model_scale, resolve_model
+from mgbp.inference import InferenceOptions, check_noise_amplitude, resolve_model
 from mgbp.io import read_image
 from mgbp.region import Region, draw_image_noise, upscale_region
 from mgbp.resize import imresize
+from mgbp.tiling import crops_noise, model_scale
 from mgbp.web.jobs import DeviceQueue, Job
 
 AUTO_MODEL = "auto"  # the shipped model for the chosen scale, as `mgbp upscale -s` picks it

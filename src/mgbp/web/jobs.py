@@ -1,6 +1,6 @@
 """Jobs of `mgbp serve`: one at a time per device, cancellable between two forward passes, with an ETA.
 
-The generator's forward pass (Algorithm 1) is the unit of work: `mgbp.inference.run_model` calls it once per
+The generator's forward pass (Algorithm 1) is the unit of work: `mgbp.tiling.run_model` calls it once per
 batch of tiles, `mgbp.video` once per window of frames. A forward pre-hook (a public PyTorch hook, registered
 for the duration of one job) is therefore where a job is cancelled (the hook raises `JobCancelled`, the tiling
 and video code clean up as for any error) and where its progress is sampled for the ETA. The device lock makes
