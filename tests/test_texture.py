@@ -62,3 +62,42 @@ def test_texture_loss_is_the_l1_of_local_std_maps_recomputed_in_float64():
     total, terms = perceptual_generator_loss(torch.from_numpy(y).float(), None, torch.from_numpy(x).float(), 4,
                                              weights)
     assert set(terms) == {"texture_w1"} and abs(float(total) - 2 * expected) < 2e-5
+
+
+def test_log_texture_loss_is_the_l1_of_log_std_maps_recomputed_in_float64():
+    from mgbp.losses import PerceptualWeights, log_texture_loss, perceptual_generator_loss
+
+    rng = np.random.default_rng(6)
+    x = np.full((1, 3, 16, 18), 0.5)
+    x[..., 9:] += rng.normal(0, 0.05, (1, 3, 16, 9))  # flat left, textured right
+    y = np.clip(x + rng.normal(0, 0.01, x.shape), 0, 1)
+
+    def log_std_maps(a):
+        luma = _y255(np.moveaxis(a, 1, -1)) / 255.0
+        windows = np.lib.stride_tricks.sliding_window_view(luma, (7, 7), axis=(1, 2))
+        return np.log(np.sqrt(windows.var(axis=(-2, -1)) + 1e-6) + 1 / 255)
+
+    expected = np.abs(log_std_maps(y) - log_std_maps(x)).mean()
+    got = float(log_texture_loss(torch.from_numpy(y).float(), torch.from_numpy(x).float()))
+    assert abs(got - expected) < 1e-4
+    weights = PerceptualWeights(gan=0, cycle_w1=0, cx=0, l1_w0=0, cycle_w0=0, texture_log_w1=0.5)
+    total, terms = perceptual_generator_loss(torch.from_numpy(y).float(), None, torch.from_numpy(x).float(), 4,
+                                             weights)
+    assert set(terms) == {"texture_log_w1"} and abs(float(total) - 0.5 * expected) < 1e-4
+
+
+def test_log_texture_loss_weighs_grain_on_flat_regions_more_than_the_plain_one():
+    """The same faint grain (2 grey levels) costs the log term far more over a flat region than over a textured
+    one, relative to the plain L1 of standard deviations: the term sees what the flat-region metric sees."""
+    from mgbp.losses import log_texture_loss, texture_loss
+
+    rng = np.random.default_rng(7)
+    flat = np.full((1, 3, 32, 32), 0.5)
+    textured = np.clip(0.5 + rng.normal(0, 0.1, flat.shape), 0, 1)
+    grain = rng.normal(0, 2 / 255, flat.shape)
+
+    def ratio(x):
+        x_t, y_t = torch.from_numpy(x).float(), torch.from_numpy(np.clip(x + grain, 0, 1)).float()
+        return float(log_texture_loss(y_t, x_t)) / float(texture_loss(y_t, x_t))
+
+    assert ratio(flat) > 5 * ratio(textured)

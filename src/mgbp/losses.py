@@ -17,6 +17,11 @@ and the contextual loss CX of Mechrez et al. on VGG19 conv3_4 features.
   the cycle terms (which see only low frequencies) allow it - over skin, sky and bokeh too. This term asks the
   W=1 output to have, in every neighbourhood, about as much texture as the ground truth: none where X is flat,
   some where X is textured; it needs no pretrained network (the CX term needs VGG19 weights).
+- Relative texture statistics (ours, off by default; `texture_log_w1`): the same maps compared as L1 of
+  log(std + 1/255). The plain L1 is dominated by textured regions, where the standard deviations are large;
+  crackle painted over a flat region (std 0.5 -> 2 grey levels) moves it little but the log maps a lot, so this
+  term asks for the right amount of texture relative to what is there, which is what a person sees on skin and
+  bokeh (and what `mgbp.metrics.texture` measures).
 
 Every term has its own weight; a weight of 0 switches the term off (no computation), which is how the
 ablation configs of Fig. 15 are expressed.
@@ -90,6 +95,15 @@ def texture_loss(y: torch.Tensor, x: torch.Tensor, window: int = TEXTURE_WINDOW)
     return l1(local_std_map(y, window), local_std_map(x, window))
 
 
+LOG_TEXTURE_FLOOR = 1.0 / 255.0  # one grey level: below it differences of standard deviation are invisible
+
+
+def log_texture_loss(y: torch.Tensor, x: torch.Tensor, window: int = TEXTURE_WINDOW,
+                     floor: float = LOG_TEXTURE_FLOOR) -> torch.Tensor:
+    """L1 between log(local std + floor) of Y and X: the texture mismatch relative to the texture present."""
+    return l1(torch.log(local_std_map(y, window) + floor), torch.log(local_std_map(x, window) + floor))
+
+
 def relativistic_d_loss(c_real: torch.Tensor, c_fake: torch.Tensor) -> torch.Tensor:
     """Eq. 12, discriminator: -E log sigmoid(C(R) - C(F)) = E softplus(C(F) - C(R)) (stable form)."""
     return F.softplus(c_fake - c_real).mean()
@@ -136,6 +150,7 @@ class PerceptualWeights:
     cycle_w0: float = 0.1   # total weight over C of the cycle terms on Y_{W=0} (divided by |C|)
     cx_bandwidth: float = 0.5
     texture_w1: float = 0.0  # ours: local-std matching of Y_{W=1} (see the module doc); 0 = eq. 11 as printed
+    texture_log_w1: float = 0.0  # ours: the same on log(std + 1/255) (see the module doc); 0 = off
 
 
 def perceptual_generator_loss(y1: torch.Tensor, y0: torch.Tensor | None, x: torch.Tensor, scale: int,
@@ -157,6 +172,8 @@ def perceptual_generator_loss(y1: torch.Tensor, y0: torch.Tensor | None, x: torc
         terms["cx"] = weights.cx * contextual_loss(vgg(y1), vgg(x), weights.cx_bandwidth)
     if weights.texture_w1:
         terms["texture_w1"] = weights.texture_w1 * texture_loss(y1, x)
+    if weights.texture_log_w1:
+        terms["texture_log_w1"] = weights.texture_log_w1 * log_texture_loss(y1, x)
     if y0 is not None and weights.l1_w0:
         terms["l1_w0"] = weights.l1_w0 * l1(y0, x)
     if y0 is not None and weights.cycle_w0 and factors:
