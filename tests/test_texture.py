@@ -43,47 +43,43 @@ def test_smooth_output_scores_lower_than_a_noisy_one_and_no_flat_pixels_is_nan()
     assert torch.isnan(flat_region_texture(textured, textured))[0]
 
 
+def _std_maps(a: np.ndarray) -> np.ndarray:
+    """Y on the [0, 1] scale of (N,3,H,W) float64, population std of every valid 7x7 window (eps 1e-6 inside)."""
+    luma = _y255(np.moveaxis(a, 1, -1)) / 255.0
+    windows = np.lib.stride_tricks.sliding_window_view(luma, (7, 7), axis=(1, 2))
+    return np.sqrt(windows.var(axis=(-2, -1)) + 1e-6)
+
+
+def _check_texture_term(term: str, function, y: np.ndarray, x: np.ndarray, expected: float, tolerance: float):
+    """The loss function on (y, x) equals `expected`, and eq. 11 with only that term at weight 2 is twice it."""
+    from mgbp.losses import PerceptualWeights, perceptual_generator_loss
+
+    y_t, x_t = torch.from_numpy(y).float(), torch.from_numpy(x).float()
+    assert abs(float(function(y_t, x_t)) - expected) < tolerance
+    weights = PerceptualWeights(gan=0, cycle_w1=0, cx=0, l1_w0=0, cycle_w0=0, **{term: 2.0})
+    total, terms = perceptual_generator_loss(y_t, None, x_t, 4, weights)
+    assert set(terms) == {term} and abs(float(total) - 2 * expected) < 2 * tolerance
+
+
 def test_texture_loss_is_the_l1_of_local_std_maps_recomputed_in_float64():
-    from mgbp.losses import PerceptualWeights, perceptual_generator_loss, texture_loss
+    from mgbp.losses import texture_loss
 
     rng = np.random.default_rng(5)
     x = rng.uniform(0, 1, (2, 3, 16, 18))
     y = np.clip(x + rng.normal(0, 0.05, x.shape), 0, 1)
-
-    def std_maps(a):  # Y on the [0, 1] scale, population std of every valid 7x7 window
-        luma = _y255(np.moveaxis(a, 1, -1)) / 255.0
-        windows = np.lib.stride_tricks.sliding_window_view(luma, (7, 7), axis=(1, 2))
-        return np.sqrt(windows.var(axis=(-2, -1)) + 1e-6)
-
-    expected = np.abs(std_maps(y) - std_maps(x)).mean()
-    got = float(texture_loss(torch.from_numpy(y).float(), torch.from_numpy(x).float()))
-    assert abs(got - expected) < 1e-5
-    weights = PerceptualWeights(gan=0, cycle_w1=0, cx=0, l1_w0=0, cycle_w0=0, texture_w1=2.0)
-    total, terms = perceptual_generator_loss(torch.from_numpy(y).float(), None, torch.from_numpy(x).float(), 4,
-                                             weights)
-    assert set(terms) == {"texture_w1"} and abs(float(total) - 2 * expected) < 2e-5
+    expected = np.abs(_std_maps(y) - _std_maps(x)).mean()
+    _check_texture_term("texture_w1", texture_loss, y, x, expected, 1e-5)
 
 
 def test_log_texture_loss_is_the_l1_of_log_std_maps_recomputed_in_float64():
-    from mgbp.losses import PerceptualWeights, log_texture_loss, perceptual_generator_loss
+    from mgbp.losses import log_texture_loss
 
     rng = np.random.default_rng(6)
     x = np.full((1, 3, 16, 18), 0.5)
     x[..., 9:] += rng.normal(0, 0.05, (1, 3, 16, 9))  # flat left, textured right
     y = np.clip(x + rng.normal(0, 0.01, x.shape), 0, 1)
-
-    def log_std_maps(a):
-        luma = _y255(np.moveaxis(a, 1, -1)) / 255.0
-        windows = np.lib.stride_tricks.sliding_window_view(luma, (7, 7), axis=(1, 2))
-        return np.log(np.sqrt(windows.var(axis=(-2, -1)) + 1e-6) + 1 / 255)
-
-    expected = np.abs(log_std_maps(y) - log_std_maps(x)).mean()
-    got = float(log_texture_loss(torch.from_numpy(y).float(), torch.from_numpy(x).float()))
-    assert abs(got - expected) < 1e-4
-    weights = PerceptualWeights(gan=0, cycle_w1=0, cx=0, l1_w0=0, cycle_w0=0, texture_log_w1=0.5)
-    total, terms = perceptual_generator_loss(torch.from_numpy(y).float(), None, torch.from_numpy(x).float(), 4,
-                                             weights)
-    assert set(terms) == {"texture_log_w1"} and abs(float(total) - 0.5 * expected) < 1e-4
+    expected = np.abs(np.log(_std_maps(y) + 1 / 255) - np.log(_std_maps(x) + 1 / 255)).mean()
+    _check_texture_term("texture_log_w1", log_texture_loss, y, x, expected, 1e-4)
 
 
 def test_log_texture_loss_weighs_grain_on_flat_regions_more_than_the_plain_one():
