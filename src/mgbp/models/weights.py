@@ -74,9 +74,9 @@ SHIPPED: dict[str, Shipped] = {
     "mgbp-x2": Shipped(
         "mgbp-x2.safetensors",
         scale=2,
-        sha256="ef82be7f2fe41c32eb247900b0e9f7ebb94497dede3ba26aea7b4a9eb6d0e282",
+        sha256="73ec6f1f1e4432b846dfad1c7a2c2b2c222282a9493b78bb4dcb130d1abb43df",
         description="x2: MGBPv2 L3 mu2 64-32-16 (261 k params), fidelity only; trained on a 2-core CPU "
-        "(configs/cpu-x2.yaml)",
+        "(configs/cpu-x2.yaml, then configs/cpu-x2-bf16.yaml in bf16 autocast)",
     ),
     "mgbp-x3": Shipped(
         "mgbp-x3.safetensors",
