@@ -81,9 +81,9 @@ SHIPPED: dict[str, Shipped] = {
     "mgbp-x3": Shipped(
         "mgbp-x3.safetensors",
         scale=3,
-        sha256="20d6cdfa8f4b8953837d0fca371d379e19291fabd9774335de896102563e117b",
+        sha256="0d72a05aa4c8395770a0ab55576aa76b1b7c81e7d58f1a8de32df9d6f1b59c1b",
         description="x3: MGBPv2 L3 mu2 64-32-16 (261 k params), fidelity only, started from mgbp-x4; trained on "
-        "a 2-core CPU (configs/cpu-x3.yaml)",
+        "a 2-core CPU (configs/cpu-x3.yaml, then configs/cpu-x3-bf16.yaml in bf16 autocast)",
     ),
     "mgbp-x8": Shipped(
         "mgbp-x8.safetensors",
