@@ -458,7 +458,8 @@ class MGBPv2(nn.Module):
 
         analysis_input = _dense(image) if cfg.noise_features > 0 else x
         features = [_convolve(analysis, analysis_input) for analysis in self.analysis]  # lines 2-4: Analysis_k
-        noise_features = [_convolve(analysis, _dense(noise_map)) for analysis in self.noise_analysis]
+        noise_input = _dense(noise_map) if self.noise_analysis else noise_map  # one copy for every level
+        noise_features = [_convolve(analysis, noise_input) for analysis in self.noise_analysis]
         lift = UpscaleInputs(features[:-1], noise_features, x)  # the Upscales' inputs [y_{k-1}, c, z_{k-1}]
 
         out = features[-1]  # lines 5-8: y = BP^mu_L(y_L | y_1..y_{L-1}); tags are fixed at construction
