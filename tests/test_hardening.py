@@ -570,7 +570,7 @@ def tiny_train_config(tmp_path: Path, **extra) -> Path:
     ("optim.lr=-1e-4", "optim.lr"), ("optim.lr=.nan", "optim.lr"), ("val.every=0", "val.every"),
     ("optim.step_every=0", "optim.step_every"), ("data.patch=big", "data.patch"),
     ("data.workers=-1", "data.workers"), ("device=meta", "device meta"), ("optim.betas=[0.9]", "optim.betas"),
-    ("loss.gan=-1", "loss.gan"),
+    ("loss.gan=-1", "loss.gan"), ("loss.texture_log_w1=abc", "loss.texture_log_w1"), ("loss.l1=abc", "loss.l1"),
 ])
 def test_train_refuses_bad_values_in_one_line(tmp_path, override, key, capsys):
     assert main(["train", str(tiny_train_config(tmp_path)), override, "--quiet"]) == 2

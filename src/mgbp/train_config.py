@@ -229,8 +229,9 @@ def _check_number(cfg: dict, key: str, integer: bool, allowed: str | None, nulla
 def _check_numbers(cfg: dict) -> None:
     for key, integer, allowed, nullable in NUMBER_RULES:
         _check_number(cfg, key, integer, allowed, nullable)
-    for name, value in cfg["loss"].items():  # term weights (eqs. 9, 11): 0 switches a term off
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and name != "cx_bandwidth":
+    for name, default in DEFAULTS["loss"].items():  # term weights (eqs. 9, 11): 0 switches a term off
+        # every key whose default is a number is a weight: a string there ("abc") is refused, not ignored
+        if isinstance(default, (int, float)) and not isinstance(default, bool) and name != "cx_bandwidth":
             _check_number(cfg, f"loss.{name}", False, NON_NEGATIVE, False)
     for section in ("optim", "d_optim"):
         betas = cfg[section]["betas"]
