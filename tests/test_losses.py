@@ -92,6 +92,17 @@ def test_fidelity_terms_switch_off_and_gradients_flow():
     assert y.grad is not None and y.grad.abs().sum() > 0
 
 
+def test_fidelity_l2_term_is_the_mean_squared_error_and_off_by_default():
+    y, x = rand(2, 3, 16, 24, seed=5), rand(2, 3, 16, 24, seed=6)
+    _, default_terms = losses.fidelity_loss(y, x, 2)
+    assert "l2" not in default_terms
+    loss, terms = losses.fidelity_loss(y, x, 2, l1_weight=0.0, cycle_weight=0.0, l2_weight=3.0)
+    expected = 3.0 * ((y.numpy() - x.numpy()) ** 2).mean()
+    assert set(terms) == {"l2"}
+    assert float(terms["l2"]) == pytest.approx(expected, rel=1e-12)
+    assert float(loss) == pytest.approx(expected, rel=1e-6)  # the total is summed in float32
+
+
 # ---------------------------------------------------------------- eq. 12
 def test_relativistic_losses_match_log_sigmoid_definition():
     c_real = torch.tensor([[0.3, -1.2], [4.0, 50.0]], dtype=torch.float64)

@@ -131,6 +131,19 @@ def test_fifty_fidelity_steps_lower_the_validation_l1(tmp_path, images):
     assert json.loads(meta["recipe"])["steps"] == 50 and json.loads(meta["training_step"]) == 50
 
 
+def test_l2_only_fidelity_steps_lower_the_validation_mse(tmp_path, images):
+    cfg = make_config(tmp_path, images, "l2", steps=30, loss={"l1": 0.0, "cycle": 0.0, "l2": 1.0})
+    trainer = train.Trainer(cfg, quiet=True)
+    before = trainer.validate()
+    assert trainer.run() == 0
+    trainer.close()
+    logged = records(Path(cfg["output_dir"]), "train")
+    assert {"l2", "loss"} <= set(logged[-1]) and "l1" not in logged[-1]
+    assert logged[-1]["l2"] == pytest.approx(logged[-1]["loss"])  # the only term
+    after = records(Path(cfg["output_dir"]), "val")[-1]
+    assert after["l2"] < 0.95 * before["l2"], (before, after)
+
+
 def _final_state(cfg):
     state = torch.load(Path(cfg["output_dir"]) / "last.pt", weights_only=False)
     return state

@@ -2,7 +2,9 @@
 and the contextual loss CX of Mechrez et al. on VGG19 conv3_4 features.
 
 - Fidelity (eq. 9): L1(Y_{W=0}, X) + sum_{k in C} L1(S_k(Y_{W=0}), S_k(X)), C = {2, 4, ..., f}, S_k the
-  MATLAB-exact bicubic downscale by k (`mgbp.resize.imresize`, differentiable).
+  MATLAB-exact bicubic downscale by k (`mgbp.resize.imresize`, differentiable). An optional L2 term (ours, off by
+  default; `l2`): E(Y_{W=0} - X)^2, for the short "L1, then L2" fine-tune small SR networks use at the end of
+  training - PSNR is a function of the mean squared error, which L1 optimises only indirectly.
 - Perceptual (eq. 11):
       0.001 L_G^RSGAN(Y_{W=1})  +  sum_{k in C} c1 L1(S_k(Y_{W=1}), S_k(X))  +  0.1 CX(Y_{W=1}, X)
     + 10 L1(Y_{W=0}, X)         +  sum_{k in C} c0 L1(S_k(Y_{W=0}), S_k(X)).
@@ -61,6 +63,11 @@ def l1(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return (a - b).abs().mean()
 
 
+def l2(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """L_L2(a, b) = E(a - b)^2 (mean over every element): the MSE behind PSNR."""
+    return (a - b).square().mean()
+
+
 def cycle_l1(y: torch.Tensor, x: torch.Tensor, factors: list[int], x_downs: dict | None = None) -> torch.Tensor:
     """sum_{k in factors} L1(S_k(y), S_k(x)); `x_downs` may hold precomputed S_k(x) (the target is fixed)."""
     total = y.new_zeros(())
@@ -71,11 +78,14 @@ def cycle_l1(y: torch.Tensor, x: torch.Tensor, factors: list[int], x_downs: dict
 
 
 def fidelity_loss(y0: torch.Tensor, x: torch.Tensor, scale: int, l1_weight: float = 1.0,
-                  cycle_weight: float = 1.0) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Eq. 9 (with per-term weights, both 1 in the paper). Returns (loss, {term: value})."""
+                  cycle_weight: float = 1.0, l2_weight: float = 0.0) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Eq. 9 (with per-term weights, both 1 in the paper; the L2 term is ours and off by default).
+    Returns (loss, {term: value})."""
     terms: dict[str, torch.Tensor] = {}
     if l1_weight:
         terms["l1"] = l1_weight * l1(y0, x)
+    if l2_weight:
+        terms["l2"] = l2_weight * l2(y0, x)
     if cycle_weight:
         terms["cycle"] = cycle_weight * cycle_l1(y0, x, cycle_factors(scale))
     return _sum_terms(terms, y0)

@@ -469,7 +469,8 @@ class Trainer:
         with self._autocast():
             y0 = self.g_train(lr, noise_amp=0.0)
         target = self._crop_target(y0, hr)
-        loss, terms = fidelity_loss(y0.float(), target, self.scale, float(loss_cfg["l1"]), float(loss_cfg["cycle"]))
+        loss, terms = fidelity_loss(y0.float(), target, self.scale, float(loss_cfg["l1"]), float(loss_cfg["cycle"]),
+                                    float(loss_cfg["l2"]))
         self._optimiser_step(loss, self.g_opt, self.generator.parameters())
         terms["loss"] = loss.detach()
         return terms

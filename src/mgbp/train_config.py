@@ -79,6 +79,7 @@ DEFAULTS: dict = {
         # fidelity, eq. 9
         "l1": 1.0,
         "cycle": 1.0,
+        "l2": 0.0,  # ours: mean squared error on Y_{W=0} (the "L1, then L2" fine-tune); 0 = off
         # perceptual, eq. 11 (0 switches a term off)
         "gan": 0.001,
         "cycle_w1": 0.1,
