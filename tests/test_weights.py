@@ -316,6 +316,49 @@ def test_to_3d_refuses_a_model_it_cannot_inflate(tmp_path, capsys):
     assert not (tmp_path / "v.safetensors").exists()
 
 
+def test_deepened_model_gives_the_trained_models_output(tmp_path):
+    """`mgbp convert --mu 3`: the network with three back-projection steps per level equals the trained one with
+    two (W=0 and W=0.7, same noise), computed by the trained network itself; its new call sites then learn."""
+    torch.manual_seed(5)
+    trained = build_model("tiny").eval()
+    with torch.no_grad():  # a nonzero synthesis, so the check is not the bicubic residual alone
+        for p in trained.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    source, target = tmp_path / "mu2.safetensors", tmp_path / "mu3.safetensors"
+    save_model(trained, source)
+    assert main(["convert", str(source), str(target), "--mu", "3"]) == 0
+    deeper = load_model(target).eval()
+    assert deeper.config.mu == 3 and deeper.metadata["deepened_from_mu"] == trained.config.mu
+    assert count_parameters(deeper) > count_parameters(trained)
+    lr, noise = torch.rand(2, 3, 11, 9), torch.randn(2, 1, 44, 36)
+    with torch.no_grad():
+        for amp in (0.0, 0.7):
+            assert torch.allclose(deeper(lr, noise_amp=amp, noise=noise), trained(lr, noise_amp=amp, noise=noise),
+                                  atol=1e-5), amp
+    new_upscales = [p for name, p in deeper.named_parameters()
+                    if ".up." in name and name not in dict(trained.named_parameters())]
+    assert new_upscales and all(float(p.detach().abs().max()) == 0.0 for p in new_upscales)
+    # Not dead: an Upscale behind a zero one gets its first gradient once that one has moved (one step per
+    # nesting level of the W-cycle), then every new call site learns.
+    optimiser = torch.optim.SGD(deeper.parameters(), lr=0.5)
+    for _ in range(deeper.config.levels - 1):
+        optimiser.zero_grad()
+        (deeper(lr, noise_amp=0.7, noise=noise) - 0.5).square().mean().backward()
+        optimiser.step()
+    assert all(float(p.grad.abs().max()) > 0.0 for p in new_upscales)
+
+
+def test_deepening_refuses_what_it_cannot_grow(tmp_path, capsys):
+    target = tmp_path / "d.safetensors"
+    for argv, message in (([_pirm_file().as_posix(), "--mu", "3"], "needs an MGBPv2 model"),
+                          (["mgbp-x2", "--mu", "1"], "below the model's mu 2"),
+                          (["mgbp-x2", "--mu", "0"], "--mu must be positive"),
+                          (["mgbp-x2", "--mu", "3", "--to-3d"], "separate conversions")):
+        assert main(["convert", argv[0], str(target), *argv[1:]]) == 2
+        assert message in capsys.readouterr().err, argv
+    assert not target.exists()
+
+
 def test_videos_prefer_a_shipped_video_model_and_images_never_get_one(monkeypatch):
     from mgbp.models import weights
 

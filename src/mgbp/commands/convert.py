@@ -23,6 +23,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--to-3d", action="store_true",
                         help="inflate an image MGBPv2 into MGBP-3D with the same per-frame output")
     parser.add_argument("--frames", type=int, default=None, help="with --to-3d: the clip length to record")
+    parser.add_argument("--mu", type=int, default=None,
+                        help="grow an MGBPv2 to MU back-projection steps per level, same output (a warm start)")
 
 
 def run(args) -> int:
@@ -31,8 +33,17 @@ def run(args) -> int:
         raise ConfigError(f"{target} exists (use --force to overwrite)")
     if target.resolve() == source.resolve():
         raise ConfigError("input and output are the same file")
+    if args.mu is not None and args.to_3d:
+        raise ConfigError("--mu and --to-3d are separate conversions: run one, then the other")
+    if args.mu is not None and args.mu < 1:
+        raise ConfigError(f"--mu must be positive, got {args.mu}")
     model = load_model(args.input)
     extra = {"converted_from": source.name}
+    if args.mu is not None:
+        from mgbp.models.growth import deepen
+
+        extra["deepened_from_mu"] = getattr(getattr(model, "config", None), "mu", None)
+        model = deepen(model, args.mu)
     if args.to_3d:
         from mgbp.models.mgbpv2 import MGBPv2, inflate_to_3d
 
