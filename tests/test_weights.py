@@ -283,16 +283,23 @@ def test_clip_length_round_trip_and_files_without_it(tmp_path):
     assert load_model(save_model(image, tmp_path / "image.safetensors")).config.frames is None
 
 
+def _perturbed_tiny_file(path: Path, seed: int):
+    """The tiny preset with every weight moved off its initialisation (a nonzero synthesis, so that a check of
+    equal outputs is not the bicubic residual alone), eval mode, and saved to `path`."""
+    torch.manual_seed(seed)
+    model = build_model("tiny").eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    save_model(model, path)
+    return model, path
+
+
 def test_to_3d_gives_the_image_models_output_on_every_frame(tmp_path):
     """`mgbp convert --to-3d`: the inflated MGBP-3D equals the image model frame by frame (W=0 and W=0.6
     with the same noise per frame), computed independently as a loop of 2D forward passes."""
-    torch.manual_seed(3)
-    image_model = build_model("tiny").eval()
-    with torch.no_grad():  # a nonzero synthesis, so the check is not the bicubic residual alone
-        for p in image_model.parameters():
-            p.add_(0.05 * torch.randn_like(p))
-    source, target = tmp_path / "image.safetensors", tmp_path / "video.safetensors"
-    save_model(image_model, source)
+    image_model, source = _perturbed_tiny_file(tmp_path / "image.safetensors", seed=3)
+    target = tmp_path / "video.safetensors"
     assert main(["convert", str(source), str(target), "--to-3d", "--frames", "7"]) == 0
     video_model = load_model(target).eval()
     assert video_model.is_video and video_model.clip_length == 7 and video_model.metadata["inflated_to_3d"]
@@ -319,13 +326,8 @@ def test_to_3d_refuses_a_model_it_cannot_inflate(tmp_path, capsys):
 def test_deepened_model_gives_the_trained_models_output(tmp_path):
     """`mgbp convert --mu 3`: the network with three back-projection steps per level equals the trained one with
     two (W=0 and W=0.7, same noise), computed by the trained network itself; its new call sites then learn."""
-    torch.manual_seed(5)
-    trained = build_model("tiny").eval()
-    with torch.no_grad():  # a nonzero synthesis, so the check is not the bicubic residual alone
-        for p in trained.parameters():
-            p.add_(0.05 * torch.randn_like(p))
-    source, target = tmp_path / "mu2.safetensors", tmp_path / "mu3.safetensors"
-    save_model(trained, source)
+    trained, source = _perturbed_tiny_file(tmp_path / "mu2.safetensors", seed=5)
+    target = tmp_path / "mu3.safetensors"
     assert main(["convert", str(source), str(target), "--mu", "3"]) == 0
     deeper = load_model(target).eval()
     assert deeper.config.mu == 3 and deeper.metadata["deepened_from_mu"] == trained.config.mu
