@@ -7,11 +7,15 @@
 #      float32 (benchmarks/check_low_precision.py);
 #   3. issue 5's x16 8K output (480x270 -> 7680x4320) through the tiled path under an 8 GiB cap, fp16 / bf16 /
 #      float32 (benchmarks/bench_tiled_memory.py);
-#   4. fidelity training of configs/gpu-x4.yaml on the carried .traindata/ (make it first, on this machine:
-#      python scripts/pack_traindata.py), exported as fp16 safetensors;
+#   4. fidelity training, on the carried .traindata/ (make it first, on this machine: python
+#      scripts/pack_traindata.py), of the shipped model furthest below its target, resumed from its shipped
+#      weights grown to MU back-projection steps per level (`mgbp convert --mu`, same output at the start):
+#      GPU_CONFIG (default configs/gpu-x2.yaml, MODEL mgbp-x2, MU 3; configs/gpu-x4.yaml with MODEL= trains the
+#      fast-x4 preset from scratch instead), exported as fp16 safetensors;
 #   5. everything worth keeping copied to $OUT (files up to 16 MiB come back).
 # Call it through the device tool with carry [".traindata"]; STEPS=200 for a short run. Afterwards, here:
-#   python scripts/ship_model.py <OUT>/generator.safetensors --name mgbp-x4-gpu --stage <OUT>/run
+#   python scripts/ship_model.py <OUT>/generator.safetensors --name mgbp-x2 --init mgbp-x2 --continues --stage <OUT>/run
+# (it measures the file on Set5/Set14 here; ship it only if it beats the current one).
 # Dry run on a CPU (a few minutes): DEVICE=cpu QUICK=--quick STEPS=2 TRAIN_DATA=../shared/data/train \
 #   OUT=/tmp/gpu_session RUN_DIR=/tmp/gpu_session/train scripts/gpu_session.sh
 set -euo pipefail
@@ -23,7 +27,10 @@ DEVICE=${DEVICE:-cuda}
 QUICK=${QUICK:-}              # --quick: small sizes, 2 rounds (a dry run)
 SHARED=${SHARED:-../shared}   # the authors' code, BOE-R3 and Set14 (skipped with a reason when absent)
 TRAIN_DATA=${TRAIN_DATA:-}    # another training folder than the carried .traindata/train (dry runs)
-RUN_DIR=${RUN_DIR:-runs/gpu-x4}
+GPU_CONFIG=${GPU_CONFIG:-configs/gpu-x2.yaml}
+MODEL=${MODEL-mgbp-x2}        # the shipped weights to resume from (empty: the config's own start)
+MU=${MU:-3}
+RUN_DIR=${RUN_DIR:-runs/gpu-x2}
 mkdir -p "$OUT/run"
 nvidia-smi --query-gpu=name,memory.total --format=csv | tee "$OUT/gpu.txt" || true
 
@@ -53,7 +60,12 @@ fi
 
 # 4. training
 TRAIN_OVERRIDES=(steps="$STEPS" export_dtype=float16 device="$DEVICE" output_dir="$RUN_DIR")
+if [ -n "$MODEL" ]; then
+  mkdir -p "$(dirname "$RUN_DIR")"
+  "$PY" -m mgbp.cli convert "$MODEL" "$RUN_DIR-init.safetensors" --mu "$MU" --force
+  TRAIN_OVERRIDES+=(init_from="$RUN_DIR-init.safetensors")
+fi
 if [ -n "$TRAIN_DATA" ]; then TRAIN_OVERRIDES+=("data.train=[$TRAIN_DATA]" data.workers=0); fi
-"$PY" -m mgbp.train configs/gpu-x4.yaml "${TRAIN_OVERRIDES[@]}" --quiet 2>&1 | tail -n 40 | tee "$OUT/train.log"
+"$PY" -m mgbp.train "$GPU_CONFIG" "${TRAIN_OVERRIDES[@]}" --quiet 2>&1 | tail -n 40 | tee "$OUT/train.log"
 cp "$RUN_DIR/generator.safetensors" "$RUN_DIR/config.yaml" "$RUN_DIR/log.jsonl" "$OUT/run/"
 cp "$RUN_DIR/generator.safetensors" "$OUT/generator.safetensors"
