@@ -353,7 +353,7 @@ def test_deepened_model_gives_the_trained_models_output(tmp_path):
 def test_deepening_refuses_what_it_cannot_grow(tmp_path, capsys):
     target = tmp_path / "d.safetensors"
     for argv, message in (([_pirm_file().as_posix(), "--mu", "3"], "needs an MGBPv2 model"),
-                          (["mgbp-x2", "--mu", "1"], "below the model's mu 2"),
+                          (["mgbp-x8", "--mu", "1"], "below the model's mu 2"),
                           (["mgbp-x2", "--mu", "0"], "--mu must be positive"),
                           (["mgbp-x2", "--mu", "3", "--to-3d"], "separate conversions")):
         assert main(["convert", argv[0], str(target), *argv[1:]]) == 2
