@@ -81,9 +81,10 @@ SHIPPED: dict[str, Shipped] = {
     "mgbp-x3": Shipped(
         "mgbp-x3.safetensors",
         scale=3,
-        sha256="0d72a05aa4c8395770a0ab55576aa76b1b7c81e7d58f1a8de32df9d6f1b59c1b",
-        description="x3: MGBPv2 L3 mu2 64-32-16 (261 k params), fidelity only, started from mgbp-x4; trained on "
-        "a 2-core CPU (configs/cpu-x3.yaml, then configs/cpu-x3-bf16.yaml in bf16 autocast)",
+        sha256="a7572e7bbd67d1ef2f1c22a1fca25fedf1dd9214f4b992bb8eb12a8560a430ff",
+        description="x3: MGBPv2 L3 mu3 64-32-16 (554 k params), fidelity only, started from mgbp-x4; trained on "
+        "a 2-core CPU (configs/cpu-x3.yaml, then configs/cpu-x3-bf16.yaml in bf16 autocast, then grown from mu 2 "
+        "to mu 3 with mgbp convert --mu 3 and trained on: configs/cpu-x3-mu3.yaml)",
     ),
     "mgbp-x8": Shipped(
         "mgbp-x8.safetensors",
