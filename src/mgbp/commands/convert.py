@@ -42,8 +42,9 @@ def run(args) -> int:
     if args.mu is not None:
         from mgbp.models.growth import deepen
 
-        extra["deepened_from_mu"] = getattr(getattr(model, "config", None), "mu", None)
-        model = deepen(model, args.mu)
+        grown = deepen(model, args.mu)  # refuses a model that is not an MGBPv2 before its config is read
+        extra["deepened_from_mu"] = model.config.mu
+        model = grown
     if args.to_3d:
         from mgbp.models.mgbpv2 import MGBPv2, inflate_to_3d
 

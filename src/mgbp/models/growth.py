@@ -28,7 +28,7 @@ def _is_upscale(name: str) -> bool:
 def deepen(model: MGBPv2, mu: int) -> MGBPv2:
     """`model` rebuilt with `mu` steps per level (>= its own), computing the same function (see the module)."""
     if not isinstance(model, MGBPv2):
-        raise ConfigError(f"deepening needs an MGBPv2 model, got {getattr(model, 'family', type(model).__name__)}")
+        raise ConfigError(f"deepening needs an MGBPv2 model, got {model.family}")
     if mu < model.config.mu:
         raise ConfigError(f"mu {mu} is below the model's mu {model.config.mu}: deepening only adds steps")
     grown = MGBPv2(dataclasses.replace(model.config, mu=mu))
