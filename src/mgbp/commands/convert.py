@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 
 from mgbp.errors import ConfigError
+from mgbp.models.growth import deepen, inflate_to_3d
 from mgbp.models.weights import load_model, save_model
 
 
@@ -37,25 +38,19 @@ def run(args) -> int:
         raise ConfigError("--mu and --to-3d are separate conversions: run one, then the other")
     if args.mu is not None and args.mu < 1:
         raise ConfigError(f"--mu must be positive, got {args.mu}")
+    if args.frames is not None and not args.to_3d:
+        raise ConfigError("--frames goes with --to-3d")
+    if args.frames is not None and args.frames < 1:
+        raise ConfigError(f"--frames must be positive, got {args.frames}")
     model = load_model(args.input)
     extra = {"converted_from": source.name}
     if args.mu is not None:
-        from mgbp.models.growth import deepen
-
         grown = deepen(model, args.mu)  # refuses a model that is not an MGBPv2 before its config is read
         extra["deepened_from_mu"] = model.config.mu
         model = grown
     if args.to_3d:
-        from mgbp.models.mgbpv2 import MGBPv2, inflate_to_3d
-
-        if not isinstance(model, MGBPv2) or model.is_video:
-            raise ConfigError(f"--to-3d needs an MGBPv2 image model, {args.input} is {model.family}")
-        if args.frames is not None and args.frames < 1:
-            raise ConfigError(f"--frames must be positive, got {args.frames}")
         model = inflate_to_3d(model, frames=args.frames)
         extra["inflated_to_3d"] = True
-    elif args.frames is not None:
-        raise ConfigError("--frames goes with --to-3d")
     save_model(model, target, extra_metadata=extra, dtype=torch.float16 if args.fp16 else None)
     params = sum(p.numel() for p in model.parameters())
     print(f"{source} -> {target}: {model.family} x{model.scale}, {params:,} parameters")

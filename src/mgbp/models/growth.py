@@ -1,14 +1,15 @@
-"""Function-preserving growth of a trained MGBPv2: more back-projection steps per level (Algorithm 1, lines 3-7).
+"""Warm starts: a larger MGBPv2 that computes exactly what a trained one does, so that training it only has to learn
+what the added parts add.
 
-Each pass s of BP^mu_k adds its own Upscale to the running output (line 7: out += Upscale_tag([y_{k-1}, c])), so a
-call site whose Upscale weights and bias are zero leaves `out` as it was. A network built with a larger mu keeps
-every tag of the smaller one (bp.L3.s1.L2.s2... name the same call sites), and adds new ones (s3, ...; inside old
-steps too). `deepen` copies the trained weights into their tags and gives every new call site a zero Upscale:
-the grown network computes exactly what the trained one did, and training then only has to learn what the
-extra steps add - the warm start that lets a larger model continue from shipped weights instead of from scratch
-(issue 14: "model size is free within reason"). The new Downscales keep their random initialisation, so the
-gradient reaches them once their Upscale has moved off zero (after the first step), as in a residual network
-whose branches start at zero.
+- `deepen`: more back-projection steps per level (Algorithm 1, lines 3-7). Each pass s of BP^mu_k adds its own
+  Upscale to the running output (line 7: out += Upscale_tag([y_{k-1}, c])), so a call site whose Upscale weights
+  and bias are zero leaves `out` as it was. A network built with a larger mu keeps every tag of the smaller one
+  (bp.L3.s1.L2.s2... name the same call sites) and adds new ones (s3, ...; inside old steps too). `deepen` copies
+  the trained weights into their tags and gives every new call site a zero Upscale, so the grown network starts
+  at the trained one's output (issue 14: "model size is free within reason", without starting over). The new
+  Downscales keep their random initialisation; the gradient reaches a new branch once the Upscale in front of it
+  has moved off zero (one step per nesting level), as in a residual network whose branches start at zero.
+- `inflate_to_3d`: MGBP-3D (Section III-A) from an image MGBPv2, frame by frame the same output.
 """
 
 from __future__ import annotations
@@ -46,3 +47,31 @@ def deepen(model: MGBPv2, mu: int) -> MGBPv2:
     grown.load_state_dict(state)
     device = next(model.parameters()).device
     return grown.to(device)
+
+
+def inflate_to_3d(model: MGBPv2, temporal_kernel: int = 3, frames: int | None = None) -> MGBPv2:
+    """An MGBP-3D network that outputs, frame by frame, exactly what the image `model` outputs.
+
+    Each 2D kernel becomes the centre temporal slice of a (Kt, K, K) kernel whose other slices are zero
+    (the "inflation" of image networks into video networks), with 'same' temporal padding. Training a video
+    model from this start only has to learn what neighbouring frames add; from a random start it would first
+    have to relearn single-image super-resolution (Section III-A trains MGBP-3D from scratch on far more
+    GPU time than a CPU session has).
+    """
+    if not isinstance(model, MGBPv2) or model.is_video:
+        raise ConfigError(f"inflating to 3D needs an MGBPv2 image model, got {model.family}")
+    config = dataclasses.replace(model.config, dims=3, temporal_kernel=temporal_kernel,
+                                 temporal_padding="same", frames=frames)
+    video = MGBPv2(config)
+    image_state = model.state_dict()
+    state = {}
+    for name, target in video.state_dict().items():
+        source = image_state[name]
+        if target.dim() == source.dim():  # biases
+            state[name] = source.clone()
+        else:  # (out, in, K, K) -> (out, in, Kt, K, K), the image kernel at the centre tap
+            weight = source.new_zeros(target.shape)
+            weight.select(2, target.shape[2] // 2).copy_(source)
+            state[name] = weight
+    video.load_state_dict(state)
+    return video.to(next(model.parameters()).device)

@@ -733,30 +733,3 @@ __all__: Sequence[str] = (
     "pair_count",
 )
 
-
-def inflate_to_3d(model: MGBPv2, temporal_kernel: int = 3, frames: int | None = None) -> MGBPv2:
-    """An MGBP-3D network that outputs, frame by frame, exactly what the image `model` outputs.
-
-    Each 2D kernel becomes the centre temporal slice of a (Kt, K, K) kernel whose other slices are zero
-    (the "inflation" of image networks into video networks), with 'same' temporal padding. Training a video
-    model from this start only has to learn what neighbouring frames add; from a random start it would first
-    have to relearn single-image super-resolution (Section III-A trains MGBP-3D from scratch on far more
-    GPU time than a CPU session has).
-    """
-    if model.is_video:
-        raise ConfigError("inflate_to_3d takes an image (dims=2) MGBPv2")
-    config = dataclasses.replace(model.config, dims=3, temporal_kernel=temporal_kernel,
-                                 temporal_padding="same", frames=frames)
-    video = MGBPv2(config)
-    image_state = model.state_dict()
-    state = {}
-    for name, target in video.state_dict().items():
-        source = image_state[name]
-        if target.dim() == source.dim():  # biases
-            state[name] = source.clone()
-        else:  # (out, in, K, K) -> (out, in, Kt, K, K), the image kernel at the centre tap
-            weight = source.new_zeros(target.shape)
-            weight.select(2, target.shape[2] // 2).copy_(source)
-            state[name] = weight
-    video.load_state_dict(state)
-    return video.to(next(model.parameters()).device)
