@@ -2,7 +2,7 @@
 
 Independent reference: the authors' own `model.py` (public `pnavarre/mgbpv2`, unmodified, in
 `../shared/reference/authors-code/mgbpv2`), run here on the same input. Their random initialisation (seeded) is
-mapped into our network by `mgbp.models.mgbpv2.from_authors_state_dict`; at W = 0 with our residual off the two
+mapped into our network by `mgbp.models.authors_mgbpv2.from_authors_state_dict`; at W = 0 with our residual off the two
 outputs agree to float rounding. Small configurations of theirs keep this fast; the mapping is the same for the
 Table I x4 one (CH3_LE4_MU4_BIAS_NOISE1_FE192-128-64-32_Filter#K3_mgbp).
 """
@@ -18,7 +18,8 @@ import pytest
 import torch
 
 from mgbp.errors import WeightFileError
-from mgbp.models.mgbpv2 import MGBPv2Config, count_parameters, from_authors_state_dict
+from mgbp.models.authors_mgbpv2 import from_authors_state_dict
+from mgbp.models.mgbpv2 import MGBPv2Config, count_parameters
 
 AUTHORS = Path(__file__).resolve().parents[1].parent / "shared" / "reference" / "authors-code" / "mgbpv2"
 
