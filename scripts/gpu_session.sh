@@ -66,6 +66,18 @@ if [ -n "$MODEL" ]; then
   TRAIN_OVERRIDES+=(init_from="$RUN_DIR-init.safetensors")
 fi
 if [ -n "$TRAIN_DATA" ]; then TRAIN_OVERRIDES+=("data.train=[$TRAIN_DATA]" data.workers=0); fi
-"$PY" -m mgbp.train "$GPU_CONFIG" "${TRAIN_OVERRIDES[@]}" --quiet 2>&1 | tail -n 40 | tee "$OUT/train.log"
-cp "$RUN_DIR/generator.safetensors" "$RUN_DIR/config.yaml" "$RUN_DIR/log.jsonl" "$OUT/run/"
-cp "$RUN_DIR/generator.safetensors" "$OUT/generator.safetensors"
+# TRAIN_SECONDS > 0 bounds the run (the device call has a hard limit): SIGTERM makes `mgbp train` save last.pt,
+# which comes back instead of the exported generator (export it here with `mgbp train ... --resume`).
+if [ "${TRAIN_SECONDS:-0}" -gt 0 ]; then LIMIT=(timeout -s TERM "$TRAIN_SECONDS"); else LIMIT=(); fi
+set +e
+"${LIMIT[@]}" "$PY" -m mgbp.train "$GPU_CONFIG" "${TRAIN_OVERRIDES[@]}" --quiet > "$OUT/train_full.log" 2>&1
+TRAIN_RC=$?
+set -e
+tail -n 40 "$OUT/train_full.log" | tee "$OUT/train.log"
+if [ "$TRAIN_RC" -eq 0 ]; then
+  cp "$RUN_DIR/generator.safetensors" "$RUN_DIR/config.yaml" "$RUN_DIR/log.jsonl" "$OUT/run/"
+  cp "$RUN_DIR/generator.safetensors" "$OUT/generator.safetensors"
+else
+  echo "training stopped with exit status $TRAIN_RC: last.pt copied instead of the generator"
+  cp "$RUN_DIR/last.pt" "$RUN_DIR/config.yaml" "$RUN_DIR/log.jsonl" "$OUT/run/" || true
+fi
