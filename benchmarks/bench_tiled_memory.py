@@ -44,6 +44,8 @@ def main() -> None:
     args = parser.parse_args()
 
     device = torch.device(args.device)
+    if device.type == "cuda" and device.index is None:  # the memory cap needs an index ("cuda" -> "cuda:0")
+        device = torch.device("cuda", torch.cuda.current_device())
     if args.max_gpu_memory is not None:
         total = torch.cuda.get_device_properties(device).total_memory
         torch.cuda.set_per_process_memory_fraction(min(1.0, args.max_gpu_memory * 2**30 / total), device)

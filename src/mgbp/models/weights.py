@@ -74,9 +74,10 @@ SHIPPED: dict[str, Shipped] = {
     "mgbp-x2": Shipped(
         "mgbp-x2.safetensors",
         scale=2,
-        sha256="73ec6f1f1e4432b846dfad1c7a2c2b2c222282a9493b78bb4dcb130d1abb43df",
-        description="x2: MGBPv2 L3 mu2 64-32-16 (261 k params), fidelity only; trained on a 2-core CPU "
-        "(configs/cpu-x2.yaml, then configs/cpu-x2-bf16.yaml in bf16 autocast)",
+        sha256="f5dde44d18fbcf91d12adcd389ed777e094b6b6235765b820ae98a0dad6f8ff8",
+        description="x2: MGBPv2 L3 mu3 64-32-16 (554 k params), fidelity only; trained on a 2-core CPU "
+        "(configs/cpu-x2.yaml, then configs/cpu-x2-bf16.yaml in bf16 autocast), then grown to mu 3 (mgbp convert "
+        "--mu 3) and trained on an H200 by scripts/gpu_session.sh (configs/gpu-x2.yaml, two stages)",
     ),
     "mgbp-x3": Shipped(
         "mgbp-x3.safetensors",
