@@ -70,7 +70,8 @@ if [ -n "$MODEL" ]; then
 fi
 if [ -n "$TRAIN_DATA" ]; then TRAIN_OVERRIDES+=("data.train=[$TRAIN_DATA]" data.workers=0); fi
 # TRAIN_SECONDS > 0 bounds the run (the device call has a hard limit): SIGTERM makes `mgbp train` save last.pt,
-# which comes back instead of the exported generator (export it here with `mgbp train ... --resume`).
+# which comes back instead of the exported generator (export it here: python scripts/export_checkpoint.py
+# OUT/run/last.pt runs/NAME/generator.safetensors --device "<card> x1", then scripts/ship_model.py).
 if [ "${TRAIN_SECONDS:-0}" -gt 0 ]; then LIMIT=(timeout -s TERM "$TRAIN_SECONDS"); else LIMIT=(); fi
 set +e
 "${LIMIT[@]}" "$PY" -m mgbp.train "$GPU_CONFIG" "${TRAIN_OVERRIDES[@]}" --quiet > "$OUT/train_full.log" 2>&1
