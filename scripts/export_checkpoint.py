@@ -25,9 +25,16 @@ def main() -> None:
     parser.add_argument("output", type=Path)
     parser.add_argument("--device", required=True, help="where it was trained, e.g. 'NVIDIA H200 x1'")
     args = parser.parse_args()
+    if not args.checkpoint.is_file():
+        raise SystemExit(f"export_checkpoint: {args.checkpoint} is not a file")
     if args.output.exists():
         raise SystemExit(f"export_checkpoint: {args.output} exists; not overwritten")
-    state = torch.load(args.checkpoint, map_location="cpu", weights_only=False)  # our own file: the run's state
+    try:
+        state = torch.load(args.checkpoint, map_location="cpu", weights_only=False)  # our own file: the run's state
+    except Exception as exc:  # noqa: BLE001 (any unreadable file gets the same one line)
+        raise SystemExit(f"export_checkpoint: {args.checkpoint} is not a training checkpoint ({type(exc).__name__})")
+    if not {"config", "generator", "step", "wall_s"} <= set(state if isinstance(state, dict) else ()):
+        raise SystemExit(f"export_checkpoint: {args.checkpoint} is not a checkpoint of `mgbp train` (last.pt)")
     cfg = state["config"]
     model = build_generator(cfg["model"], cfg["data"].get("frames"))
     weights = state["ema"] if state.get("ema") is not None else state["generator"]
