@@ -23,6 +23,7 @@ import time
 
 import torch
 
+from mgbp.errors import MgbpError
 from mgbp.inference import resolve_dtype, upscale_tensor
 from mgbp.models import build_model, load_model
 
@@ -56,7 +57,10 @@ def main() -> None:
     before = peak_rss_gib()
     start = time.perf_counter()
     with torch.inference_mode():
-        out = upscale_tensor(model, lr, tile=args.tile)
+        try:
+            out = upscale_tensor(model, lr, tile=args.tile)
+        except MgbpError as exc:  # e.g. out of memory under --max-gpu-memory even at the smallest tiles: one line
+            raise SystemExit(f"bench_tiled_memory: {exc}") from None
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     wall = time.perf_counter() - start

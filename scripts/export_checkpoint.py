@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from mgbp.models import save_model
-from mgbp.train import build_generator
+from mgbp.train import build_generator, export_metadata
 
 
 def main() -> None:
@@ -39,10 +39,8 @@ def main() -> None:
     model = build_generator(cfg["model"], cfg["data"].get("frames"))
     weights = state["ema"] if state.get("ema") is not None else state["generator"]
     model.load_state_dict({k.removeprefix("module."): v for k, v in weights.items()})
-    meta = {"recipe": cfg, "training_step": state["step"], "training_wall_s": round(state["wall_s"], 1),
-            "training_data": list(cfg["data"]["train"] or []) + list(cfg["data"].get("stills") or []),
-            "training_device": args.device, "validation": None, "validation_folder": cfg["val"]["folder"],
-            "stopped_at": f"step {state['step']} of {cfg['steps']}"}
+    meta = export_metadata(cfg, state["step"], state["wall_s"], args.device, None)  # last.pt keeps no validation
+    meta["stopped_at"] = f"step {state['step']} of {cfg['steps']}"
     args.output.parent.mkdir(parents=True, exist_ok=True)
     save_model(model, args.output, meta)
     print(f"{args.checkpoint} (step {state['step']}) -> {args.output}")

@@ -183,6 +183,21 @@ def drop_records_after(path: Path, step: int) -> None:
 
 
 # ------------------------------------------------------------------------------------------ trainer
+def export_metadata(cfg: dict, step: int, wall_s: float, device: str, validation) -> dict:
+    """What an exported generator records about its training (`save_model` JSON-encodes each value): read back by
+    `scripts/ship_model.py` and the README's model table. Also used for a stopped run's last.pt
+    (`scripts/export_checkpoint.py`)."""
+    return {
+        "recipe": cfg,
+        "training_step": step,
+        "training_wall_s": round(wall_s, 1),
+        "training_data": list(cfg["data"]["train"] or []) + list(cfg["data"].get("stills") or []),
+        "training_device": device,
+        "validation": validation,
+        "validation_folder": cfg["val"]["folder"],
+    }
+
+
 class Trainer:
     def __init__(self, cfg: dict, resume: bool = False, quiet: bool = False):
         self.cfg = cfg
@@ -395,16 +410,9 @@ class Trainer:
         from mgbp.models import save_model
 
         model = self.ema if self.ema is not None else self.generator
-        meta = {  # save_model JSON-encodes each value
-            "recipe": self.cfg,
-            "training_step": self.step,
-            "training_wall_s": round(self.wall_s, 1),
-            "training_data": list(self.cfg["data"]["train"] or []) + list(self.cfg["data"]["stills"] or []),
-            "training_device": (torch.cuda.get_device_name(self.device) if self.device.type == "cuda"
-                                else f"cpu ({os.cpu_count()} cores)") + f" x{self.world}",
-            "validation": self.val_metrics,
-            "validation_folder": self.cfg["val"]["folder"],
-        }
+        device = (torch.cuda.get_device_name(self.device) if self.device.type == "cuda"
+                  else f"cpu ({os.cpu_count()} cores)") + f" x{self.world}"
+        meta = export_metadata(self.cfg, self.step, self.wall_s, device, self.val_metrics)
         path = self.out / f"{name}.safetensors"
         dtype = {None: None, "float32": None, "float16": torch.float16, "bfloat16": torch.bfloat16}
         save_model(model, path, meta, dtype=dtype[self.cfg["export_dtype"]])  # atomic (temp file + os.replace)
