@@ -13,7 +13,8 @@
 #      GPU_CONFIG (default configs/gpu-x2.yaml, MODEL mgbp-x2, MU 3; configs/gpu-x4.yaml with MODEL= trains the
 #      fast-x4 preset from scratch instead), exported as fp16 safetensors;
 #   5. everything worth keeping copied to $OUT (files up to 16 MiB come back).
-# Call it through the device tool with carry [".traindata"]; STEPS=200 for a short run. Afterwards, here:
+# Call it through the device tool with carry [".traindata"] (training images + the .traindata/shared mirror of
+# Set14, BOE-R3 and the authors' code for steps 1-2); STEPS=200 for a short run. Afterwards, here:
 #   python scripts/ship_model.py <OUT>/generator.safetensors --name mgbp-x2 --init mgbp-x2 --continues --stage <OUT>/run
 # (it measures the file on Set5/Set14 here; ship it only if it beats the current one).
 # Dry run on a CPU (a few minutes): DEVICE=cpu QUICK=--quick STEPS=2 TRAIN_DATA=../shared/data/train \
@@ -26,6 +27,8 @@ PY=${PYTHON:-python3}
 DEVICE=${DEVICE:-cuda}
 QUICK=${QUICK:-}              # --quick: small sizes, 2 rounds (a dry run)
 SHARED=${SHARED:-../shared}   # the authors' code, BOE-R3 and Set14 (skipped with a reason when absent)
+# The device has no ../shared: scripts/pack_traindata.py mirrors what steps 1-2 read into the carried .traindata/shared
+if [ ! -d "$SHARED" ] && [ -d .traindata/shared ]; then SHARED=.traindata/shared; fi
 TRAIN_DATA=${TRAIN_DATA:-}    # another training folder than the carried .traindata/train (dry runs)
 GPU_CONFIG=${GPU_CONFIG:-configs/gpu-x2.yaml}
 MODEL=${MODEL-mgbp-x2}        # the shipped weights to resume from (empty: the config's own start)
@@ -46,8 +49,11 @@ done
 
 # 2. reduced precision: no NaN, no black frame, PSNR-Y within 0.05 dB of float32 (exit 1 otherwise: reported)
 if [ -n "$QUICK" ]; then MAX_IMAGES=2; else MAX_IMAGES=14; fi
+LOW_PRECISION_MODELS=(mgbp-x4 mgbp-x2)
+if [ -f "$SHARED/reference/pirm2018/BOE-R3.model" ]; then LOW_PRECISION_MODELS+=("$SHARED/reference/pirm2018/BOE-R3.model"); fi
 [ -n "$SKIP_SPEED" ] || "$PY" benchmarks/check_low_precision.py --device "$DEVICE" --dtype half bf16 --max-images "$MAX_IMAGES" \
-  --folder "$SHARED/data/images/Set14" | tee "$OUT/low_precision.jsonl" || echo "check_low_precision: FAILED"
+  -m "${LOW_PRECISION_MODELS[@]}" --folder "$SHARED/data/images/Set14" | tee "$OUT/low_precision.jsonl" \
+  || echo "check_low_precision: FAILED"
 
 # 3. the x16 8K output within 8 GiB (CUDA only: the cap is a CUDA per-process fraction)
 if [ "$DEVICE" != "cpu" ]; then
