@@ -3,6 +3,8 @@
 #   1. speed, benchmarks/bench_speed.py sections a-c in fp16 and bf16 (the project vs the authors' G-MGBP and
 #      MGBPv2 code, Table I presets at anchors.md's 480x270 -> 1920x1080, shipped models vs SPAN,
 #      SRVGGNetCompact, EDSR-baseline), JSON + Markdown per precision;
+#   1b. Table I x4 and mgbp-x4 forward variants (fp16 autocast / fp16 weights, channels-last / NCHW / CUDA graph)
+#      with a kernel profile (benchmarks/bench_forward.py): where the fp16 time goes;
 #   2. fp16 / bf16 outputs of the shipped x4 model and BOE-R3 on Set14: no NaN, no black image, PSNR-Y against
 #      float32 (benchmarks/check_low_precision.py);
 #   3. issue 5's x16 8K output (480x270 -> 7680x4320) through the tiled path under an 8 GiB cap, fp16 / bf16 /
@@ -46,6 +48,13 @@ for DTYPE in half bf16; do
     --shared "$SHARED" --quiet --out "$OUT/bench_speed_$DTYPE" > /dev/null
   cat "$OUT/bench_speed_$DTYPE/bench_speed.md"
 done
+
+# 1b. where Table I x4's fp16 time goes (the 1.5x target): fp16 autocast (anchors.md's protocol) and fp16 weights,
+#     channels-last as shipped / NCHW / one CUDA graph replayed, with the 25 busiest kernels of each first variant
+if [ -n "$QUICK" ]; then LR_FORWARD=24x16; else LR_FORWARD=480x270; fi
+[ -n "$SKIP_SPEED" ] || "$PY" benchmarks/bench_forward.py --preset mgbpv2-x4 mgbp-x4 --lr-size "$LR_FORWARD" \
+  --device "$DEVICE" --precision autocast half --variants plain nchw cuda-graph --profile-top 25 \
+  | tee "$OUT/bench_forward.jsonl" | cut -c 1-300 || echo "bench_forward: FAILED"
 
 # 2. reduced precision: no NaN, no black frame, PSNR-Y within 0.05 dB of float32 (exit 1 otherwise: reported)
 if [ -n "$QUICK" ]; then MAX_IMAGES=2; else MAX_IMAGES=14; fi

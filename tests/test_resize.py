@@ -251,3 +251,21 @@ def test_dense_and_gather_paths_equal_the_independent_matrix(n_in, n_out):
     assert 600 > DENSE_MAX_LENGTH
     np.testing.assert_allclose(imresize(long_axis, size=(3, 150)).numpy()[0, 0],
                                long_axis.numpy()[0, 0] @ dense_matrix(600, 150, 0.25, True).T, atol=1e-12, rtol=0)
+
+
+def test_reused_phase_kernel_is_the_fresh_one_and_survives_inference_mode():
+    """The kernel kept per (device, dtype) is bit-identical to one built from the float64 weights; one first made
+    under inference_mode (as `mgbp upscale` runs) must still work in a later training step's backward pass."""
+    from mgbp.resize import _cached_phase_kernel, phase_kernel, reusable_phase_kernel, upscale_integer
+
+    _cached_phase_kernel.cache_clear()
+    with torch.inference_mode():
+        upscale_integer(torch.rand(1, 3, 5, 6), 3)
+    like = torch.rand(1, 3, 5, 6, dtype=torch.float32)
+    for dtype in (torch.float32, torch.float64, torch.bfloat16):
+        reused = reusable_phase_kernel(3, 3, like.to(dtype))
+        assert reused.dtype == dtype and torch.equal(reused, phase_kernel(3, 3, dtype=dtype))
+    assert reusable_phase_kernel(3, 3, like) is reusable_phase_kernel(3, 3, like)  # made once
+    x = like.clone().requires_grad_(True)
+    upscale_integer(x, 3).square().sum().backward()  # raised "Inference tensors cannot be saved" if cached as one
+    assert x.grad is not None and torch.isfinite(x.grad).all()

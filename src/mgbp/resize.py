@@ -163,6 +163,25 @@ def phase_kernel(fy: int, fx: int, device=None, dtype: torch.dtype = torch.float
     return kernel.to(device=device, dtype=dtype)
 
 
+def reusable_phase_kernel(fy: int, fx: int, like: torch.Tensor) -> torch.Tensor:
+    """`phase_kernel(fy, fx)` on `like`'s device and dtype, made once per (device, dtype) and then reused.
+
+    Why: built per call, the kernel is a pageable host-to-device copy on every forward on a GPU, which blocks
+    the host and cannot be recorded in a CUDA graph (torch refuses such a copy while capturing). While tracing
+    (export, compile, fake tensors) it is built fresh as before: a tensor made there must not outlive the trace.
+    """
+    if torch.compiler.is_compiling() or torch.compiler.is_exporting() or torch.jit.is_tracing() \
+            or type(like) is not torch.Tensor:
+        return phase_kernel(fy, fx, like.device, like.dtype)
+    return _cached_phase_kernel(fy, fx, like.device, like.dtype)
+
+
+@functools.lru_cache(maxsize=32)
+def _cached_phase_kernel(fy: int, fx: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    with torch.inference_mode(False):  # an inference tensor could not be saved for a later backward pass
+        return phase_kernel(fy, fx, device, dtype)
+
+
 def symmetric_pad2(x: torch.Tensor, dim: int) -> torch.Tensor:
     """Pad `dim` with 2 mirrored pixels per side, edge repeated (MATLAB's 'symmetric': -1 -> 0, -2 -> 1).
 
@@ -197,7 +216,7 @@ def upscale_integer(x: torch.Tensor, factor: int | tuple[int, int],
         planes = symmetric_pad2(planes, 2)
     if fx > 1:
         planes = symmetric_pad2(planes, 3)
-    kernel = phase_kernel(fy, fx, x.device, x.dtype) if kernel is None else kernel
+    kernel = reusable_phase_kernel(fy, fx, x) if kernel is None else kernel
     phases = F.conv2d(planes, kernel.to(device=x.device, dtype=x.dtype))  # (B, fy fx, h, w)
     if fy == fx:
         out = F.pixel_shuffle(phases, fy)
