@@ -365,7 +365,8 @@ def video_weights(tmp_path_factory):
 def test_a_frame_folder_can_choose_the_video_model(tmp_path, video_weights, capsys):
     """--video-model: a frame folder runs the 3D model (its output equals the 3D model's run through
     `mgbp.video`, and differs from the image model's, which is the default and is said)."""
-    from mgbp.video import VideoOptions, upscale_video
+    from mgbp.video import upscale_video
+    from mgbp.video_options import VideoOptions
 
     frames = tmp_path / "frames"
     frames.mkdir()

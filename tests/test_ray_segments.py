@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from mgbp.video import overlap_add_stream
 from mgbp.video_segments import Geometry, plan_segments, segment_frames_out, window_schedule
+from mgbp.video_windows import overlap_add_stream
 
 CASES = [(12, 5, 2, 0), (3, 5, 2, 0), (11, 4, 4, 0), (13, 7, 3, 1), (2, 7, 3, 1), (6, 1, 1, 0), (20, 9, 5, 2),
          (10, 4, 4, 0), (23, 5, 2, 1), (1, 3, 1, 1)]

@@ -11,7 +11,9 @@ import torch
 
 from mgbp import inference, models
 from mgbp.cli import main
-from mgbp.video import ColourDescription, VideoOptions, apply_rotation, overlap_add_stream, upscale_video
+from mgbp.video import ColourDescription, apply_rotation, upscale_video
+from mgbp.video_options import VideoOptions
+from mgbp.video_windows import overlap_add_stream
 from tiny_generators import NearestGenerator, TinyGenerator
 
 av = pytest.importorskip("av")
@@ -273,7 +275,7 @@ def test_real_mgbp3d_on_a_clip(tmp_path):
 def test_a_saved_3d_models_clip_length_sets_the_window(tmp_path):
     """config.frames survives save/load and becomes the temporal window; the trainer records data.frames."""
     from mgbp.train import build_generator
-    from mgbp.video import model_clip_length
+    from mgbp.video_windows import model_clip_length
 
     trained = build_generator({"preset": "tiny-3d", "overrides": {}}, frames=6)
     assert trained.config.frames == 6

@@ -125,7 +125,7 @@ def test_load_a_few_frames_of_vid4_city():
 def test_default_stride_overlaps_windows_by_half():
     """Without a stride, a 5-frame model's windows start every 2 frames (half a window; at most the paper's 5
     for long clips): the output equals an explicit stride of 2 and differs from back-to-back windows."""
-    from mgbp.video import default_stride
+    from mgbp.video_windows import default_stride
     from tiny_generators import TinyGenerator
 
     assert [default_stride(n) for n in (1, 2, 5, 9, 37)] == [1, 1, 2, 4, 5]

@@ -143,12 +143,13 @@ def upscale_clip_3d(model: torch.nn.Module, lr_frames: Sequence[np.ndarray], win
                     stride: int | None = None, tile: int | None = None, progress: Callable | None = None,
                     self_ensemble: bool = False) -> list[np.ndarray]:
     """A 3D generator over the whole clip: `mgbp.video`'s windows of the model's clip length (or `window`),
-    every `stride` frames (None: `mgbp.video.default_stride`; see `window_stride`), overlap-added with its temporal window; outputs
+    every `stride` frames (None: `mgbp.video_windows.default_stride`; see `window_stride`), overlap-added with
+    its temporal window; outputs
     rounded to uint8 (at W = 0).
     `self_ensemble`: each window as the mean over the 8 spatial flips/rotations."""
     from mgbp.protocol import from_uint8, to_uint8
-    from mgbp.video import (
-        VideoOptions,
+    from mgbp.video_options import VideoOptions
+    from mgbp.video_windows import (
         frames_consumed,
         make_window_runner,
         model_clip_length,

@@ -4,13 +4,13 @@ keyframes, so that the segments of one video can run in parallel (`mgbp.distribu
 of one streaming pass of `mgbp.video.upscale_video`, bit for bit.
 
 Why the frames are equal:
-- `window_schedule` lists the windows of the single pass (`mgbp.video.overlap_add_stream`): regular windows
-  every `stride` frames of the stream padded with `consumed` copies of its first and last frames, then the last
+- `window_schedule` lists the windows of the single pass (`mgbp.video_windows.overlap_add_stream`): regular
+  windows every `stride` frames of the stream padded with `consumed` copies of its first and last frames, then the last
   window moved back to end on the last frame, which only adds to frames no regular window can still reach;
 - a segment [first, end) runs every window that adds to one of its frames, in the single pass's order, on the
   same LR frames (it decodes the context frames before and after it; the ends of the video are padded alike),
-  with the same noise (`mgbp.video.window_generator`: seeded per window) and accumulates them with the same
-  `mgbp.video.OverlapAdd`: each of its frames gets the same float operations in the same order;
+  with the same noise (`mgbp.video_windows.window_generator`: seeded per window) and accumulates them with the
+  same `mgbp.video_windows.OverlapAdd`: each of its frames gets the same float operations in the same order;
 - decoding from the keyframe before a segment's first context frame gives the pictures that decoding from the
   start gives (a keyframe starts a closed group of pictures); every expected timestamp must come out, else the
   segment fails with a message rather than shifting frames.
@@ -39,18 +39,9 @@ from types import SimpleNamespace
 import torch
 
 from mgbp.errors import ImageReadError, MgbpError
-from mgbp.video import (
-    ContainerSink,
-    ContainerSource,
-    DecodedFrame,
-    FolderSink,
-    FolderSource,
-    OverlapAdd,
-    VideoOptions,
-    apply_rotation,
-    make_window_runner,
-    window_geometry,
-)
+from mgbp.video import ContainerSink, ContainerSource, DecodedFrame, FolderSink, FolderSource, apply_rotation
+from mgbp.video_options import VideoOptions
+from mgbp.video_windows import OverlapAdd, make_window_runner, window_geometry
 
 DEFAULT_SEGMENT_FRAMES = 600  # frames per segment when not told: ~25 s of film, many windows per segment
 
@@ -80,7 +71,8 @@ class Geometry:
 
 
 def window_schedule(geometry: Geometry) -> list[Window]:
-    """The windows `mgbp.video.overlap_add_stream` runs on a video of `geometry.count` frames, in its order."""
+    """The windows `mgbp.video_windows.overlap_add_stream` runs on a video of `geometry.count` frames, in its
+    order."""
     count, length, stride, consumed = geometry.count, geometry.length, geometry.stride, geometry.consumed
     if count <= 0:
         return []
@@ -150,7 +142,8 @@ def segment_frames_out(frames: Iterator[tuple[int, torch.Tensor]], segment: Segm
                        ) -> Iterator[tuple[int, torch.Tensor]]:
     """(index, upscaled frame) for the segment's frames, in order, from its LR frames `frames` ((index, (3,h,w))
     for read_from..read_to-1 in order). `runner_for(window index)` maps a (T,3,h,w) clip to its middle frames
-    upscaled (`mgbp.video.make_window_runner`). Mirrors `mgbp.video.overlap_add_stream` window by window."""
+    upscaled (`mgbp.video_windows.make_window_runner`). Mirrors `mgbp.video_windows.overlap_add_stream` window
+    by window."""
     consumed, last = geometry.consumed, geometry.count - 1
     blend = OverlapAdd(first_out=segment.first + consumed)  # padded numbering, as in the single pass
     buffer: dict[int, torch.Tensor] = {}
@@ -456,6 +449,6 @@ def remove_parts(folder: Path) -> None:
 
 
 def geometry_for(model, options: VideoOptions, probe: VideoProbe) -> Geometry:
-    """The single pass's window geometry for this video (`mgbp.video.window_geometry`)."""
+    """The single pass's window geometry for this video (`mgbp.video_windows.window_geometry`)."""
     length, stride, consumed = window_geometry(model, options, probe.total_hint)
     return Geometry(probe.count, length, stride, consumed)

@@ -302,7 +302,7 @@ def _video_codec(job: Job, args) -> str:
 
 
 def _video_options(args):
-    from mgbp.video import VideoOptions
+    from mgbp.video_options import VideoOptions
 
     return VideoOptions(codec=args.codec, crf=args.crf, pix_fmt=args.pix_fmt, window=args.window,
                         stride=args.stride, max_frames=args.max_frames, fps=args.fps,

@@ -101,7 +101,7 @@ class UpscaleSettings:
         return OutputOptions(quality=self.quality, outscale=self.outscale, size=self.size)
 
     def video_options(self):
-        from mgbp.video import VideoOptions
+        from mgbp.video_options import VideoOptions
 
         return VideoOptions(codec=self.codec, crf=self.crf, pix_fmt=self.pix_fmt, window=self.window,
                             stride=self.stride, max_frames=self.max_frames, fps=self.fps, noise=self.noise,

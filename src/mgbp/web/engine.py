@@ -261,7 +261,8 @@ class Engine:
     def render_video(self, path: str | Path, model, noise: float, crf: int = 18, max_frames: int | None = None,
                      session: str | None = None, job: Job | None = None, progress: bool = True) -> Path:
         """`mgbp upscale VIDEO` with this W and CRF: frames through the model, audio and subtitles re-muxed."""
-        from mgbp.video import VideoOptions, upscale_video
+        from mgbp.video import upscale_video
+        from mgbp.video_options import VideoOptions
 
         check_noise_amplitude(noise)
         crf = _optional_int(crf, "quality (CRF)")
