@@ -47,8 +47,6 @@ def mirror_for_checks(shared: Path, dest: Path) -> int:
     total = 0
     for relative in SHARED_FOR_CHECKS:
         src, dst = shared / relative, dest / relative
-        if not src.exists():
-            raise SystemExit(f"pack_traindata: {src} not found (is ../shared there?)")
         if dst.exists():
             shutil.rmtree(dst) if dst.is_dir() else dst.unlink()
         dst.parent.mkdir(parents=True, exist_ok=True)
@@ -65,6 +63,10 @@ def main() -> None:
     parser.add_argument("--checks-only", action="store_true",
                         help="only refresh dest/shared (the training images are already packed)")
     args = parser.parse_args()
+    missing = [args.shared / relative for relative in ("data/train", *SHARED_FOR_CHECKS)
+               if not (args.shared / relative).exists()]
+    if missing:  # checked before anything is written
+        raise SystemExit(f"pack_traindata: {missing[0]} not found (is ../shared there? pass --shared)")
     if not args.checks_only:
         total = pack_training_images(args.shared / "data" / "train", args.dest / "train")
         print(f"wrote {args.dest / 'train'} ({total / 1e6:.1f} MB)")

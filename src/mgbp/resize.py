@@ -42,6 +42,7 @@ import torch.nn.functional as F
 
 from mgbp.errors import ConfigError
 from mgbp.io import round_levels
+from mgbp.tracing import is_tracing
 
 
 def cubic(x: np.ndarray) -> np.ndarray:
@@ -154,8 +155,8 @@ def phase_kernel(fy: int, fx: int, device=None, dtype: torch.dtype = torch.float
     """The (fy fx, 1, ky, kx) kernel: channel p fx + q holds phase p of the rows times phase q of the columns.
 
     An axis with factor 1 gets the single tap 1 (no padding, no work along it). Built on every call from
-    cached Python floats, never cached as a tensor: a tensor made while tracing (export, compile) is a fake
-    one and must not outlive the trace. Modules that upscale on every forward keep it as a buffer instead.
+    cached Python floats; `reusable_phase_kernel` keeps one tensor per device and dtype outside traces (a tensor
+    made while tracing, export or compile, is a fake one and must not outlive the trace).
     """
     rows = torch.tensor(phase_weights(fy) if fy > 1 else ((1.0,),), dtype=torch.float64)
     cols = torch.tensor(phase_weights(fx) if fx > 1 else ((1.0,),), dtype=torch.float64)
@@ -170,8 +171,7 @@ def reusable_phase_kernel(fy: int, fx: int, like: torch.Tensor) -> torch.Tensor:
     the host and cannot be recorded in a CUDA graph (torch refuses such a copy while capturing). While tracing
     (export, compile, fake tensors) it is built fresh as before: a tensor made there must not outlive the trace.
     """
-    if torch.compiler.is_compiling() or torch.compiler.is_exporting() or torch.jit.is_tracing() \
-            or type(like) is not torch.Tensor:
+    if is_tracing() or type(like) is not torch.Tensor:  # fake/functional tensors of a trace: a subclass
         return phase_kernel(fy, fx, like.device, like.dtype)
     return _cached_phase_kernel(fy, fx, like.device, like.dtype)
 

@@ -17,6 +17,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from mgbp.tracing import is_tracing
+
 
 def _fused_operator():
     try:
@@ -33,14 +35,7 @@ _FUSED_DTYPES = (torch.float32, torch.bfloat16)
 def eager_inference() -> bool:
     """True when autograd is off and nothing traces or compiles (TorchScript, ONNX / torch.export, Dynamo): the
     code may take inference-only shortcuts (fused operators without export rules, reused buffers)."""
-    if torch.is_grad_enabled() or torch.jit.is_tracing() or torch.jit.is_scripting():
-        return False
-    compiler = getattr(torch, "compiler", None)
-    for probe in ("is_compiling", "is_exporting", "is_dynamo_compiling"):
-        check = getattr(compiler, probe, None)
-        if check is not None and check():
-            return False
-    return True
+    return not torch.is_grad_enabled() and not is_tracing()
 
 
 def can_fuse(x: torch.Tensor) -> bool:
