@@ -97,3 +97,38 @@ def test_log_texture_loss_weighs_grain_on_flat_regions_more_than_the_plain_one()
         return float(log_texture_loss(y_t, x_t)) / float(texture_loss(y_t, x_t))
 
     assert ratio(flat) > 5 * ratio(textured)
+
+
+def test_flat_texture_loss_is_the_excess_std_over_flat_windows_recomputed_in_float64():
+    """Window by window in float64: where X's 7x7 std of Y (0..1) is below 2/255, max(0, std(Y) - std(X)), averaged
+    over those windows only; textured windows of X cost nothing, whatever Y does there."""
+    from mgbp.losses import flat_texture_loss
+
+    rng = np.random.default_rng(8)
+    x = np.full((2, 3, 18, 20), 0.45)
+    x[..., 10:] += rng.normal(0, 0.06, (2, 3, 18, 10))  # flat left, textured right
+    x = np.clip(x + rng.normal(0, 0.001, x.shape), 0, 1)
+    y = np.clip(x + rng.normal(0, 0.008, x.shape), 0, 1)
+    sx, sy = _std_maps(x), _std_maps(y)
+    flat = sx < 2 / 255
+    assert 0 < flat.mean() < 1  # both kinds of window are present
+    expected = np.maximum(sy - sx, 0)[flat].mean()
+    _check_texture_term("texture_flat_w1", flat_texture_loss, y, x, expected, 1e-5)
+
+
+def test_flat_texture_loss_ignores_textured_regions_and_is_zero_without_flat_ones():
+    from mgbp.losses import flat_texture_loss
+
+    rng = np.random.default_rng(9)
+    x = np.full((1, 3, 20, 24), 0.5)
+    x[..., 12:] += rng.normal(0, 0.08, (1, 3, 20, 12))
+    y_grain_textured = x.copy()
+    y_grain_textured[..., 12:] += rng.normal(0, 0.05, (1, 3, 20, 12))  # more texture only where X has it
+    y_grain_flat = x.copy()
+    y_grain_flat[..., :6] += rng.normal(0, 0.02, (1, 3, 20, 6))  # grain over the flat part
+    as_t = lambda a: torch.from_numpy(np.clip(a, 0, 1)).float()  # noqa: E731
+    on_flat = float(flat_texture_loss(as_t(y_grain_flat), as_t(x)))
+    on_textured = float(flat_texture_loss(as_t(y_grain_textured), as_t(x)))
+    assert on_textured < 1e-4 < 1e-3 < on_flat
+    textured = as_t(rng.uniform(0, 1, (1, 3, 16, 16)))
+    assert float(flat_texture_loss(textured * 0.9, textured)) == 0.0

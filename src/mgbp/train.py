@@ -490,7 +490,8 @@ class Trainer:
         weights = PerceptualWeights(gan=float(c["gan"]), cycle_w1=float(c["cycle_w1"]), cx=float(c["cx"]),
                                     l1_w0=float(c["l1_w0"]), cycle_w0=float(c["cycle_w0"]),
                                     cx_bandwidth=float(c["cx_bandwidth"]), texture_w1=float(c["texture_w1"]),
-                                    texture_log_w1=float(c["texture_log_w1"]))
+                                    texture_log_w1=float(c["texture_log_w1"]),
+                                    texture_flat_w1=float(c["texture_flat_w1"]))
         n = lr.shape[0]
         with self._autocast():
             if c["noise"]:
