@@ -132,3 +132,22 @@ def test_flat_texture_loss_ignores_textured_regions_and_is_zero_without_flat_one
     assert on_textured < 1e-4 < 1e-3 < on_flat
     textured = as_t(rng.uniform(0, 1, (1, 3, 16, 16)))
     assert float(flat_texture_loss(textured * 0.9, textured)) == 0.0
+
+
+def test_flat_texture_margin_lets_that_much_excess_pass():
+    """With a margin m (grey levels), only max(0, std(Y) - std(X) - m/255) counts, recomputed in float64."""
+    from mgbp.losses import PerceptualWeights, perceptual_generator_loss
+
+    rng = np.random.default_rng(10)
+    x = np.clip(np.full((1, 3, 20, 22), 0.4) + rng.normal(0, 0.001, (1, 3, 20, 22)), 0, 1)
+    y = np.clip(x + rng.normal(0, 0.006, x.shape), 0, 1)
+    sx, sy = _std_maps(x), _std_maps(y)
+    flat = sx < 2 / 255
+    weights = PerceptualWeights(gan=0, cycle_w1=0, cx=0, l1_w0=0, cycle_w0=0, texture_flat_w1=1.0,
+                                texture_flat_margin=0.5)
+    total, _ = perceptual_generator_loss(torch.from_numpy(y).float(), None, torch.from_numpy(x).float(), 4, weights)
+    expected = np.maximum(sy - sx - 0.5 / 255, 0)[flat].mean()
+    assert expected > 1e-4 and abs(float(total) - expected) < 1e-5
+    weights.texture_flat_margin = 255.0
+    assert float(perceptual_generator_loss(torch.from_numpy(y).float(), None, torch.from_numpy(x).float(), 4,
+                                           weights)[0]) == 0.0

@@ -27,7 +27,8 @@ and the contextual loss CX of Mechrez et al. on VGG19 conv3_4 features.
 - Flat-region excess texture (ours, off by default; `texture_flat_w1`): only where X is flat (its 7x7 local std of
   Y below 2 grey levels, the mask of `mgbp.metrics.texture`), the mean of max(0, std(Y_{W=1}) - std(X)). The two
   terms above also constrain textured regions, where the GAN is what should decide the texture; this one leaves
-  those to the GAN and asks only that smooth regions get no more grain than the ground truth has there.
+  those to the GAN and asks only that smooth regions get no more grain than the ground truth has there (plus
+  `texture_flat_margin` grey levels, if set).
 
 Every term has its own weight; a weight of 0 switches the term off (no computation), which is how the
 ablation configs of Fig. 15 are expressed.
@@ -122,12 +123,13 @@ FLAT_STD = 2.0 / 255.0  # the flat-region threshold of `mgbp.metrics.texture` on
 
 
 def flat_texture_loss(y: torch.Tensor, x: torch.Tensor, window: int = TEXTURE_WINDOW,
-                      threshold: float = FLAT_STD) -> torch.Tensor:
-    """Mean over the windows where X's local std of Y is below `threshold` of max(0, std(Y) - std(X)): grain
-    added over smooth regions, nothing asked of textured ones. Zero when X has no flat window."""
+                      threshold: float = FLAT_STD, margin: float = 0.0) -> torch.Tensor:
+    """Mean over the windows where X's local std of Y is below `threshold` of max(0, std(Y) - std(X) - margin):
+    grain added over smooth regions beyond `margin`, nothing asked of textured ones. Zero when X has no flat
+    window. A margin leaves the GAN a little fine grain, which natural-image statistics (NIQE) expect."""
     std_y, std_x = local_std_map(y, window), local_std_map(x, window)
     flat = (std_x < threshold).to(std_y.dtype)
-    excess = (std_y - std_x).clamp_min(0.0) * flat
+    excess = (std_y - std_x - margin).clamp_min(0.0) * flat
     return excess.sum() / flat.sum().clamp_min(1.0)
 
 
@@ -179,6 +181,7 @@ class PerceptualWeights:
     texture_w1: float = 0.0  # ours: local-std matching of Y_{W=1} (see the module doc); 0 = eq. 11 as printed
     texture_log_w1: float = 0.0  # ours: the same on log(std + 1/255) (see the module doc); 0 = off
     texture_flat_w1: float = 0.0  # ours: excess local std of Y_{W=1} where X is flat (see the module doc); 0 = off
+    texture_flat_margin: float = 0.0  # grey levels (0..255) of excess the flat-region term lets pass
 
 
 def perceptual_generator_loss(y1: torch.Tensor, y0: torch.Tensor | None, x: torch.Tensor, scale: int,
@@ -203,7 +206,8 @@ def perceptual_generator_loss(y1: torch.Tensor, y0: torch.Tensor | None, x: torc
     if weights.texture_log_w1:
         terms["texture_log_w1"] = weights.texture_log_w1 * log_texture_loss(y1, x)
     if weights.texture_flat_w1:
-        terms["texture_flat_w1"] = weights.texture_flat_w1 * flat_texture_loss(y1, x)
+        terms["texture_flat_w1"] = weights.texture_flat_w1 * flat_texture_loss(
+            y1, x, margin=weights.texture_flat_margin / 255.0)
     if y0 is not None and weights.l1_w0:
         terms["l1_w0"] = weights.l1_w0 * l1(y0, x)
     if y0 is not None and weights.cycle_w0 and factors:

@@ -491,7 +491,8 @@ class Trainer:
                                     l1_w0=float(c["l1_w0"]), cycle_w0=float(c["cycle_w0"]),
                                     cx_bandwidth=float(c["cx_bandwidth"]), texture_w1=float(c["texture_w1"]),
                                     texture_log_w1=float(c["texture_log_w1"]),
-                                    texture_flat_w1=float(c["texture_flat_w1"]))
+                                    texture_flat_w1=float(c["texture_flat_w1"]),
+                                    texture_flat_margin=float(c["texture_flat_margin"]))
         n = lr.shape[0]
         with self._autocast():
             if c["noise"]:

@@ -90,6 +90,7 @@ DEFAULTS: dict = {
         "texture_w1": 0.0,  # ours: local-std matching of Y_{W=1} against X (mgbp.losses.texture_loss); 0 = off
         "texture_log_w1": 0.0,  # ours: the same on log(std + 1/255) (mgbp.losses.log_texture_loss); 0 = off
         "texture_flat_w1": 0.0,  # ours: excess local std where X is flat (mgbp.losses.flat_texture_loss); 0 = off
+        "texture_flat_margin": 0.0,  # grey levels (0..255) of excess grain the flat-region term lets pass
         "noise": True,  # False: the no-noise ablation of Fig. 15 (W = 0 in every term)
         "vgg_weights": None,  # torchvision VGG19 state dict; without it CX is off (warning)
     },
