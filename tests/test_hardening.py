@@ -571,6 +571,7 @@ def tiny_train_config(tmp_path: Path, **extra) -> Path:
     ("optim.step_every=0", "optim.step_every"), ("data.patch=big", "data.patch"),
     ("data.workers=-1", "data.workers"), ("device=meta", "device meta"), ("optim.betas=[0.9]", "optim.betas"),
     ("loss.gan=-1", "loss.gan"), ("loss.texture_log_w1=abc", "loss.texture_log_w1"), ("loss.l1=abc", "loss.l1"),
+    ("loss.texture_flat_w1=-2", "loss.texture_flat_w1"), ("loss.texture_flat_margin=abc", "loss.texture_flat_margin"),
 ])
 def test_train_refuses_bad_values_in_one_line(tmp_path, override, key, capsys):
     assert main(["train", str(tiny_train_config(tmp_path)), override, "--quiet"]) == 2
