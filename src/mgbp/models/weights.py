@@ -74,11 +74,11 @@ SHIPPED: dict[str, Shipped] = {
     "mgbp-x4-large": Shipped(
         "mgbp-x4-large.safetensors",
         scale=4,
-        sha256="9ec7e2cd01cbb02e38fe57dd2ff40d92fc0cb4ec77fadaddf73322abc51b24c8",
-        description="x4, larger and slower than the default (-m mgbp-x4-large): mgbp-x4 grown to mu 3 (MGBPv2 L3 "
-        "mu3 64-32-16, 554 k params, about 2x the default's MACs per pixel) with mgbp convert --mu 3, then trained "
-        "for fidelity on a 2-core CPU (configs/cpu-x4-large.yaml); its W > 0 output comes from the default's "
-        "perceptual stages, not trained further (less texture at W=1 than mgbp-x4)",
+        sha256="fb07b0d983f0fa3f857c08c6c4f92ac032f9ccd3538c7e3845c45d79549ea083",
+        description="x4, larger and slower than the default (-m mgbp-x4-large): mgbp-x4 grown to mu 3, then mu 4 "
+        "(MGBPv2 L3 mu4 64-32-16, 957 k params) with mgbp convert --mu, each growth trained for fidelity on a "
+        "2-core CPU (configs/cpu-x4-large.yaml, configs/cpu-x4-large-mu4.yaml); its W > 0 output comes from the "
+        "default's perceptual stages, not trained further (less texture at W=1 than mgbp-x4)",
     ),
     "mgbp-x2": Shipped(
         "mgbp-x2.safetensors",
