@@ -154,3 +154,32 @@ def test_flat_texture_margin_lets_that_much_excess_pass():
     weights.texture_flat_margin = 255.0
     assert float(perceptual_generator_loss(torch.from_numpy(y).float(), None, torch.from_numpy(x).float(), 4,
                                            weights)[0]) == 0.0
+
+
+def test_texture_terms_together_are_the_sum_of_each_alone():
+    """Eq. 11 with the three texture terms on (they share one pair of local-std maps) gives each term the value
+    its own function gives, recomputed in float64 for the flat-region one."""
+    from mgbp.losses import (
+        PerceptualWeights,
+        flat_texture_loss,
+        log_texture_loss,
+        perceptual_generator_loss,
+        texture_loss,
+    )
+
+    rng = np.random.default_rng(11)
+    x = np.full((1, 3, 18, 20), 0.5)
+    x[..., 10:] += rng.normal(0, 0.05, (1, 3, 18, 10))
+    x = np.clip(x + rng.normal(0, 0.001, x.shape), 0, 1)
+    y = np.clip(x + rng.normal(0, 0.01, x.shape), 0, 1)
+    y_t, x_t = torch.from_numpy(y).float(), torch.from_numpy(x).float()
+    weights = PerceptualWeights(gan=0, cycle_w1=0, cx=0, l1_w0=0, cycle_w0=0, texture_w1=1.0, texture_log_w1=0.5,
+                                texture_flat_w1=2.0, texture_flat_margin=0.3)
+    total, terms = perceptual_generator_loss(y_t, None, x_t, 4, weights)
+    sx, sy = _std_maps(x), _std_maps(y)
+    flat_expected = np.maximum(sy - sx - 0.3 / 255, 0)[sx < 2 / 255].mean()
+    assert abs(float(terms["texture_w1"]) - float(texture_loss(y_t, x_t))) < 1e-7
+    assert abs(float(terms["texture_log_w1"]) - 0.5 * float(log_texture_loss(y_t, x_t))) < 1e-7
+    assert abs(float(terms["texture_flat_w1"]) - 2.0 * flat_expected) < 1e-5
+    assert abs(float(terms["texture_flat_w1"]) - 2.0 * float(flat_texture_loss(y_t, x_t, margin=0.3 / 255))) < 1e-7
+    assert abs(float(total) - sum(float(v) for v in terms.values())) < 1e-6

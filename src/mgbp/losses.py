@@ -42,9 +42,9 @@ import torch
 import torch.nn.functional as F
 
 from mgbp.color import rgb_to_y
+from mgbp.metrics.texture import FLAT_THRESHOLD
+from mgbp.metrics.texture import WINDOW as TEXTURE_WINDOW  # the texture terms see what the metric measures
 from mgbp.resize import imresize
-
-TEXTURE_WINDOW = 7  # the window of the flat-region texture measure (`mgbp.metrics.texture`)
 
 
 def cycle_factors(scale: int) -> list[int]:
@@ -105,21 +105,31 @@ def local_std_map(x: torch.Tensor, window: int = TEXTURE_WINDOW, eps: float = 1e
     return (variance + eps).sqrt()
 
 
+LOG_TEXTURE_FLOOR = 1.0 / 255.0  # one grey level: below it differences of standard deviation are invisible
+FLAT_STD = FLAT_THRESHOLD / 255.0  # the flat-region threshold of `mgbp.metrics.texture` on the [0, 1] scale
+
+
+# The texture terms on precomputed local-std maps: eq. 11 with several of them on computes the maps once.
+def _log_std_l1(std_y: torch.Tensor, std_x: torch.Tensor, floor: float = LOG_TEXTURE_FLOOR) -> torch.Tensor:
+    return l1(torch.log(std_y + floor), torch.log(std_x + floor))
+
+
+def _flat_excess(std_y: torch.Tensor, std_x: torch.Tensor, threshold: float = FLAT_STD,
+                 margin: float = 0.0) -> torch.Tensor:
+    flat = (std_x < threshold).to(std_y.dtype)
+    excess = (std_y - std_x - margin).clamp_min(0.0) * flat
+    return excess.sum() / flat.sum().clamp_min(1.0)
+
+
 def texture_loss(y: torch.Tensor, x: torch.Tensor, window: int = TEXTURE_WINDOW) -> torch.Tensor:
     """L1 between the local standard deviation maps of Y and X: texture where X has it, none where X is flat."""
     return l1(local_std_map(y, window), local_std_map(x, window))
 
 
-LOG_TEXTURE_FLOOR = 1.0 / 255.0  # one grey level: below it differences of standard deviation are invisible
-
-
 def log_texture_loss(y: torch.Tensor, x: torch.Tensor, window: int = TEXTURE_WINDOW,
                      floor: float = LOG_TEXTURE_FLOOR) -> torch.Tensor:
     """L1 between log(local std + floor) of Y and X: the texture mismatch relative to the texture present."""
-    return l1(torch.log(local_std_map(y, window) + floor), torch.log(local_std_map(x, window) + floor))
-
-
-FLAT_STD = 2.0 / 255.0  # the flat-region threshold of `mgbp.metrics.texture` on the [0, 1] scale
+    return _log_std_l1(local_std_map(y, window), local_std_map(x, window), floor)
 
 
 def flat_texture_loss(y: torch.Tensor, x: torch.Tensor, window: int = TEXTURE_WINDOW,
@@ -127,10 +137,7 @@ def flat_texture_loss(y: torch.Tensor, x: torch.Tensor, window: int = TEXTURE_WI
     """Mean over the windows where X's local std of Y is below `threshold` of max(0, std(Y) - std(X) - margin):
     grain added over smooth regions beyond `margin`, nothing asked of textured ones. Zero when X has no flat
     window. A margin leaves the GAN a little fine grain, which natural-image statistics (NIQE) expect."""
-    std_y, std_x = local_std_map(y, window), local_std_map(x, window)
-    flat = (std_x < threshold).to(std_y.dtype)
-    excess = (std_y - std_x - margin).clamp_min(0.0) * flat
-    return excess.sum() / flat.sum().clamp_min(1.0)
+    return _flat_excess(local_std_map(y, window), local_std_map(x, window), threshold, margin)
 
 
 def relativistic_d_loss(c_real: torch.Tensor, c_fake: torch.Tensor) -> torch.Tensor:
@@ -184,6 +191,22 @@ class PerceptualWeights:
     texture_flat_margin: float = 0.0  # grey levels (0..255) of excess the flat-region term lets pass
 
 
+def texture_terms(y1: torch.Tensor, x: torch.Tensor, weights: PerceptualWeights) -> dict[str, torch.Tensor]:
+    """The weighted texture terms of eq. 11 that are on (ours), from one pair of local-std maps."""
+    if not (weights.texture_w1 or weights.texture_log_w1 or weights.texture_flat_w1):
+        return {}
+    std_y, std_x = local_std_map(y1), local_std_map(x)
+    terms = {}
+    if weights.texture_w1:
+        terms["texture_w1"] = weights.texture_w1 * l1(std_y, std_x)
+    if weights.texture_log_w1:
+        terms["texture_log_w1"] = weights.texture_log_w1 * _log_std_l1(std_y, std_x)
+    if weights.texture_flat_w1:
+        terms["texture_flat_w1"] = weights.texture_flat_w1 * _flat_excess(
+            std_y, std_x, margin=weights.texture_flat_margin / 255.0)
+    return terms
+
+
 def perceptual_generator_loss(y1: torch.Tensor, y0: torch.Tensor | None, x: torch.Tensor, scale: int,
                               weights: PerceptualWeights, discriminator=None, vgg=None
                               ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -201,13 +224,7 @@ def perceptual_generator_loss(y1: torch.Tensor, y0: torch.Tensor | None, x: torc
         terms["cycle_w1"] = weights.cycle_w1 / len(factors) * cycle_l1(y1, x, factors, x_downs)
     if weights.cx and vgg is not None:
         terms["cx"] = weights.cx * contextual_loss(vgg(y1), vgg(x), weights.cx_bandwidth)
-    if weights.texture_w1:
-        terms["texture_w1"] = weights.texture_w1 * texture_loss(y1, x)
-    if weights.texture_log_w1:
-        terms["texture_log_w1"] = weights.texture_log_w1 * log_texture_loss(y1, x)
-    if weights.texture_flat_w1:
-        terms["texture_flat_w1"] = weights.texture_flat_w1 * flat_texture_loss(
-            y1, x, margin=weights.texture_flat_margin / 255.0)
+    terms.update(texture_terms(y1, x, weights))
     if y0 is not None and weights.l1_w0:
         terms["l1_w0"] = weights.l1_w0 * l1(y0, x)
     if y0 is not None and weights.cycle_w0 and factors:
