@@ -289,7 +289,7 @@ def hostile_pickle(path: Path) -> Path:
 def test_unsafe_pickle_refusals_do_not_advise_unpickling(tmp_path):
     from mgbp.errors import WeightFileError
     from mgbp.models import load_model
-    from mgbp.train import load_checkpoint
+    from mgbp.train_state import load_checkpoint
 
     path = hostile_pickle(tmp_path / "hostile.pt")
     for load in (load_model, load_checkpoint):
