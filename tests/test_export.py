@@ -263,3 +263,23 @@ def test_command_is_listed_in_help():
     result = subprocess.run([sys.executable, "-m", "mgbp.cli", "--help"], capture_output=True, text=True,
                             check=False, timeout=60)
     assert "export" in result.stdout
+
+
+def test_a_noise_mask_is_in_the_graph(tmp_path):
+    """x = [X, W m(X) N] (mgbp.models.noise_mask): the exported graph shapes the noise as torch does."""
+    from mgbp.models.noise_mask import NoiseMask
+
+    torch.manual_seed(0)
+    model = build_model("tiny", noise_mask=NoiseMask(flat=1.0, busy=10.0, busy_floor=0.5, gain=1.25)).eval()
+    with torch.no_grad():
+        model.synthesis.weight.mul_(100.0)
+    path = tmp_path / "masked.onnx"
+    export_onnx(model, path, ExportOptions(), label="masked")
+    session = onnx_session(path)
+    image, noise_amp, noise = inputs(model, 1, 13, 11, 1.0)
+    image[..., :5] = 0.5  # a flat strip, where the mask switches the noise off
+    out = session.run(["output"], {"image": image.numpy(), "noise_amp": noise_amp.numpy(), "noise": noise.numpy()})[0]
+    np.testing.assert_allclose(out, torch_output(model, image, noise_amp, noise), rtol=0, atol=1e-4)
+    unmasked = build_model("tiny").eval()
+    unmasked.load_state_dict(model.state_dict())
+    assert np.abs(out - torch_output(unmasked, image, noise_amp, noise)).max() > 1e-2

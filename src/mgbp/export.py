@@ -121,7 +121,8 @@ class OnnxGenerator(nn.Module):
         X = imresize(image, scale=self.model.scale)  # the polyphase bicubic: no size-dependent tables
         parts = [X]
         if noise is not None:
-            parts.append(noise_amp.reshape(-1, 1, 1, 1).to(X.dtype) * noise)  # line 1: x = [X, W N(0,1)]
+            scaled = noise_amp.reshape(-1, 1, 1, 1).to(X.dtype) * noise  # line 1: x = [X, W N(0,1)]
+            parts.append(self.model.shape_noise(X, scaled))
         x = torch.cat(parts, dim=1)
         height, width = X.shape[-2], X.shape[-1]
         top, bottom = valid_padding(height, self.base, self.step)

@@ -7,12 +7,15 @@ frame (`mgbp.models.mgbpv2.inflate_to_3d`): the starting point for training a vi
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import torch
 
 from mgbp.errors import ConfigError
 from mgbp.models.growth import deepen, inflate_to_3d
+from mgbp.models.mgbpv2 import MGBPv2
+from mgbp.models.noise_mask import NoiseMask
 from mgbp.models.weights import load_model, save_model
 
 
@@ -26,6 +29,30 @@ def add_arguments(parser) -> None:
     parser.add_argument("--frames", type=int, default=None, help="with --to-3d: the clip length to record")
     parser.add_argument("--mu", type=int, default=None,
                         help="grow an MGBPv2 to MU back-projection steps per level, same output (a warm start)")
+    parser.add_argument("--noise-mask", metavar="FLAT,BUSY,FLOOR,GAIN", default=None,
+                        help="shape an image MGBPv2's noise by the input's local texture (mgbp.models.noise_mask); "
+                             "'off' removes a mask")
+
+
+def parse_noise_mask(text: str) -> NoiseMask | None:
+    """'off' -> None; 'FLAT,BUSY,FLOOR,GAIN' -> NoiseMask (ConfigError otherwise)."""
+    if text.strip().lower() == "off":
+        return None
+    try:
+        flat, busy, floor, gain = (float(v) for v in text.split(","))
+    except ValueError:
+        raise ConfigError(f"--noise-mask takes FLAT,BUSY,FLOOR,GAIN (four numbers) or 'off', got {text!r}") from None
+    return NoiseMask(flat=flat, busy=busy, busy_floor=floor, gain=gain)
+
+
+def with_noise_mask(model, mask: NoiseMask | None) -> MGBPv2:
+    """The same weights under a config whose `noise_mask` is `mask`."""
+    if not isinstance(model, MGBPv2) or model.config.dims != 2:
+        raise ConfigError(f"--noise-mask needs an image MGBPv2 model, got {model.family}")
+    masked = MGBPv2(dataclasses.replace(model.config, noise_mask=mask))
+    masked.preset = model.preset
+    masked.load_state_dict(model.state_dict())
+    return masked.to(next(model.parameters()).device)
 
 
 def run(args) -> int:
@@ -42,6 +69,7 @@ def run(args) -> int:
         raise ConfigError("--frames goes with --to-3d")
     if args.frames is not None and args.frames < 1:
         raise ConfigError(f"--frames must be positive, got {args.frames}")
+    mask = parse_noise_mask(args.noise_mask) if args.noise_mask is not None else None
     model = load_model(args.input)
     extra = {"converted_from": source.name}
     if args.mu is not None:
@@ -51,6 +79,9 @@ def run(args) -> int:
     if args.to_3d:
         model = inflate_to_3d(model, frames=args.frames)
         extra["inflated_to_3d"] = True
+    if args.noise_mask is not None:
+        model = with_noise_mask(model, mask)
+        extra["noise_mask"] = args.noise_mask
     save_model(model, target, extra_metadata=extra, dtype=torch.float16 if args.fp16 else None)
     params = sum(p.numel() for p in model.parameters())
     print(f"{source} -> {target}: {model.family} x{model.scale}, {params:,} parameters")

@@ -14,6 +14,8 @@ Algorithm 1, with levels numbered k = 1 (lowest resolution) .. L (output resolut
         LR  = Downscale_tag(out)                       strided convolution, level k -> k-1
         c   = BP^mu_{k-1}(LR)
         out = out + Upscale_tag([y_{k-1}, c])          ReLU, then strided transposed convolution
+Our extension of line 1 (off unless the config sets `noise_mask`): x = [X, W m(X) N(0,1)], the noise shaped by
+the input's local texture (`mgbp.models.noise_mask`).
 Every call site (tag) of Downscale/Upscale owns its weights. They are created once, at construction, by a
 "dry run" of the recursion that nests the modules exactly as the calls nest, so `named_modules()` shows the
 W-cycle: `bp.L4.s2.L3.s1.down` is the Downscale of step 1 of BP_3 inside step 2 of BP_4. There are
@@ -71,6 +73,7 @@ from torch import nn
 from mgbp.errors import ConfigError
 from mgbp.models import onednn
 from mgbp.models.contract import Capabilities
+from mgbp.models.noise_mask import NoiseMask, noise_mask
 from mgbp.resize import upscale_integer
 
 PADDINGS = ("valid", "same")
@@ -101,6 +104,7 @@ class MGBPv2Config:
     temporal_kernel: int = 3  # Kt (dims=3 only)
     temporal_padding: str = "same"  # "same" (T frames in and out) or "none" (dims=3 only)
     frames: int | None = None  # dims=3: training clip length T (None: DEFAULT_CLIP_FRAMES out); dims=2: None
+    noise_mask: NoiseMask | None = None  # x = [X, W m(X) N(0,1)] (`mgbp.models.noise_mask`); None: Algorithm 1
 
     def __post_init__(self):
         self.channels = tuple(int(c) for c in self.channels)
@@ -127,6 +131,9 @@ class MGBPv2Config:
         if self.dims not in (2, 3):
             raise ConfigError(f"MGBPv2 dims must be 2 (images) or 3 (video), got {self.dims}")
         self._check_frames()
+        self.noise_mask = NoiseMask.from_any(self.noise_mask)
+        if self.noise_mask is not None and (self.dims != 2 or self.noise_channels == 0):
+            raise ConfigError("MGBPv2 noise_mask is for image models (dims=2) with a noise input")
 
     def _check_frames(self) -> None:
         """`frames` belongs to 3D models; it must leave at least one output frame without temporal padding."""
@@ -502,7 +509,12 @@ class MGBPv2(nn.Module):
                 return X.new_zeros(shape)
         if noise is None:
             noise = torch.randn(shape, dtype=X.dtype, device=X.device)
-        return amp * noise.to(X)
+        return self.shape_noise(X, amp * noise.to(X))
+
+    def shape_noise(self, X: torch.Tensor, scaled_noise: torch.Tensor) -> torch.Tensor:
+        """W N(0,1) -> W m(X) N(0,1) when the config has a `noise_mask` (else unchanged)."""
+        mask = self.config.noise_mask
+        return scaled_noise if mask is None else scaled_noise * noise_mask(X, mask)
 
     def valid_size(self, size: int) -> int:
         """Smallest spatial size >= `size` that every level's grid divides exactly."""
@@ -598,7 +610,8 @@ class MGBPv2(nn.Module):
             d = cfg.stride_to(level)
             radius = cfg.mu * (half * d + radius + (half + 1) * d)
         analysis = half * (cfg.stride_to(1) - 1)
-        return math.ceil(radius + analysis)
+        mask = cfg.noise_mask.radius if cfg.noise_mask is not None else 0  # m(X) reads X around each noise pixel
+        return math.ceil(radius + analysis) + mask
 
     def _border_lr(self) -> int:
         """LR context pixels for tiling: the receptive radius in LR pixels + 2 for the bicubic taps."""

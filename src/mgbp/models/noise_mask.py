@@ -1,0 +1,104 @@
+"""Content-adaptive noise amplitude: Algorithm 1, line 1, with the noise shaped by the picture.
+
+Algorithm 1 feeds x = [X, W N(0,1)]: the same amplitude everywhere. At W = 1 the generator then paints texture
+over smooth regions too (skin, sky, defocused backgrounds: issue 14's "crackled" flats), because the noise is
+there to be used. With a mask the input becomes
+
+    x = [X, W m(X) N(0,1)],    m(X) = gain * ramp(s / flat) * (1 - (1 - busy_floor) * ramp((s - busy) / busy))
+
+where s is the 7x7 local standard deviation of X's luminance (MATLAB `rgb2ycbcr` Y, grey levels 0..255; the
+window of `mgbp.metrics.texture`, edge-replicated back to X's size) and ramp(t) = min(max(t, 0), 1). The
+noise fades out where the input is flatter than `flat` grey levels (no grain to add), is full in textured
+regions, and falls to `busy_floor` where the input is already busy (s >= 2 busy: detail the network reproduces,
+where invented texture costs the most distortion). `gain` rescales W so that W = 1 stays the model's
+perceptual end. W = 0 is untouched (m multiplies the noise, not X), and so is every W when no mask is set.
+The mask is local (radius 3 output pixels), so tiles reproduce the whole image's output
+(`MGBPv2._receptive_radius_hr` adds it).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import torch
+import torch.nn.functional as F
+
+from mgbp.color import YCBCR_MATRIX
+from mgbp.errors import ConfigError
+from mgbp.metrics.texture import WINDOW
+
+
+@dataclasses.dataclass(frozen=True)
+class NoiseMask:
+    """The parameters of m(X) (grey levels of Y on 0..255 for `flat` and `busy`)."""
+
+    flat: float = 1.0
+    busy: float = 10.0
+    busy_floor: float = 0.5
+    gain: float = 1.0
+
+    def __post_init__(self):
+        values = dataclasses.asdict(self)
+        if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in values.values()):
+            raise ConfigError(f"noise_mask values must be finite numbers, got {values}")
+        if self.flat < 0 or self.busy <= 0 or self.gain <= 0 or not 0 <= self.busy_floor <= 1:
+            raise ConfigError(
+                f"noise_mask needs flat >= 0, busy > 0, gain > 0 and busy_floor in [0, 1], got {values}"
+            )
+
+    @classmethod
+    def from_any(cls, value) -> NoiseMask | None:
+        """None, a NoiseMask, or its dict (as stored in a weight file's config) -> NoiseMask or None."""
+        if value is None or isinstance(value, NoiseMask):
+            return value
+        if not isinstance(value, dict):
+            raise ConfigError(f"noise_mask must be a mapping of flat, busy, busy_floor, gain; got {value!r}")
+        unknown = sorted(set(value) - {f.name for f in dataclasses.fields(cls)})
+        if unknown:
+            raise ConfigError(f"unknown noise_mask keys: {', '.join(unknown)}")
+        return cls(**{k: float(v) for k, v in value.items()})
+
+    @property
+    def radius(self) -> int:
+        """Output pixels of X that reach one value of m (half the local-std window)."""
+        return WINDOW // 2
+
+
+def _ramp(t: torch.Tensor) -> torch.Tensor:
+    return t.clamp(0.0, 1.0)
+
+
+def _local_std_about_centres(y: torch.Tensor, window: int) -> torch.Tensor:
+    """Population std of every fully contained window of (N,1,H,W) y, from the differences to each window's
+    centre pixel: var = mean((y - y_c)^2) - mean(y - y_c)^2. The differences are small where the picture is
+    flat, so float32 keeps them (E[y^2] - E[y]^2 on grey levels near 100 would leave ~0.05 of round-off there),
+    and nothing depends on the rest of the image, so a tile computes what the whole image does."""
+    h, w = y.shape[-2] - window + 1, y.shape[-1] - window + 1
+    half = window // 2
+    centre = y[..., half : half + h, half : half + w]
+    squares = torch.zeros_like(centre)
+    for dy in range(window):
+        for dx in range(window):
+            d = y[..., dy : dy + h, dx : dx + w] - centre
+            squares = squares + d * d
+    mean_difference = F.avg_pool2d(y, window, stride=1) - centre
+    return (squares / window**2 - mean_difference * mean_difference).clamp_min(0.0).sqrt()
+
+
+def luminance_std(X: torch.Tensor) -> torch.Tensor:
+    """(N,3,H,W) RGB in [0,1] -> (N,1,H,W) float32: the 7x7 local std of Y in grey levels, edges replicated."""
+    # Y of MATLAB rgb2ycbcr in grey levels as one 1x1 convolution (the ONNX graph has it too); its offset of 16
+    # cancels in a standard deviation
+    weight = torch.tensor(YCBCR_MATRIX[0], dtype=torch.float32, device=X.device).view(1, 3, 1, 1)
+    s = _local_std_about_centres(F.conv2d(X.float(), weight), WINDOW)
+    half = WINDOW // 2
+    return F.pad(s, (half, half, half, half), mode="replicate")
+
+
+def noise_mask(X: torch.Tensor, mask: NoiseMask) -> torch.Tensor:
+    """m(X) as (N,1,H,W) in X's dtype."""
+    s = luminance_std(X)
+    flat = torch.ones_like(s) if mask.flat == 0 else _ramp(s / mask.flat)
+    busy = 1.0 - (1.0 - mask.busy_floor) * _ramp((s - mask.busy) / mask.busy)
+    return (mask.gain * flat * busy).to(X.dtype)
