@@ -682,6 +682,8 @@ def section_d(args, device, dtype, baseline, progress) -> list[Item]:
 def section_f(args, device, dtype) -> list[Item]:
     """What each option of `mgbp upscale` costs, through `mgbp.upscale`: time relative to the default call."""
     import mgbp
+    from mgbp.commands.convert import with_noise_mask
+    from mgbp.models.noise_mask import NoiseMask
 
     weights = args.shared / "reference" / "pirm2018" / "BOE-R3.model"
     side = 64 if args.quick else 256
@@ -702,6 +704,10 @@ def section_f(args, device, dtype) -> list[Item]:
                    ("--tile 64", base, {"tile": 64}, "other"),
                    ("--tile 128", base, {"tile": 128}, "other"),
                    ("--self-ensemble", base, {"self_ensemble": True}, "other")]
+        if name == "mgbp-x4":  # a content-adaptive noise copy (MGBPv2 only): what the mask adds at W = 1
+            masked = with_noise_mask(base, NoiseMask(flat=1.5, busy=10.0, busy_floor=0.5, gain=1.25))
+            options.append(("-W 1, copy made by `mgbp convert --noise-mask 1.5,10,0.5,1.25`", masked,
+                            {"noise": 1.0}, "other"))
         for option, model, kwargs, role in options:
             items.append(Item("f", f"`{label}` {option}", lambda m=model, k=kwargs, x=x: mgbp.upscale(x, model=m, **k),
                               shape, pixels, role, group))
