@@ -12,7 +12,7 @@
 #   4. fidelity training, on the carried .traindata/ (make it first, on this machine: python
 #      scripts/pack_traindata.py), of the shipped model furthest below its target, resumed from its shipped
 #      weights grown to MU back-projection steps per level (`mgbp convert --mu`, same output at the start):
-#      GPU_CONFIG (default configs/gpu-x2.yaml, MODEL mgbp-x2, MU 3; configs/gpu-x4.yaml with MODEL= trains the
+#      GPU_CONFIG (default configs/gpu-x2.yaml, MODEL mgbp-x2, MU 4; configs/gpu-x4.yaml with MODEL= trains the
 #      fast-x4 preset from scratch instead), exported as fp16 safetensors;
 #   5. everything worth keeping copied to $OUT (files up to 16 MiB come back).
 # Call it through the device tool with carry [".traindata"] (training images + the .traindata/shared mirror of
@@ -34,7 +34,7 @@ if [ ! -d "$SHARED" ] && [ -d .traindata/shared ]; then SHARED=.traindata/shared
 TRAIN_DATA=${TRAIN_DATA:-}    # another training folder than the carried .traindata/train (dry runs)
 GPU_CONFIG=${GPU_CONFIG:-configs/gpu-x2.yaml}
 MODEL=${MODEL-mgbp-x2}        # the shipped weights to resume from (empty: the config's own start)
-MU=${MU:-3}
+MU=${MU:-4}
 RUN_DIR=${RUN_DIR:-runs/gpu-x2}
 mkdir -p "$OUT/run"
 nvidia-smi --query-gpu=name,memory.total --format=csv | tee "$OUT/gpu.txt" || true
