@@ -123,7 +123,16 @@ def graph_runner(model, lr, device, precision) -> Callable[[], torch.Tensor]:
 
 
 def compile_runner(model, lr, device, precision) -> Callable[[], torch.Tensor]:
-    return plain_runner(torch.compile(model), lr, device, precision)
+    """torch.compile'd forward under no_grad: under inference_mode dynamo's guard on the bicubic's numpy-made
+    kernel fails on the frame that made it when `compile` is the first variant run (torch 2.13)."""
+    compiled = torch.compile(model)
+
+    @torch.no_grad()
+    def run():
+        with autocast_context(device, precision):
+            return compiled(lr)
+
+    return run
 
 
 RUNNERS = {"plain": plain_runner, "nchw": plain_runner, "cuda-graph": graph_runner, "compile": compile_runner}
