@@ -682,8 +682,7 @@ def section_d(args, device, dtype, baseline, progress) -> list[Item]:
 def section_f(args, device, dtype) -> list[Item]:
     """What each option of `mgbp upscale` costs, through `mgbp.upscale`: time relative to the default call."""
     import mgbp
-    from mgbp.commands.convert import with_noise_mask
-    from mgbp.models.noise_mask import NoiseMask
+    from mgbp.models.noise_mask import NoiseMask, with_noise_mask
 
     weights = args.shared / "reference" / "pirm2018" / "BOE-R3.model"
     side = 64 if args.quick else 256

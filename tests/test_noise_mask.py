@@ -136,3 +136,12 @@ def test_convert_refuses_a_bad_mask_in_one_line_and_writes_nothing(tmp_path, cap
     err = capsys.readouterr().err.strip()
     assert "noise_mask" in err.replace("-", "_") and len(err.splitlines()) == 1
     assert not target.exists()
+
+
+def test_convert_refuses_a_mask_on_a_video_model_in_one_line(tmp_path, capsys):
+    source, target = tmp_path / "clip.safetensors", tmp_path / "m.safetensors"
+    save_model(models.build_model("tiny-3d"), source)
+    assert main(["convert", str(source), str(target), "--noise-mask", "1,10,0.5,1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "needs an image MGBPv2 model" in err and len(err.splitlines()) == 1
+    assert not target.exists()

@@ -119,11 +119,13 @@ class OnnxGenerator(nn.Module):
     def forward(self, image: torch.Tensor, noise_amp: torch.Tensor | None = None,
                 noise: torch.Tensor | None = None) -> torch.Tensor:
         X = imresize(image, scale=self.model.scale)  # the polyphase bicubic: no size-dependent tables
-        parts = [X]
-        if noise is not None:
-            scaled = noise_amp.reshape(-1, 1, 1, 1).to(X.dtype) * noise  # line 1: x = [X, W N(0,1)]
-            parts.append(self.model.shape_noise(X, scaled))
-        x = torch.cat(parts, dim=1)
+        if noise is None:
+            return self.network_output(X, X)
+        scaled = noise_amp.reshape(-1, 1, 1, 1).to(X.dtype) * noise  # line 1: x = [X, W N(0,1)]
+        return self.network_output(X, torch.cat([X, self.model.shape_noise(X, scaled)], dim=1))
+
+    def network_output(self, X: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """The network on x (X with its noise channels, or X alone), padded and cropped to X's size, clamped."""
         height, width = X.shape[-2], X.shape[-1]
         top, bottom = valid_padding(height, self.base, self.step)
         left, right = valid_padding(width, self.base, self.step)
@@ -144,9 +146,10 @@ class OnnxImageOnlyGenerator(OnnxGenerator):
         if not self.with_noise:
             return super().forward(image)
         f = self.model.scale
-        if self.noise_amp == 0.0:  # W = 0: a zero map, no random op in the graph (deterministic)
-            grid = F.interpolate(image[:, :1], scale_factor=f, mode="nearest")
-            return super().forward(image, torch.zeros_like(image[:, 0, 0, 0]), torch.zeros_like(grid))
+        if self.noise_amp == 0.0:  # W = 0: a zero map, no random op (deterministic) and no noise mask in the graph
+            X = imresize(image, scale=f)
+            return self.network_output(X, torch.cat([X, X.new_zeros(X.shape[0], self.model.noise_channels,
+                                                                    *X.shape[2:])], dim=1))
         noise = torch.randn_like(F.interpolate(image[:, :1], scale_factor=f, mode="nearest"))
         amp = torch.full_like(image[:, 0, 0, 0], self.noise_amp)
         return super().forward(image, amp, noise)

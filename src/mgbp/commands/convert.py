@@ -7,15 +7,13 @@ frame (`mgbp.models.mgbpv2.inflate_to_3d`): the starting point for training a vi
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import torch
 
 from mgbp.errors import ConfigError
 from mgbp.models.growth import deepen, inflate_to_3d
-from mgbp.models.mgbpv2 import MGBPv2
-from mgbp.models.noise_mask import NoiseMask
+from mgbp.models.noise_mask import NoiseMask, with_noise_mask
 from mgbp.models.weights import load_model, save_model
 
 
@@ -43,16 +41,6 @@ def parse_noise_mask(text: str) -> NoiseMask | None:
     except ValueError:
         raise ConfigError(f"--noise-mask takes FLAT,BUSY,FLOOR,GAIN (four numbers) or 'off', got {text!r}") from None
     return NoiseMask(flat=flat, busy=busy, busy_floor=floor, gain=gain)
-
-
-def with_noise_mask(model, mask: NoiseMask | None) -> MGBPv2:
-    """The same weights under a config whose `noise_mask` is `mask`."""
-    if not isinstance(model, MGBPv2) or model.config.dims != 2:
-        raise ConfigError(f"--noise-mask needs an image MGBPv2 model, got {model.family}")
-    masked = MGBPv2(dataclasses.replace(model.config, noise_mask=mask))
-    masked.preset = model.preset
-    masked.load_state_dict(model.state_dict())
-    return masked.to(next(model.parameters()).device)
 
 
 def run(args) -> int:
