@@ -106,9 +106,9 @@ def noise_mask(X: torch.Tensor, mask: NoiseMask) -> torch.Tensor:
 
 def with_noise_mask(model, mask: NoiseMask | None):
     """An image MGBPv2 with the same weights under a config whose `noise_mask` is `mask` (None: removed)."""
-    if getattr(model, "family", None) != "mgbpv2":
-        raise ConfigError(f"noise_mask: needs an image MGBPv2 model, got {getattr(model, 'family', type(model))}")
+    if model.family != "mgbpv2":  # the generator contract's family: image MGBPv2 only
+        raise ConfigError(f"noise_mask: needs an image MGBPv2 model, got {model.family}")
     masked = type(model)(dataclasses.replace(model.config, noise_mask=mask))
-    masked.preset = getattr(model, "preset", None)
+    masked.preset = model.preset
     masked.load_state_dict(model.state_dict())
     return masked.to(next(model.parameters()).device)
