@@ -16,8 +16,12 @@ sizes differ. Sections (`--only`):
   f  what each option of `mgbp upscale` costs (--bf16, --half, -W 1, --tile, --self-ensemble) on the default model
      and MGBPv1 (BOE-R3), relative to the default call
   e  a large image (960x540 -> 3840x2160 by default) through `mgbp upscale`'s tiled path with the automatic tile
-     plan and with fixed tiles, against the small-image rate of the same model; with malloc set as `mgbp upscale`
-     sets it (`mgbp.allocator`), so this section runs last
+     plan and with fixed tiles, against the small-image rate of the same model
+
+Every section runs with malloc keeping freed blocks for reuse, as the project's first inference call (and `mgbp
+upscale`) sets it for the whole process (`mgbp.allocator`), set before the first item so that peers, the authors'
+code and the baseline run under it too; `--malloc system` keeps malloc's defaults (MGBP_SYSTEM_MALLOC=1), what a
+library caller who opts out gets.
 
 The authors' code is imported at run time from `../shared` (never copied) and skipped, with the reason in the
 output, when it is absent. `--baseline REV` also times the project as it was at git revision REV (its `src/mgbp`
@@ -65,7 +69,7 @@ from torch import nn
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
-SECTIONS = "abcdfe"  # e last: it sets malloc as `mgbp upscale` does
+SECTIONS = "abcdfe"
 G_MGBP_ID = ("CH3_BIC_FE48_LEAK0.0_TR0_BN0_MX0_Analysis#L4#K3#D1_Upscaling#L4#M3#K3#D1_Downscaling#L4#M0#K3#D1"
              "_Synthesis#L4#K3#D1_v3_ms")  # the released BOE-R3 file's model id (authors-code/README.md)
 
@@ -361,7 +365,8 @@ def machine_description(device: torch.device) -> dict:
 def machine_line(info: dict) -> str:
     gpu = f", {info['gpu']}" if "gpu" in info else ""
     return (f"{info['cpu']} ({info['machine']}, {info['cores']} cores), {info['threads']} threads, torch "
-            f"{info['torch']}{gpu}; load average at start {info.get('load_average_at_start', '?')}")
+            f"{info['torch']}{gpu}; malloc {info.get('malloc', 'system')}; load average at start "
+            f"{info.get('load_average_at_start', '?')}")
 
 
 def random_image(shape, seed: int, device, dtype=torch.float32) -> torch.Tensor:
@@ -715,11 +720,9 @@ def section_f(args, device, dtype) -> list[Item]:
 
 def section_e(args, device, dtype, baseline) -> list[Item]:
     import mgbp
-    from mgbp.allocator import reuse_freed_memory
     from mgbp.inference import upscale_tensor
     from mgbp.models.weights import DEFAULT_SCALE, default_model_for_scale
 
-    reuse_freed_memory()  # as `mgbp upscale` sets it (this section runs last: the others keep malloc's defaults)
     name = default_model_for_scale(DEFAULT_SCALE)
     model = prepare(mgbp.load_model(name), device, dtype)
     f = model.scale
@@ -879,6 +882,9 @@ def parse_args(argv=None):
     parser.add_argument("--tiles", default=None, help="fixed LR tiles of section e (default 64,96,128,192,256)")
     parser.add_argument("--peer-layout", default="nchw", choices=["nchw", "nhwc"],
                         help="memory layout of the peers (nchw: as published)")
+    parser.add_argument("--malloc", default="reuse", choices=["reuse", "system"],
+                        help="reuse: for every item from the start, as the project's first inference call sets it "
+                        "(mgbp.allocator); system: malloc's defaults, MGBP_SYSTEM_MALLOC=1 for the project")
     parser.add_argument("--baseline", default=None, metavar="REV", help="also time the project at git revision REV")
     parser.add_argument("--shared", type=Path, default=SHARED, help="the shared folder (default ../shared)")
     parser.add_argument("--out", type=Path, default=REPO / "out" / "bench_speed", help="folder for the JSON and "
@@ -887,7 +893,7 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
 
     chosen = parse_list(args.only, list(SECTIONS), "section")
-    args.sections = [s for s in SECTIONS if s in chosen]  # in order: e (which tunes malloc as the CLI does) last
+    args.sections = [s for s in SECTIONS if s in chosen]  # in the order of SECTIONS
     args.presets = parse_list(args.presets, table_one, "preset")
     args.models = parse_list(args.models, list(SHIPPED), "shipped model")
     quick = args.quick
@@ -926,6 +932,11 @@ def main(argv=None) -> int:
         return 2
     if args.threads:
         torch.set_num_threads(args.threads)
+    from mgbp.allocator import SYSTEM_MALLOC_VARIABLE, reuse_unless_opted_out
+
+    if args.malloc == "system":
+        os.environ[SYSTEM_MALLOC_VARIABLE] = "1"
+    reuse_unless_opted_out()  # before anything is allocated: every item, peers and baseline included, runs alike
     if args.torch_device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     device, dtype = args.torch_device, args.torch_dtype
@@ -935,6 +946,7 @@ def main(argv=None) -> int:
             print(text, file=sys.stderr, flush=True)
 
     machine = machine_description(device)
+    machine["malloc"] = args.malloc
     baseline = load_baseline(args.baseline) if args.baseline else None
     items: list[Item] = []
     for section in args.sections:

@@ -4,7 +4,8 @@ The effect it buys (fewer page faults, tiles at the small-image rate) is a speed
 kernel and sandbox and is measured by `benchmarks/bench_speed.py` section e, not asserted here (CI's machine
 faulted every page in again even with the setting applied, while this one reused the block). What a test can
 check on any machine is the contract: glibc's mallopt is called with M_MMAP_MAX=0 and a maximal
-M_TRIM_THRESHOLD, once per process, and the call reports False where there is no glibc."""
+M_TRIM_THRESHOLD, once per process, by the first inference call unless MGBP_SYSTEM_MALLOC=1, and the call
+reports False where there is no glibc."""
 
 from __future__ import annotations
 
@@ -12,8 +13,11 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from mgbp import allocator
+from mgbp.models import build_model
+from mgbp.tiling import run_model
 
 
 class FakeLibc:
@@ -75,3 +79,35 @@ def test_applies_for_real_in_a_child_process():
     code = "from mgbp.allocator import reuse_freed_memory as r; print(r() and r())"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == str(sys.platform.startswith("linux"))
+
+
+def _tiny_call() -> None:
+    with torch.no_grad():
+        run_model(build_model("tiny").eval(), torch.rand(1, 3, 16, 16))
+
+
+def test_an_inference_call_sets_it_as_the_command_line_does(fresh):
+    """mgbp.upscale, the video path, the web app and the Ray workers all run through run_model."""
+    libc = FakeLibc()
+    fresh.setattr(allocator.ctypes, "CDLL", lambda name: libc)
+    fresh.delenv(allocator.SYSTEM_MALLOC_VARIABLE, raising=False)
+    _tiny_call()
+    _tiny_call()
+    assert libc.calls == [(-4, 0), (-1, 2**31 - 1)]
+
+
+@pytest.mark.parametrize("value", ["1", "true", "YES"])
+def test_the_environment_keeps_the_system_malloc_for_library_callers(fresh, value):
+    libc = FakeLibc()
+    fresh.setattr(allocator.ctypes, "CDLL", lambda name: libc)
+    fresh.setenv(allocator.SYSTEM_MALLOC_VARIABLE, value)
+    _tiny_call()
+    assert libc.calls == [] and allocator._applied is False
+
+
+def test_other_values_of_the_variable_do_not_opt_out(fresh):
+    libc = FakeLibc()
+    fresh.setattr(allocator.ctypes, "CDLL", lambda name: libc)
+    fresh.setenv(allocator.SYSTEM_MALLOC_VARIABLE, "0")
+    assert allocator.reuse_unless_opted_out() is True
+    assert libc.calls == [(-4, 0), (-1, 2**31 - 1)]

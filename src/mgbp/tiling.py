@@ -53,6 +53,7 @@ from dataclasses import dataclass
 
 import torch
 
+from mgbp.allocator import reuse_unless_opted_out
 from mgbp.errors import ConfigError, MgbpError, NumericalError
 
 # On CPU, tiles are sized so one forward pass produces at most this many output pixels (per frame), cut to fit
@@ -324,6 +325,7 @@ def run_model(model, lr: torch.Tensor, noise_amp=0.0, tile: int | None = None, o
     if overlap < 2 * model_border(model):
         warnings.warn(f"tile overlap {overlap} is below twice the model's border ({model_border(model)} LR "
                       f"pixels): tile edges may show", stacklevel=2)
+    reuse_unless_opted_out()  # large buffers kept by malloc, not faulted in again per call (mgbp.allocator)
     plan = auto_plan(model, lr, tile, overlap, noise_amp)
     if batch is not None:
         plan.batch = max(1, int(batch))

@@ -13,6 +13,7 @@ import os
 import signal
 import sys
 
+from mgbp.allocator import reuse_unless_opted_out
 from mgbp.train import Trainer
 from mgbp.train_config import load_config
 
@@ -38,6 +39,7 @@ def _setup_logging(quiet: bool) -> None:
 def run(args: argparse.Namespace) -> int:
     _setup_logging(getattr(args, "quiet", False))
     cfg = load_config(args.config, args.overrides)
+    reuse_unless_opted_out()  # each step's large buffers reused, not faulted in again (mgbp.allocator)
 
     def on_sigterm(signum, frame):  # a scheduler's SIGTERM saves like Ctrl-C
         raise KeyboardInterrupt

@@ -136,13 +136,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mgbp.allocator import reuse_freed_memory
+    from mgbp.allocator import reuse_unless_opted_out
     from mgbp.device import resolve_device
     from mgbp.inference import resolve_model
     from mgbp.tiling import default_overlap
 
     _check_args(args)
-    reuse_freed_memory()  # tiles' buffers are reused instead of faulted in again (mgbp.allocator)
+    reuse_unless_opted_out()  # tiles' buffers are reused instead of faulted in again (mgbp.allocator)
     on_ray = _connect_ray(args)  # before any work: a wrong address or a missing extra is one line
     device = "cpu" if on_ray else str(resolve_device(args.device))  # on Ray, workers load their own copy
     dtype = "half" if args.half else "bf16" if args.bf16 else None
