@@ -5,15 +5,16 @@ large blocks with mmap and returns them to the system on free (blocks above 32 M
 heap's free top passes its trim threshold); the next forward pass then faults every page in again, zero-filled by
 the kernel. For `mgbp upscale` of a 4K output on this 2-core Xeon that system time equalled the convolutions' own
 time (mgbp-x4, one thread, torch 2.13: 6.8 s of system time in 13.4 s, `benchmarks/bench_speed.py` section e),
-and `mgbp.upscale` of a 128x128 image took 1.6x as long as with the setting (section c, `--malloc system`
-against `--malloc cli`). `reuse_freed_memory` tells malloc to take every block from its heap and keep freed
+and `mgbp.upscale` of mgbp-x4 on a 128x128 image took 0.156 s without the setting against 82.8 ms with it (two
+consecutive runs of section c, `--malloc system` and the default; SPAN in the same runs: 0.120 s and 92.3 ms).
+`reuse_freed_memory` tells malloc to take every block from its heap and keep freed
 memory there for the next call: the same work then runs at the small-image rate per pixel.
 
 The cost: memory freed after the largest image is not given back to the system until the process ends (as ONNX
 Runtime's CPU arena and PyTorch's CUDA caching allocator keep theirs). `mgbp upscale` and `mgbp train` set it at
-start, and the library's inference entry (`mgbp.tiling.run_model`, under `mgbp.upscale`, the video path, the web app and the
-Ray workers) sets it at its first call through `reuse_unless_opted_out`, unless the environment variable
-MGBP_SYSTEM_MALLOC=1 asks to leave malloc as the process has it.
+start, and the library's inference entry (`mgbp.tiling.run_model`, under `mgbp.upscale`, the video path, the web
+app and the Ray workers) sets it at its first call through `reuse_unless_opted_out`, unless the environment
+variable MGBP_SYSTEM_MALLOC=1 asks to leave malloc as the process has it.
 """
 
 from __future__ import annotations
