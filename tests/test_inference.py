@@ -15,7 +15,7 @@ from mgbp.errors import ConfigError, MgbpError
 from mgbp.inference import upscale
 from mgbp.models.contract import Capabilities
 from mgbp.resize import imresize
-from mgbp.tiling import run_model, tile_starts, tile_weights_1d
+from mgbp.tiling import all_finite, run_model, tile_starts, tile_weights_1d
 from tiny_generators import OomGenerator, TinyGenerator
 
 ONE_LEVEL = 1.0 / 255.0
@@ -39,6 +39,41 @@ def test_tiled_matches_untiled(model, shape, tile, batch):
     tiled = run_model(model, lr, tile=tile, batch=batch)
     assert tiled.shape == (shape[0], 3, 2 * shape[2], 2 * shape[3])
     assert (tiled - whole_image(model, lr)).abs().max() < ONE_LEVEL / 10
+
+
+@pytest.mark.parametrize(("shape", "batch"), [((1, 3, 45, 61), 1), ((3, 3, 20, 24), 3), ((3, 3, 20, 24), 2)])
+def test_one_tile_per_image_is_the_forward_pass_bit_for_bit(model, shape, batch):
+    """An image that fits one tile skips the blend (weights 1): the output is the forward pass itself, exactly,
+    when all images share one pass, and the blend of batches (2 + 1 of 3) gives it exactly too. (The reference
+    runs the same batches: a convolution's rounding may depend on the batch it runs in.)"""
+    lr = torch.rand(shape, generator=torch.Generator().manual_seed(5))
+    out = run_model(model, lr, batch=batch)
+    reference = torch.cat([whole_image(model, lr[n:n + batch]) for n in range(0, shape[0], batch)])
+    assert out.dtype == torch.float32 and torch.equal(out, reference)
+
+
+def test_one_tile_of_a_bf16_model_comes_back_as_float32(model):
+    lr = torch.rand((1, 3, 16, 20), generator=torch.Generator().manual_seed(6))
+    half = TinyGenerator(scale=2, seed=1).eval().to(torch.bfloat16)
+    out = run_model(half, lr.to(torch.bfloat16))
+    assert out.dtype == torch.float32 and torch.equal(out, whole_image(half, lr.to(torch.bfloat16)).float())
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+def test_all_finite_agrees_with_the_element_wise_test(dtype):
+    big = torch.finfo(dtype).max
+    cases = {
+        "random": torch.randn(64, 33),
+        "one NaN": torch.randn(64, 33).index_put_((torch.tensor([7]), torch.tensor([5])), torch.tensor(float("nan"))),
+        "one +inf": torch.zeros(10).index_fill_(0, torch.tensor([3]), float("inf")),
+        "-inf": torch.full((5,), -float("inf")),
+        "+inf and -inf": torch.tensor([1.0, float("inf"), -float("inf")]),
+        "finite values whose sum overflows": torch.full((8,), big),
+        "empty": torch.zeros(0),
+    }
+    for name, values in cases.items():
+        t = values.to(dtype)
+        assert all_finite(t) == bool(torch.isfinite(t).all()), name
 
 
 def test_tiled_matches_untiled_for_a_clip():

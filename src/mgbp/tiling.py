@@ -418,6 +418,10 @@ def _run_tiles(model, lr, noise_amp, noise, plan: TilePlan, progress: bool, out_
             placement = (rows[chunk[0][1]], cols[chunk[0][2]], height, width) if placed else None
             where = f"LR ({rows[chunk[0][1]]}, {cols[chunk[0][2]]})"
             result = _finite_forward(model, tiles, amp, tile_noise, placement, where).to(out_device)
+            if (ext_h, ext_w) == (height, width) and len(chunk) == len(jobs):
+                # one tile is each whole image, all in this pass: its weights are 1 and the blend below would
+                # return it unchanged (x * 1 + 0, then / 1), so it is the output as it is
+                return result.float()
             if out is None:
                 out = result.new_zeros((lr.shape[0], *result.shape[1:-2], scale * height, scale * width))
             for k, (n, i, j) in enumerate(chunk):
@@ -441,18 +445,25 @@ def _finite_forward(model, tiles, amp, noise, placement, where: str) -> torch.Te
     pixels). A model in float16/bfloat16 reruns the piece in float32 (an overflow of the reduced range, most
     likely); a float32 model, or a float32 rerun that is not finite either, is a NumericalError."""
     result = _forward(model, tiles, amp, noise, placement)
-    if bool(torch.isfinite(result).all()):
+    if all_finite(result):
         return result
     _, dtype = model_device(model)
     if dtype in REDUCED_PRECISION:
         result = _forward(copy.deepcopy(model).float(), tiles, amp, noise, placement)
-        if bool(torch.isfinite(result).all()):
+        if all_finite(result):
             warnings.warn(f"the tile at {where} overflowed in {str(dtype).replace('torch.', '')}: it was rerun "
                           f"in float32", stacklevel=3)
             return result
     again = " (in float32 too)" if dtype in REDUCED_PRECISION else ""
     raise NumericalError(f"the model's output has NaN/Inf values in the tile at {where}{again}: bad weights or "
                          f"a numeric overflow; nothing was written")
+
+
+def all_finite(t: torch.Tensor) -> bool:
+    """No NaN/Inf in `t`, in one reading pass when it is so: a NaN or an infinity anywhere makes the float32 sum
+    NaN or infinite, whatever the order of the additions. Only a sum that overflowed (or a tensor that does hold
+    a NaN/Inf) takes the element-wise test, which has four passes over the tensor."""
+    return bool(torch.isfinite(t.sum(dtype=torch.float32))) or bool(torch.isfinite(t).all())
 
 
 def _weight_sum(weights, starts, extent, length, scale, device) -> torch.Tensor:
