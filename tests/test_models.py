@@ -129,6 +129,26 @@ def test_forward_matches_literal_algorithm_1(overrides, shape):
     assert torch.allclose(got, want, atol=1e-10, rtol=0)
 
 
+@pytest.mark.parametrize(
+    "overrides,shape",
+    [({}, (2, 3, 5, 6)), ({"padding": "same"}, (2, 3, 7, 4)), ({"noise_features": 0}, (1, 3, 6, 5)),
+     ({"dims": 3}, (2, 3, 4, 5, 4))],
+)
+def test_inference_at_w_0_matches_literal_algorithm_1_with_zero_noise(overrides, shape):
+    """At W = 0 without autograd the noise analyses are not run on the zero map (their biases stand in for them):
+    still Algorithm 1 with N = 0 to 1e-10."""
+    model = tiny(**overrides).double().eval()
+    torch.manual_seed(2)
+    for analysis in model.noise_analysis:  # biases that matter: not the zeros they start from
+        torch.nn.init.uniform_(analysis.bias, 0.2, 1.0)  # positive: they pass the ReLU of the Upscales
+    lr = torch.rand(shape, dtype=torch.float64)
+    big = imresize(lr, scale=model.scale)
+    zeros = torch.zeros((shape[0], model.noise_channels) + tuple(big.shape[2:]), dtype=torch.float64)
+    with torch.inference_mode():
+        got = model(lr)
+    assert torch.allclose(got, reference_forward(model, lr, 0.0, zeros), atol=1e-10, rtol=0)
+
+
 def test_residual_output_is_bicubic_when_synthesis_is_zero():
     model = tiny()
     with torch.no_grad():
