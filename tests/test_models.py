@@ -149,6 +149,20 @@ def test_inference_at_w_0_matches_literal_algorithm_1_with_zero_noise(overrides,
     assert torch.allclose(got, reference_forward(model, lr, 0.0, zeros), atol=1e-10, rtol=0)
 
 
+def test_inference_at_w_0_under_bf16_autocast_matches_convolving_the_zero_map():
+    """Under autocast (`amp: bf16` validation) the biases stand in in the features' dtype, as the convolution
+    would have given them (a float32 stand-in could not be written into the bf16 Upscale inputs)."""
+    model = tiny().eval()
+    torch.manual_seed(3)
+    for analysis in model.noise_analysis:
+        torch.nn.init.uniform_(analysis.bias, 0.2, 1.0)
+    lr = torch.rand((2, 3, 6, 7))
+    zeros = torch.zeros((2, model.noise_channels, *imresize(lr, scale=model.scale).shape[2:]))
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        got, want = model(lr), model(lr, noise=zeros)
+    assert got.dtype == want.dtype and torch.equal(got, want)
+
+
 def test_residual_output_is_bicubic_when_synthesis_is_zero():
     model = tiny()
     with torch.no_grad():
