@@ -481,9 +481,9 @@ class MGBPv2(nn.Module):
     def _noise_features(self, noise_map: torch.Tensor, features: list[torch.Tensor], zero_noise: bool):
         """z_k = AnalysisN_k(noise) for the levels that feed an Upscale. A zero map (W = 0) gives each its bias
         everywhere, exactly (unpadded or zero-padded convolutions of zeros), so eager inference takes the bias
-        as it is instead of convolving the zeros (3% of mgbp-x4's W = 0 forward on CPU). With autograd the
-        convolutions run: their weights then get zero gradients, which an optimiser does not skip as it skips
-        absent ones."""
+        as it is instead of convolving the zeros (mgbp-x4's W = 0 call on CPU 1.05-1.06x faster: bench_speed
+        section c, `--baseline 0c0ccf5`). With autograd the convolutions run: their weights then get zero
+        gradients, which an optimiser does not skip as it skips absent ones."""
         if zero_noise and onednn.eager_inference():
             # in the features' dtype: under autocast the convolution would have given bf16/fp16 maps too
             return [analysis.bias.to(y.dtype).view(1, -1, *([1] * (y.dim() - 2))).expand(y.shape[0], -1, *y.shape[2:])
