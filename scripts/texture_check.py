@@ -41,6 +41,8 @@ def main(argv=None) -> int:
     parser.add_argument("--json", type=Path)
     parser.add_argument("--figure", type=Path)
     parser.add_argument("--crop", action="append", default=[], help="IMAGE:TOP,LEFT,SIDE (HR pixels) for the figure")
+    parser.add_argument("--consistent", action="store_true",
+                        help="back-project every output onto S_f(Y) = LR first (mgbp upscale --consistent)")
     args = parser.parse_args(argv)
     amplitudes = [float(a) for a in args.amplitudes.split(",")]
     specs = ["bicubic", *args.method]
@@ -59,7 +61,7 @@ def main(argv=None) -> int:
         for label, model in zip(labels, models):
             for w in [0.0] if label == "Bicubic" else amplitudes:
                 key = label if label == "Bicubic" else f"{label} W={w:g}"
-                out = upscale_uint8(model, lr, noise_amp=w, seed=index)
+                out = upscale_uint8(model, lr, noise_amp=w, seed=index, consistent=args.consistent)
                 value = float(flat_region_texture(from_uint8(out, torch.float64), reference, crop=args.scale)[0])
                 scores.setdefault(key, []).append(value)
                 if path.name in crops:

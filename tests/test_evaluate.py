@@ -135,6 +135,34 @@ def test_scores_match_direct_float64_computation(dataset, stand_in_models):
     assert results.mean("Tiny", 4, "nearest4").count == 3
 
 
+def test_consistent_scores_what_upscale_consistent_writes(dataset, stand_in_models):
+    """`--consistent`: every output is back-projected onto S_f(Y) = LR before scoring. The scores are those of
+    what `mgbp upscale --consistent` writes (`mgbp.inference`), and those outputs satisfy the constraint, checked
+    with MATLAB's bicubic downscale, to within the uint8 rounding; the plain nearest-neighbour output does not."""
+    from mgbp.inference import upscale_tensor
+    from mgbp.protocol import from_uint8, to_uint8
+    from mgbp.resize import imresize
+
+    results = evaluate([dataset], [4], ["bicubic", "nearest4.model"], progress=False, consistent=True)
+    assert results.settings["consistent"] is True
+    assert {r.method for r in results.summary} == {"Bicubic+BP", "nearest4+BP"}
+    for row in results.images:
+        hr, lr = protocol_by_hand(dataset / f"{row.image}.png", 4)
+        if row.method == "nearest4+BP":
+            written = to_uint8(upscale_tensor(NearestUpscaler(4), from_uint8(lr), consistent=True))
+            assert row.psnr_y == pytest.approx(direct_psnr_y(written, hr, 4), abs=1e-6)
+            plain = np.repeat(np.repeat(lr, 4, axis=0), 4, axis=1)
+            for output, bound in ((written, 1.0), (plain, None)):
+                down = imresize(from_uint8(output, torch.float64), scale=0.25) * 255.0
+                error = float((down - from_uint8(lr, torch.float64) * 255.0).abs().max())
+                assert error < bound if bound else error > 5.0
+
+
+def test_consistent_does_not_apply_to_outputs_made_elsewhere(dataset, tmp_path):
+    with pytest.raises(ConfigError, match="--consistent"):
+        evaluate([dataset], [4], [], sr_dirs=[tmp_path], consistent=True, progress=False)
+
+
 def test_saved_generator_file_runs_through_load_model(dataset, tmp_path):
     torch.manual_seed(0)
     model = models.build_model("tiny").eval()

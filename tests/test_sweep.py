@@ -128,6 +128,26 @@ def test_bicubic_anchor_of_the_protocol():
     assert curves["psnr_y"][0] == pytest.approx(28.43, abs=0.005)
 
 
+def test_consistent_sweep_measures_back_projected_outputs():
+    """`consistent=True` scores the outputs projected onto S_f(Y) = LR: for the bicubic anchor, whose LR
+    mismatch is far from zero, the toy score changes, and it equals the score of the projected output."""
+    from mgbp.backprojection import back_project
+    from mgbp.protocol import from_uint8, protocol_pair, to_uint8
+    from mgbp.resize import imresize_uint8
+
+    hr = random_hr(3, (24, 28))
+    chosen = {"mae": mean_abs}
+    plain = sweep({"b": BicubicUpscaler(2)}, [("a", hr)], 2, [0.0], metrics=chosen, progress=False)
+    projected = sweep({"b": BicubicUpscaler(2)}, [("a", hr)], 2, [0.0], metrics=chosen, progress=False,
+                      consistent=True)
+    hr_array, lr = protocol_pair(hr, 2, source="a", window=11)
+    start = from_uint8(imresize_uint8(lr, scale=2.0))
+    want = mean_abs(from_uint8(to_uint8(back_project(from_uint8(lr), start, 2)), torch.float64),
+                    from_uint8(hr_array, torch.float64), 2)
+    got, before = projected.curves()["b"]["mae"][0], plain.curves()["b"]["mae"][0]
+    assert got == pytest.approx(want, abs=1e-9) and abs(got - before) > 0.01
+
+
 def test_eval_and_sweep_give_the_same_niqe(tmp_path):
     """One NIQE definition behind both commands (`mgbp.protocol.niqe_y`): same image, same method, same figure."""
     from mgbp.cli import main

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from mgbp.backprojection import back_project
 from mgbp.errors import ConfigError, ImageReadError, MgbpError
 from mgbp.io import IMAGE_EXTENSIONS, list_files, quantise, read_image
 from mgbp.models.contract import Capabilities, check_generator
@@ -300,16 +301,19 @@ def forward_with_noise(model: torch.nn.Module, lr: torch.Tensor, noise_amp: floa
 
 
 def upscale_uint8(model: torch.nn.Module, lr: np.ndarray, noise_amp: float = 0.0, seed: int = 0,
-                  tile: int | None = None, self_ensemble: bool = False) -> np.ndarray:
-    """The method's output for a uint8 HxWx3 LR image, rounded to uint8 as the protocol says."""
+                  tile: int | None = None, self_ensemble: bool = False, consistent: bool = False) -> np.ndarray:
+    """The method's output for a uint8 HxWx3 LR image, rounded to uint8 as the protocol says. `consistent`: the
+    output projected onto S_f(Y) = LR first (classic back-projection, eqs. 4-5), as `mgbp upscale --consistent`
+    writes it."""
     scale = int(model.scale)
     if isinstance(model, BicubicUpscaler):
         # MATLAB's imresize of the uint8 image: float64 on the integer values, rounded once
-        return imresize_uint8(lr, scale=float(scale))
+        bicubic = imresize_uint8(lr, scale=float(scale))
+        return to_uint8(back_project(from_uint8(lr), from_uint8(bicubic), scale)) if consistent else bicubic
     output = forward_with_noise(model, from_uint8(lr), noise_amp, seed=seed, tile=tile, out_device="cpu",
                                 self_ensemble=self_ensemble)
     expected = (1, 3, scale * lr.shape[0], scale * lr.shape[1])
     if tuple(output.shape) != expected:
         raise MgbpError(f"the x{scale} model returned shape {tuple(output.shape)} for a {lr.shape[1]}x"
                         f"{lr.shape[0]} input, expected {expected}")
-    return to_uint8(output)
+    return to_uint8(back_project(from_uint8(lr), output, scale) if consistent else output)

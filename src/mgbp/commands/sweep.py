@@ -28,6 +28,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--amplitudes", help="explicit comma-separated W values (overrides --steps)")
     parser.add_argument("--seed", type=int, default=0, help="noise seed (image i uses seed + i at every W)")
     parser.add_argument("--tile", type=int, default=None, help="tiled inference with this LR tile size")
+    parser.add_argument("--consistent", action="store_true",
+                        help="back-project every output onto S_f(Y) = LR before measuring it (paper eqs. 4-5)")
     parser.add_argument("--device", default=None, help="torch device (default: cuda if present, else cpu)")
     parser.add_argument("--limit", type=int, default=None, help="use only the first N images")
     parser.add_argument("-o", "--output-dir", type=Path, default=Path("sweep"),
@@ -60,9 +62,10 @@ def run(args: argparse.Namespace) -> int:
 
         require_pyplot()  # fail before the long run, not after it
     result = sweep(models, dataset, scale, amplitudes, seed=args.seed, tile=args.tile,
-                   progress=not args.quiet and sys.stderr.isatty())
+                   progress=not args.quiet and sys.stderr.isatty(), consistent=args.consistent)
     out = args.output_dir
-    write_json(out / "sweep.json", {"dataset": str(args.dataset), "models": args.models, **result.to_json()})
+    write_json(out / "sweep.json", {"dataset": str(args.dataset), "models": args.models,
+                                    "consistent": args.consistent, **result.to_json()})
     write_csv(out / "sweep.csv", result.rows())
     if not args.no_plot:
         from mgbp.plotting import plot_perception_distortion
