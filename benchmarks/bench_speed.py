@@ -13,8 +13,8 @@ sizes differ. Sections (`--only`):
   d  training throughput, HR pixels per second, of one fidelity step and one perceptual step (data loading
      included) of the recipes the shipped weights record (their `training` metadata), at their thread count;
      `--dtype bf16` runs them with `amp=bf16` (autocast)
-  f  what each option of `mgbp upscale` costs (--bf16, --half, -W 1, --tile, --self-ensemble) on the default model
-     and MGBPv1 (BOE-R3), relative to the default call
+  f  what each option of `mgbp upscale` costs (--bf16, --half, -W 1, --tile, --self-ensemble, --consistent) on
+     the default model and MGBPv1 (BOE-R3), relative to the default call
   e  a large image (960x540 -> 3840x2160 by default) through `mgbp upscale`'s tiled path with the automatic tile
      plan and with fixed tiles, against the small-image rate of the same model
 
@@ -707,7 +707,8 @@ def section_f(args, device, dtype) -> list[Item]:
                    ("-W 1", base, {"noise": 1.0}, "other"),
                    ("--tile 64", base, {"tile": 64}, "other"),
                    ("--tile 128", base, {"tile": 128}, "other"),
-                   ("--self-ensemble", base, {"self_ensemble": True}, "other")]
+                   ("--self-ensemble", base, {"self_ensemble": True}, "other"),
+                   ("--consistent", base, {"consistent": True}, "other")]
         if name == "mgbp-x4":  # a content-adaptive noise copy (MGBPv2 only): what the mask adds at W = 1
             masked = with_noise_mask(base, NoiseMask(flat=1.5, busy=10.0, busy_floor=0.5, gain=1.25))
             options.append(("-W 1, copy made by `mgbp convert --noise-mask 1.5,10,0.5,1.25`", masked,

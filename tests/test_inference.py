@@ -207,6 +207,20 @@ def test_tensors_single_and_batched(model):
     assert single.shape == (3, 28, 36) and (single - out[1]).abs().max() < 1e-5
 
 
+def test_consistent_output_meets_the_lr_constraint_and_equals_back_projecting_the_plain_one(model):
+    """`mgbp.upscale(..., consistent=True)` is `mgbp upscale --consistent`: the plain output back-projected onto
+    S_f(Y) = input (eqs. 4-5), which MATLAB's bicubic downscale then maps back onto the input."""
+    from mgbp.backprojection import DEFAULT_TOL, back_project
+
+    coarse = torch.rand(1, 3, 5, 6, generator=torch.Generator().manual_seed(12))
+    lr = 0.2 + 0.6 * imresize(coarse, size=(14, 18)).clamp(0, 1)  # inside (0, 1): the clamp does not bind
+    out = upscale(lr, model=model, consistent=True)
+    plain = run_model(model, lr)
+    assert torch.equal(out, back_project(lr, plain, 2).clamp(0, 1))
+    assert (imresize(out, scale=0.5) - lr).abs().max() < 2 * DEFAULT_TOL
+    assert (imresize(plain.clamp(0, 1), scale=0.5) - lr).abs().max() > 10 * DEFAULT_TOL
+
+
 def test_user_errors(model):
     with pytest.raises(ConfigError, match="x2"):
         upscale(np.zeros((8, 8, 3), np.uint8), model=model, scale=4)

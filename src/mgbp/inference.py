@@ -101,7 +101,7 @@ def resolve_dtype(dtype):
 
 def upscale(image, model=None, scale: int | None = None, noise: float = 0.0, tile: int | None = None,
             device=None, dtype=None, overlap: int | None = None, progress: bool = False, seed: int | None = None,
-            self_ensemble: bool = False, allow_extrapolation: bool = False):
+            self_ensemble: bool = False, allow_extrapolation: bool = False, consistent: bool = False):
     """Upscale a numpy array (HxW, HxWxC, NxHxWxC; uint8, uint16 or float in [0,1]), a PIL image or a float
     tensor ((C,H,W) or (N,C,H,W) in [0,1]) and return the same kind, clamped to the valid range.
 
@@ -112,10 +112,12 @@ def upscale(image, model=None, scale: int | None = None, noise: float = 0.0, til
     makes its noise reproducible, on any device and with any tiling (None: torch's RNG). Grey inputs run through
     the model as RGB and come back grey (channel mean); an alpha channel is upscaled separately with MATLAB
     bicubic (`mgbp.resize.imresize`). PIL palette images come back RGB or RGBA. `self_ensemble` (W = 0):
-    average over the 8 flips/rotations (8x slower, about +0.1 dB). The settings are those of `InferenceOptions`.
+    average over the 8 flips/rotations (8x slower, about +0.1 dB). `consistent`: the output projected onto
+    S_f(Y) = input by back-projection (eqs. 4-5), as `mgbp upscale --consistent`. The settings are those of
+    `InferenceOptions`.
     """
     options = InferenceOptions(noise=noise, seed=seed, tile=tile, overlap=overlap, self_ensemble=self_ensemble,
-                               allow_extrapolation=allow_extrapolation, progress=progress)
+                               allow_extrapolation=allow_extrapolation, progress=progress, consistent=consistent)
     options.check()
     to_kind, x = _from_any(image)
     model = resolve_model(model, scale, device, dtype)
