@@ -708,7 +708,8 @@ def section_f(args, device, dtype) -> list[Item]:
                    ("--tile 64", base, {"tile": 64}, "other"),
                    ("--tile 128", base, {"tile": 128}, "other"),
                    ("--self-ensemble", base, {"self_ensemble": True}, "other"),
-                   ("--consistent", base, {"consistent": True}, "other")]
+                   ("--consistent", base, {"consistent": True}, "other"),
+                   ("--consistent, 1 step", base, {"consistent": True, "consistent_steps": 1}, "other")]
         if name == "mgbp-x4":  # a content-adaptive noise copy (MGBPv2 only): what the mask adds at W = 1
             masked = with_noise_mask(base, NoiseMask(flat=1.5, busy=10.0, busy_floor=0.5, gain=1.25))
             options.append(("-W 1, copy made by `mgbp convert --noise-mask 1.5,10,0.5,1.25`", masked,

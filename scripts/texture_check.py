@@ -43,6 +43,8 @@ def main(argv=None) -> int:
     parser.add_argument("--crop", action="append", default=[], help="IMAGE:TOP,LEFT,SIDE (HR pixels) for the figure")
     parser.add_argument("--consistent", action="store_true",
                         help="back-project every output onto S_f(Y) = LR first (mgbp upscale --consistent)")
+    parser.add_argument("--consistent-steps", type=int, metavar="N",
+                        help="with --consistent: at most N back-projection iterations (default: until converged)")
     args = parser.parse_args(argv)
     amplitudes = [float(a) for a in args.amplitudes.split(",")]
     specs = ["bicubic", *args.method]
@@ -61,7 +63,8 @@ def main(argv=None) -> int:
         for label, model in zip(labels, models):
             for w in [0.0] if label == "Bicubic" else amplitudes:
                 key = label if label == "Bicubic" else f"{label} W={w:g}"
-                out = upscale_uint8(model, lr, noise_amp=w, seed=index, consistent=args.consistent)
+                out = upscale_uint8(model, lr, noise_amp=w, seed=index, consistent=args.consistent,
+                                    consistent_steps=args.consistent_steps)
                 value = float(flat_region_texture(from_uint8(out, torch.float64), reference, crop=args.scale)[0])
                 scores.setdefault(key, []).append(value)
                 if path.name in crops:

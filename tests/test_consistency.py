@@ -12,7 +12,13 @@ import pytest
 import torch
 
 from mgbp import io
-from mgbp.backprojection import DEFAULT_TOL, enforce_consistency, measure_consistency
+from mgbp.backprojection import (
+    DEFAULT_STEP,
+    DEFAULT_TOL,
+    back_project,
+    enforce_consistency,
+    measure_consistency,
+)
 from mgbp.errors import ConfigError
 from mgbp.resize import imresize
 
@@ -42,6 +48,22 @@ def test_enforce_reaches_tolerance_within_bound(scale, case):
     # classic step 1 also converges, more slowly (contraction 0.777)
     _, classic = enforce_consistency(lr, output, scale, step=1.0)
     assert classic.converged and info.iterations < classic.iterations <= 30
+
+
+@pytest.mark.parametrize("scale", [2, 4])
+def test_one_step_is_eq_4_and_5_once_by_hand(scale):
+    """`back_project(..., steps=1)`: y + step * imresize(x - S_f(y), f), clipped to [0, 1], written out here in
+    float64; two steps apply it twice. Steps must be whole numbers >= 1."""
+    lr, output = rand(1, 3, 9, 11, seed=7), rand(1, 3, 9 * scale, 11 * scale, seed=8)
+
+    def by_hand(y):
+        return (y + DEFAULT_STEP * imresize(lr - imresize(y, scale=1.0 / scale), scale=float(scale))).clamp(0, 1)
+
+    assert torch.allclose(back_project(lr, output, scale, steps=1), by_hand(output), atol=1e-12, rtol=0)
+    assert torch.allclose(back_project(lr, output, scale, steps=2), by_hand(by_hand(output)), atol=1e-12, rtol=0)
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ConfigError, match="steps"):
+            back_project(lr, output, scale, steps=bad)
 
 
 def test_clamped_enforcement_survives_saving_as_uint8():

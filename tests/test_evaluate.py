@@ -158,6 +158,20 @@ def test_consistent_scores_what_upscale_consistent_writes(dataset, stand_in_mode
                 assert error < bound if bound else error > 5.0
 
 
+def test_consistent_steps_score_what_upscale_writes_with_that_many_iterations(dataset, stand_in_models):
+    from mgbp.inference import upscale_tensor
+    from mgbp.protocol import from_uint8, to_uint8
+
+    results = evaluate([dataset], [4], ["nearest4.model"], progress=False, consistent=True, consistent_steps=1)
+    assert results.settings["consistent_steps"] == 1 and {r.method for r in results.summary} == {"nearest4+BP1"}
+    for row in results.images:
+        hr, lr = protocol_by_hand(dataset / f"{row.image}.png", 4)
+        written = to_uint8(upscale_tensor(NearestUpscaler(4), from_uint8(lr), consistent=True, consistent_steps=1))
+        assert row.psnr_y == pytest.approx(direct_psnr_y(written, hr, 4), abs=1e-6)
+        full = to_uint8(upscale_tensor(NearestUpscaler(4), from_uint8(lr), consistent=True))
+        assert not np.array_equal(written, full)  # one iteration is not the converged projection
+
+
 def test_consistent_does_not_apply_to_outputs_made_elsewhere(dataset, tmp_path):
     with pytest.raises(ConfigError, match="--consistent"):
         evaluate([dataset], [4], [], sr_dirs=[tmp_path], consistent=True, progress=False)

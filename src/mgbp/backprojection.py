@@ -134,8 +134,12 @@ def enforce_consistency(lr: torch.Tensor, output: torch.Tensor, scale: int, tol:
     return y.to(output.dtype), info
 
 
-def back_project(lr: torch.Tensor, output: torch.Tensor, scale: int) -> torch.Tensor:
+def back_project(lr: torch.Tensor, output: torch.Tensor, scale: int, steps: int | None = None) -> torch.Tensor:
     """`output` projected onto {Y in [0,1] : S_f(Y) = lr} (`enforce_consistency` with `clamp=True`, so that it
-    survives saving): what `mgbp upscale --consistent` writes."""
-    projected, _info = enforce_consistency(lr, output, scale, clamp=True)
+    survives saving): what `mgbp upscale --consistent` writes. `steps`: at most that many iterations (each one
+    bicubic downscale and upscale; None: until converged, at most DEFAULT_MAX_ITER)."""
+    if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
+        raise ConfigError(f"back-projection steps must be a whole number >= 1, got {steps!r}")
+    projected, _info = enforce_consistency(lr, output, scale, clamp=True,
+                                           max_iter=DEFAULT_MAX_ITER if steps is None else steps)
     return projected

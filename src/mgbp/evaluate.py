@@ -134,6 +134,7 @@ class Method:
     model: torch.nn.Module | None = None
     self_ensemble: bool = False  # the mean over the 8 flips/rotations (label ends in SELF_ENSEMBLE_SUFFIX)
     consistent: bool = False  # projected onto S_f(Y) = LR (label ends in CONSISTENT_SUFFIX)
+    consistent_steps: int | None = None  # at most this many back-projection iterations (label: +BP<steps>)
     outputs: Path | None = None  # a folder of another tool's outputs, read instead of upscaling (`--sr`)
 
     def supports(self, scale: int) -> bool:
@@ -143,7 +144,7 @@ class Method:
         """uint8 HxWx3 LR -> uint8 (scale*H)x(scale*W)x3 output, rounded as MATLAB rounds to uint8."""
         model = BicubicUpscaler(scale) if self.model is None else self.model
         return upscale_uint8(model, lr, noise, seed=seed, tile=tile, self_ensemble=self.self_ensemble,
-                             consistent=self.consistent)
+                             consistent=self.consistent, consistent_steps=self.consistent_steps)
 
     def output_for(self, hr_path: Path, hr: np.ndarray, lr: np.ndarray, scale: int, noise: float,
                    tile: int | None, seed: int) -> np.ndarray:
@@ -186,19 +187,19 @@ CONSISTENT_SUFFIX = "+BP"  # the output back-projected onto S_f(Y) = LR (`mgbp u
 
 
 def load_methods(specs: Sequence[str], device: str | None, self_ensemble: bool = False,
-                 consistent: bool = False) -> list[Method]:
+                 consistent: bool = False, consistent_steps: int | None = None) -> list[Method]:
     """Methods for the specs; with `self_ensemble` every generator runs as its 8-symmetry mean (bicubic, which
     is symmetric already, stays as it is); with `consistent` every method's output, bicubic's too, is projected
-    onto S_f(Y) = LR."""
+    onto S_f(Y) = LR (in at most `consistent_steps` iterations when given: labels `+BP<steps>`)."""
     methods = []
-    bp = CONSISTENT_SUFFIX if consistent else ""
+    bp = (CONSISTENT_SUFFIX + ("" if consistent_steps is None else str(consistent_steps))) if consistent else ""
     for spec, label in zip(specs, method_labels(specs)):
         if is_bicubic(spec):
-            methods.append(Method(label + bp, spec, consistent=consistent))
+            methods.append(Method(label + bp, spec, consistent=consistent, consistent_steps=consistent_steps))
         else:
             suffix = (SELF_ENSEMBLE_SUFFIX if self_ensemble else "") + bp
             methods.append(Method(label + suffix, spec, load_generator(spec, device=device), self_ensemble,
-                                  consistent=consistent))
+                                  consistent=consistent, consistent_steps=consistent_steps))
     return methods
 
 
@@ -261,13 +262,15 @@ def evaluate(datasets: Sequence, scales: Sequence[int] = (4,), methods: Sequence
              tile: int | None = None, device: str | None = None, save_images=None, seed: int = 0,
              strict: bool = False, progress: bool = True, warn=None, self_ensemble: bool = False,
              degrade: Sequence[str] | None = None, sr_dirs: Sequence | None = None,
-             learned: Sequence[str] = (), save_lr=None, consistent: bool = False) -> EvalResults:
+             learned: Sequence[str] = (), save_lr=None, consistent: bool = False,
+             consistent_steps: int | None = None) -> EvalResults:
     """Evaluate `methods` on every image of every dataset folder at every scale (see the module docstring).
 
     An unreadable image is skipped and listed in `results.skipped` (and passed to `warn`), unless `strict`,
     in which case it raises `ImageReadError`. Missing or empty folders and bad options raise `MgbpError`s.
     `self_ensemble`: generators run as the mean over the 8 flips/rotations (W = 0 only; labels get "+SE").
-    `consistent`: every method's output is back-projected onto S_f(Y) = LR before scoring (labels get "+BP").
+    `consistent`: every method's output is back-projected onto S_f(Y) = LR before scoring (labels get "+BP"),
+    in at most `consistent_steps` iterations when given (labels "+BP<steps>").
     `degrade`: specs of degraded test sets (module docstring); each dataset is scored once per spec.
     `sr_dirs`: folders of other tools' outputs, scored as methods (module docstring). `learned`: "lpips" and/or
     "dists", measured when pyiqa and its local weights are there, else skipped with a warning. `save_lr`: a
@@ -284,7 +287,8 @@ def evaluate(datasets: Sequence, scales: Sequence[int] = (4,), methods: Sequence
         raise ConfigError("--sr scores outputs made elsewhere: --degrade does not apply to them")
     if consistent and sr_dirs:
         raise ConfigError("--sr scores outputs made elsewhere as they are: --consistent does not apply to them")
-    loaded = load_methods(list(methods) or ([] if sr_dirs else [BICUBIC]), device, self_ensemble, consistent)
+    loaded = load_methods(list(methods) or ([] if sr_dirs else [BICUBIC]), device, self_ensemble, consistent,
+                          consistent_steps)
     loaded += output_folder_methods(sr_dirs or [], scales, {m.label for m in loaded})
     jobs = _method_scale_jobs(loaded, scales)
     names = dataset_names(folders)
@@ -292,7 +296,7 @@ def evaluate(datasets: Sequence, scales: Sequence[int] = (4,), methods: Sequence
     results = EvalResults(settings={
         "datasets": [str(f) for f in folders], "scales": scales, "methods": [m.spec for m in loaded],
         "noise": float(noise), "seed": int(seed), "tile": tile, "device": device, "self_ensemble": self_ensemble,
-        "consistent": consistent,
+        "consistent": consistent, "consistent_steps": consistent_steps,
         "lr_dirs": None if lr_dirs is None else [str(d) for d in lr_dirs],
         "degrade": [label for label, _ in degradations],
         "sr_dirs": [str(m.outputs) for m in loaded if m.outputs is not None],

@@ -101,7 +101,8 @@ def resolve_dtype(dtype):
 
 def upscale(image, model=None, scale: int | None = None, noise: float = 0.0, tile: int | None = None,
             device=None, dtype=None, overlap: int | None = None, progress: bool = False, seed: int | None = None,
-            self_ensemble: bool = False, allow_extrapolation: bool = False, consistent: bool = False):
+            self_ensemble: bool = False, allow_extrapolation: bool = False, consistent: bool = False,
+            consistent_steps: int | None = None):
     """Upscale a numpy array (HxW, HxWxC, NxHxWxC; uint8, uint16 or float in [0,1]), a PIL image or a float
     tensor ((C,H,W) or (N,C,H,W) in [0,1]) and return the same kind, clamped to the valid range.
 
@@ -113,11 +114,13 @@ def upscale(image, model=None, scale: int | None = None, noise: float = 0.0, til
     the model as RGB and come back grey (channel mean); an alpha channel is upscaled separately with MATLAB
     bicubic (`mgbp.resize.imresize`). PIL palette images come back RGB or RGBA. `self_ensemble` (W = 0):
     average over the 8 flips/rotations (8x slower, about +0.1 dB). `consistent`: the output projected onto
-    S_f(Y) = input by back-projection (eqs. 4-5), as `mgbp upscale --consistent`. The settings are those of
+    S_f(Y) = input by back-projection (eqs. 4-5), as `mgbp upscale --consistent`, in at most `consistent_steps`
+    iterations when given (one iteration: one bicubic downscale and upscale). The settings are those of
     `InferenceOptions`.
     """
     options = InferenceOptions(noise=noise, seed=seed, tile=tile, overlap=overlap, self_ensemble=self_ensemble,
-                               allow_extrapolation=allow_extrapolation, progress=progress, consistent=consistent)
+                               allow_extrapolation=allow_extrapolation, progress=progress, consistent=consistent,
+                               consistent_steps=consistent_steps)
     options.check()
     to_kind, x = _from_any(image)
     model = resolve_model(model, scale, device, dtype)
@@ -137,6 +140,7 @@ class InferenceOptions:
     tile: int | None = None
     overlap: int | None = None
     consistent: bool = False
+    consistent_steps: int | None = None  # at most this many back-projection iterations (None: until converged)
     self_ensemble: bool = False
     allow_extrapolation: bool = False
     progress: bool = False
@@ -169,7 +173,7 @@ def upscale_tensor(model, x: torch.Tensor, options: InferenceOptions | None = No
                     progress=options.progress, out_device=rgb.device, generator=seeded_generator(options.seed),
                     self_ensemble=options.self_ensemble)
     if options.consistent:
-        out = back_project(rgb, out, model_scale(model))
+        out = back_project(rgb, out, model_scale(model), options.consistent_steps)
     if alpha is not None:
         alpha = imresize(alpha.float(), scale=model_scale(model)).clamp(0.0, 1.0)
     return _merge_channels(out.clamp(0.0, 1.0), alpha, grey)

@@ -104,12 +104,14 @@ class SweepResult:
 
 def sweep(models: dict[str, torch.nn.Module], dataset: Sequence[tuple[str, np.ndarray]], scale: int,
           amplitudes: Sequence[float], seed: int = 0, tile: int | None = None,
-          metrics: dict[str, MetricFn] | None = None, progress: bool = True, consistent: bool = False) -> SweepResult:
+          metrics: dict[str, MetricFn] | None = None, progress: bool = True, consistent: bool = False,
+          consistent_steps: int | None = None) -> SweepResult:
     """Run every model at every W on every (name, HR uint8 HxWx3) image and measure `metrics`.
 
     Image i uses noise seed `seed + i` at every W and for every model, so each curve is a deterministic,
     smooth function of W and the models see the same noise draws. `consistent`: each output is back-projected
-    onto S_f(Y) = LR before it is measured (`mgbp upscale --consistent`).
+    onto S_f(Y) = LR before it is measured (`mgbp upscale --consistent`), in at most `consistent_steps` iterations
+    when given.
     """
     from tqdm import tqdm
 
@@ -129,8 +131,8 @@ def sweep(models: dict[str, torch.nn.Module], dataset: Sequence[tuple[str, np.nd
             hr = from_uint8(hr_array, torch.float64)
             for label, model in models.items():
                 for j, w in enumerate(amplitudes):
-                    output = from_uint8(upscale_uint8(model, lr, w, seed=seed + i, tile=tile, consistent=consistent),
-                                        torch.float64)
+                    output = from_uint8(upscale_uint8(model, lr, w, seed=seed + i, tile=tile, consistent=consistent,
+                                                      consistent_steps=consistent_steps), torch.float64)
                     for name, fn in metrics.items():
                         result.per_image[label][name][i, j] = fn(output, hr, scale)
                     bar.update(1)

@@ -60,6 +60,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--consistent", action="store_true",
                         help="back-project every output onto S_f(Y) = LR before scoring, as `mgbp upscale "
                              "--consistent` writes it (paper eqs. 4-5; labels get '+BP')")
+    parser.add_argument("--consistent-steps", type=int, metavar="N",
+                        help="with --consistent: at most N back-projection iterations (labels get '+BPN'; "
+                             "default: until S_f(Y) = LR to half a grey level)")
     parser.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     parser.add_argument("--strict", action="store_true", help="stop at an unreadable image instead of skipping")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -78,7 +81,8 @@ def run(args: argparse.Namespace) -> int:
                        rmse=args.rmse, lr_dirs=args.lr, tile=args.tile, device=args.device,
                        save_images=args.save_images, seed=args.seed, strict=args.strict,
                        progress=not args.quiet, self_ensemble=args.self_ensemble, degrade=args.degrade,
-                       sr_dirs=args.sr, learned=learned, save_lr=args.save_lr, consistent=args.consistent)
+                       sr_dirs=args.sr, learned=learned, save_lr=args.save_lr, consistent=args.consistent,
+                       consistent_steps=args.consistent_steps)
     document = results.to_dict()
     print(tables.text_table(*tables.summary_grid(document["summary"])))
     if args.per_image:

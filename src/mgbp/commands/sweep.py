@@ -30,6 +30,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tile", type=int, default=None, help="tiled inference with this LR tile size")
     parser.add_argument("--consistent", action="store_true",
                         help="back-project every output onto S_f(Y) = LR before measuring it (paper eqs. 4-5)")
+    parser.add_argument("--consistent-steps", type=int, metavar="N",
+                        help="with --consistent: at most N back-projection iterations (default: until converged)")
     parser.add_argument("--device", default=None, help="torch device (default: cuda if present, else cpu)")
     parser.add_argument("--limit", type=int, default=None, help="use only the first N images")
     parser.add_argument("-o", "--output-dir", type=Path, default=Path("sweep"),
@@ -62,10 +64,12 @@ def run(args: argparse.Namespace) -> int:
 
         require_pyplot()  # fail before the long run, not after it
     result = sweep(models, dataset, scale, amplitudes, seed=args.seed, tile=args.tile,
-                   progress=not args.quiet and sys.stderr.isatty(), consistent=args.consistent)
+                   progress=not args.quiet and sys.stderr.isatty(), consistent=args.consistent,
+                   consistent_steps=args.consistent_steps)
     out = args.output_dir
     write_json(out / "sweep.json", {"dataset": str(args.dataset), "models": args.models,
-                                    "consistent": args.consistent, **result.to_json()})
+                                    "consistent": args.consistent, "consistent_steps": args.consistent_steps,
+                                    **result.to_json()})
     write_csv(out / "sweep.csv", result.rows())
     if not args.no_plot:
         from mgbp.plotting import plot_perception_distortion
