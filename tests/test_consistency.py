@@ -66,6 +66,18 @@ def test_one_step_is_eq_4_and_5_once_by_hand(scale):
             back_project(lr, output, scale, steps=bad)
 
 
+def test_steps_without_consistent_are_refused_before_any_work(tmp_path, capsys):
+    from mgbp.cli import main
+
+    source = tmp_path / "in.png"
+    io.write_image(source, np.random.default_rng(0).integers(0, 256, (8, 8, 3)).astype(np.uint8))
+    for argv in (["upscale", str(source), "-o", str(tmp_path / "out"), "-m", "bicubic", "--consistent-steps", "1"],
+                 ["upscale", str(source), "-o", str(tmp_path / "out"), "--consistent", "--consistent-steps", "0"]):
+        assert main(argv) == 2
+        assert "--consistent-steps" in capsys.readouterr().err
+        assert not (tmp_path / "out").exists()
+
+
 def test_clamped_enforcement_survives_saving_as_uint8():
     # a smooth image with saturated areas: bicubic overshoots there, so plain IBP leaves values outside [0, 1]
     lr = (imresize(rand(1, 3, 5, 5, seed=4), size=(20, 20)) * 1.4 - 0.2).clamp(0, 1)

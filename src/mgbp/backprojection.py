@@ -134,12 +134,22 @@ def enforce_consistency(lr: torch.Tensor, output: torch.Tensor, scale: int, tol:
     return y.to(output.dtype), info
 
 
+def check_steps(consistent: bool, steps, option: str = "--consistent-steps") -> None:
+    """ConfigError, before any work, for back-projection steps that are not a whole number >= 1, or that are
+    given without the back-projection they bound."""
+    if steps is None:
+        return
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ConfigError(f"{option} must be a whole number >= 1, got {steps!r}")
+    if not consistent:
+        raise ConfigError(f"{option} bounds the back-projection of --consistent: give --consistent too")
+
+
 def back_project(lr: torch.Tensor, output: torch.Tensor, scale: int, steps: int | None = None) -> torch.Tensor:
     """`output` projected onto {Y in [0,1] : S_f(Y) = lr} (`enforce_consistency` with `clamp=True`, so that it
     survives saving): what `mgbp upscale --consistent` writes. `steps`: at most that many iterations (each one
     bicubic downscale and upscale; None: until converged, at most DEFAULT_MAX_ITER)."""
-    if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
-        raise ConfigError(f"back-projection steps must be a whole number >= 1, got {steps!r}")
+    check_steps(True, steps, "back-projection steps")
     projected, _info = enforce_consistency(lr, output, scale, clamp=True,
                                            max_iter=DEFAULT_MAX_ITER if steps is None else steps)
     return projected

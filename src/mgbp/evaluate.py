@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from mgbp.backprojection import check_steps
 from mgbp.errors import ConfigError, ImageReadError, MgbpError
 from mgbp.io import read_image, write_image
 from mgbp.protocol import (
@@ -285,6 +286,7 @@ def evaluate(datasets: Sequence, scales: Sequence[int] = (4,), methods: Sequence
     device = resolve_device(device)
     if sr_dirs and any(label is not None for label, _ in degradations):
         raise ConfigError("--sr scores outputs made elsewhere: --degrade does not apply to them")
+    check_steps(consistent, consistent_steps)
     if consistent and sr_dirs:
         raise ConfigError("--sr scores outputs made elsewhere as they are: --consistent does not apply to them")
     loaded = load_methods(list(methods) or ([] if sr_dirs else [BICUBIC]), device, self_ensemble, consistent,

@@ -20,7 +20,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
-from mgbp.backprojection import back_project
+from mgbp.backprojection import back_project, check_steps
 from mgbp.errors import ConfigError
 from mgbp.io import quantise
 from mgbp.resize import imresize
@@ -148,6 +148,7 @@ class InferenceOptions:
     def check(self, noise_name: str = "noise") -> None:
         """ConfigError, before any work, for a W out of range or a self-ensemble at W > 0."""
         check_noise_amplitude(self.noise, self.allow_extrapolation, name=noise_name)
+        check_steps(self.consistent, self.consistent_steps)
         if self.self_ensemble:
             check_self_ensemble(self.noise)
 

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from mgbp.backprojection import check_steps
 from mgbp.errors import ConfigError
 from mgbp.protocol import (
     SSIM_WINDOW,
@@ -115,6 +116,7 @@ def sweep(models: dict[str, torch.nn.Module], dataset: Sequence[tuple[str, np.nd
     """
     from tqdm import tqdm
 
+    check_steps(consistent, consistent_steps)
     metrics = default_metrics() if metrics is None else metrics
     for label, model in models.items():
         if int(model.scale) != scale:

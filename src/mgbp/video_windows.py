@@ -178,7 +178,7 @@ def make_window_runner(model, options: VideoOptions,
                             generator=generator, self_ensemble=options.self_ensemble)
         if options.consistent:
             middle = clip[(clip.shape[0] - out.shape[0]) // 2:][: out.shape[0]]
-            out = back_project(middle, out, int(model.scale))
+            out = back_project(middle, out, int(model.scale), options.consistent_steps)
         return out.clamp(0.0, 1.0)
 
     return run

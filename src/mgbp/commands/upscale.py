@@ -94,6 +94,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                           help="replace existing outputs (and allow writing over an input)")
     parser.add_argument("--consistent", action="store_true",
                         help="enforce S_f(output) = input by back-projection (paper eqs. 4-5)")
+    parser.add_argument("--consistent-steps", type=int, metavar="N",
+                        help="with --consistent: at most N back-projection iterations (each one bicubic "
+                             "downscale and upscale; default: until S_f(output) = input to half a grey level)")
     parser.add_argument("--self-ensemble", action="store_true",
                         help="average the outputs for the 8 flips/rotations of the input (W = 0 only; "
                              "8x slower; about 0.1 dB higher PSNR-Y at x4)")
@@ -313,7 +316,8 @@ def _video_options(args):
     return VideoOptions(codec=args.codec, crf=args.crf, pix_fmt=args.pix_fmt, window=args.window,
                         stride=args.stride, max_frames=args.max_frames, fps=args.fps,
                         noise=args.noise, tile=args.tile, overlap=args.tile_overlap,
-                        consistent=args.consistent, progress=not args.quiet, seed=args.seed,
+                        consistent=args.consistent, consistent_steps=args.consistent_steps,
+                        progress=not args.quiet, seed=args.seed,
                         self_ensemble=args.self_ensemble, allow_extrapolation=args.allow_extrapolation,
                         preset=args.preset, encoder_options=dict(args.encoder_options),
                         encoder_log=not args.quiet)

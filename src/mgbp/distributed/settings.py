@@ -63,6 +63,7 @@ class UpscaleSettings:
     tile: int | None = None
     tile_overlap: int | None = None
     consistent: bool = False
+    consistent_steps: int | None = None
     self_ensemble: bool = False
     skip_existing: bool = False
     overwrite: bool = False
@@ -91,8 +92,8 @@ class UpscaleSettings:
         from mgbp.inference import InferenceOptions
 
         return InferenceOptions(noise=self.noise, seed=self.seed, tile=self.tile, overlap=self.tile_overlap,
-                                consistent=self.consistent, self_ensemble=self.self_ensemble,
-                                allow_extrapolation=self.allow_extrapolation)
+                                consistent=self.consistent, consistent_steps=self.consistent_steps,
+                                self_ensemble=self.self_ensemble, allow_extrapolation=self.allow_extrapolation)
 
     def output(self):
         """The `mgbp.image_files.OutputOptions` of images."""
@@ -107,7 +108,7 @@ class UpscaleSettings:
                             stride=self.stride, max_frames=self.max_frames, fps=self.fps, noise=self.noise,
                             allow_extrapolation=self.allow_extrapolation, seed=self.seed, tile=self.tile,
                             overlap=self.tile_overlap, consistent=self.consistent,
-                            self_ensemble=self.self_ensemble, progress=False, preset=self.preset,
+                            consistent_steps=self.consistent_steps, self_ensemble=self.self_ensemble, progress=False, preset=self.preset,
                             encoder_options=dict(self.encoder_options), encoder_log=False)
 
 
