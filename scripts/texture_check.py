@@ -44,7 +44,7 @@ def main(argv=None) -> int:
     parser.add_argument("--consistent", action="store_true",
                         help="back-project every output onto S_f(Y) = LR first (mgbp upscale --consistent)")
     parser.add_argument("--consistent-steps", type=int, metavar="N",
-                        help="with --consistent: at most N back-projection iterations (default: until converged)")
+                        help="with --consistent: N back-projection iterations (default: until converged)")
     args = parser.parse_args(argv)
     amplitudes = [float(a) for a in args.amplitudes.split(",")]
     specs = ["bicubic", *args.method]

@@ -61,6 +61,8 @@ def test_one_step_is_eq_4_and_5_once_by_hand(scale):
 
     assert torch.allclose(back_project(lr, output, scale, steps=1), by_hand(output), atol=1e-12, rtol=0)
     assert torch.allclose(back_project(lr, output, scale, steps=2), by_hand(by_hand(output)), atol=1e-12, rtol=0)
+    single = back_project(lr.float(), output.float(), scale, steps=2)  # float32 images: computed in float32
+    assert single.dtype == torch.float32 and torch.allclose(single.double(), by_hand(by_hand(output)), atol=1e-5)
     for bad in (0, -1, 1.5, True):
         with pytest.raises(ConfigError, match="steps"):
             back_project(lr, output, scale, steps=bad)

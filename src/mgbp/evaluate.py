@@ -135,7 +135,7 @@ class Method:
     model: torch.nn.Module | None = None
     self_ensemble: bool = False  # the mean over the 8 flips/rotations (label ends in SELF_ENSEMBLE_SUFFIX)
     consistent: bool = False  # projected onto S_f(Y) = LR (label ends in CONSISTENT_SUFFIX)
-    consistent_steps: int | None = None  # at most this many back-projection iterations (label: +BP<steps>)
+    consistent_steps: int | None = None  # this many back-projection iterations (label: +BP<steps>)
     outputs: Path | None = None  # a folder of another tool's outputs, read instead of upscaling (`--sr`)
 
     def supports(self, scale: int) -> bool:
@@ -191,7 +191,7 @@ def load_methods(specs: Sequence[str], device: str | None, self_ensemble: bool =
                  consistent: bool = False, consistent_steps: int | None = None) -> list[Method]:
     """Methods for the specs; with `self_ensemble` every generator runs as its 8-symmetry mean (bicubic, which
     is symmetric already, stays as it is); with `consistent` every method's output, bicubic's too, is projected
-    onto S_f(Y) = LR (in at most `consistent_steps` iterations when given: labels `+BP<steps>`)."""
+    onto S_f(Y) = LR (in `consistent_steps` iterations when given: labels `+BP<steps>`)."""
     methods = []
     bp = (CONSISTENT_SUFFIX + ("" if consistent_steps is None else str(consistent_steps))) if consistent else ""
     for spec, label in zip(specs, method_labels(specs)):
@@ -271,7 +271,7 @@ def evaluate(datasets: Sequence, scales: Sequence[int] = (4,), methods: Sequence
     in which case it raises `ImageReadError`. Missing or empty folders and bad options raise `MgbpError`s.
     `self_ensemble`: generators run as the mean over the 8 flips/rotations (W = 0 only; labels get "+SE").
     `consistent`: every method's output is back-projected onto S_f(Y) = LR before scoring (labels get "+BP"),
-    in at most `consistent_steps` iterations when given (labels "+BP<steps>").
+    in `consistent_steps` iterations when given (labels "+BP<steps>").
     `degrade`: specs of degraded test sets (module docstring); each dataset is scored once per spec.
     `sr_dirs`: folders of other tools' outputs, scored as methods (module docstring). `learned`: "lpips" and/or
     "dists", measured when pyiqa and its local weights are there, else skipped with a warning. `save_lr`: a

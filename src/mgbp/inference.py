@@ -114,7 +114,7 @@ def upscale(image, model=None, scale: int | None = None, noise: float = 0.0, til
     the model as RGB and come back grey (channel mean); an alpha channel is upscaled separately with MATLAB
     bicubic (`mgbp.resize.imresize`). PIL palette images come back RGB or RGBA. `self_ensemble` (W = 0):
     average over the 8 flips/rotations (8x slower, about +0.1 dB). `consistent`: the output projected onto
-    S_f(Y) = input by back-projection (eqs. 4-5), as `mgbp upscale --consistent`, in at most `consistent_steps`
+    S_f(Y) = input by back-projection (eqs. 4-5), as `mgbp upscale --consistent`, in `consistent_steps`
     iterations when given (one iteration: one bicubic downscale and upscale). The settings are those of
     `InferenceOptions`.
     """
@@ -140,7 +140,7 @@ class InferenceOptions:
     tile: int | None = None
     overlap: int | None = None
     consistent: bool = False
-    consistent_steps: int | None = None  # at most this many back-projection iterations (None: until converged)
+    consistent_steps: int | None = None  # this many back-projection iterations (None: until converged)
     self_ensemble: bool = False
     allow_extrapolation: bool = False
     progress: bool = False

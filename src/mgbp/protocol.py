@@ -305,7 +305,7 @@ def upscale_uint8(model: torch.nn.Module, lr: np.ndarray, noise_amp: float = 0.0
                   consistent_steps: int | None = None) -> np.ndarray:
     """The method's output for a uint8 HxWx3 LR image, rounded to uint8 as the protocol says. `consistent`: the
     output projected onto S_f(Y) = LR first (classic back-projection, eqs. 4-5), as `mgbp upscale --consistent`
-    writes it; `consistent_steps`: at most that many back-projection iterations (None: until converged)."""
+    writes it; `consistent_steps`: that many back-projection iterations (None: until converged)."""
     scale = int(model.scale)
     if isinstance(model, BicubicUpscaler):
         # MATLAB's imresize of the uint8 image: float64 on the integer values, rounded once

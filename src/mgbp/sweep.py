@@ -111,7 +111,7 @@ def sweep(models: dict[str, torch.nn.Module], dataset: Sequence[tuple[str, np.nd
 
     Image i uses noise seed `seed + i` at every W and for every model, so each curve is a deterministic,
     smooth function of W and the models see the same noise draws. `consistent`: each output is back-projected
-    onto S_f(Y) = LR before it is measured (`mgbp upscale --consistent`), in at most `consistent_steps` iterations
+    onto S_f(Y) = LR before it is measured (`mgbp upscale --consistent`), in `consistent_steps` iterations
     when given.
     """
     from tqdm import tqdm

@@ -26,7 +26,7 @@ class VideoOptions:
     tile: int | None = None
     overlap: int | None = None
     consistent: bool = False
-    consistent_steps: int | None = None  # at most this many back-projection iterations (None: until converged)
+    consistent_steps: int | None = None  # this many back-projection iterations (None: until converged)
     self_ensemble: bool = False  # mean over the 8 flips/rotations of each window (W = 0 only)
     progress: bool = True
     preset: str | None = None  # the encoder's speed/size preset (libx264/x265 "slow", NVENC "p7", ...)

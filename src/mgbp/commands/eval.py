@@ -61,7 +61,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="back-project every output onto S_f(Y) = LR before scoring, as `mgbp upscale "
                              "--consistent` writes it (paper eqs. 4-5; labels get '+BP')")
     parser.add_argument("--consistent-steps", type=int, metavar="N",
-                        help="with --consistent: at most N back-projection iterations (labels get '+BPN'; "
+                        help="with --consistent: N back-projection iterations (labels get '+BPN'; "
                              "default: until S_f(Y) = LR to half a grey level)")
     parser.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     parser.add_argument("--strict", action="store_true", help="stop at an unreadable image instead of skipping")

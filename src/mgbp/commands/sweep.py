@@ -31,7 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--consistent", action="store_true",
                         help="back-project every output onto S_f(Y) = LR before measuring it (paper eqs. 4-5)")
     parser.add_argument("--consistent-steps", type=int, metavar="N",
-                        help="with --consistent: at most N back-projection iterations (default: until converged)")
+                        help="with --consistent: N back-projection iterations (default: until converged)")
     parser.add_argument("--device", default=None, help="torch device (default: cuda if present, else cpu)")
     parser.add_argument("--limit", type=int, default=None, help="use only the first N images")
     parser.add_argument("-o", "--output-dir", type=Path, default=Path("sweep"),

@@ -95,7 +95,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--consistent", action="store_true",
                         help="enforce S_f(output) = input by back-projection (paper eqs. 4-5)")
     parser.add_argument("--consistent-steps", type=int, metavar="N",
-                        help="with --consistent: at most N back-projection iterations (each one bicubic "
+                        help="with --consistent: N back-projection iterations (each one bicubic "
                              "downscale and upscale; default: until S_f(output) = input to half a grey level)")
     parser.add_argument("--self-ensemble", action="store_true",
                         help="average the outputs for the 8 flips/rotations of the input (W = 0 only; "
