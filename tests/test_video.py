@@ -448,3 +448,19 @@ def test_subtitles_are_copied_with_their_times(clip, tmp_path, tiny):
     with av.open(str(target)) as container:  # Matroska keeps no per-stream duration: count what is there
         assert container.streams.video[0].average_rate == 25 and len(container.streams.audio) == 1
         assert sum(1 for _ in container.decode(video=0)) == 10
+
+
+def test_window_runner_bounds_the_back_projection_as_asked():
+    """Video windows honour --consistent-steps: one step is eqs. 4-5 applied once to the window's frames, not the
+    converged projection."""
+    from mgbp.backprojection import back_project
+    from mgbp.tiling import run_model
+    from mgbp.video_windows import make_window_runner
+
+    model = TinyGenerator(scale=2, seed=3).eval()
+    clip = 0.2 + 0.6 * torch.rand(2, 3, 10, 12, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        one = make_window_runner(model, VideoOptions(consistent=True, consistent_steps=1, progress=False))(clip)
+        full = make_window_runner(model, VideoOptions(consistent=True, progress=False))(clip)
+        expected = back_project(clip, run_model(model, clip), 2, steps=1).clamp(0.0, 1.0)
+    assert torch.allclose(one, expected, atol=1e-6) and (one - full).abs().max() > 1e-3
