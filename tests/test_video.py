@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from mgbp import inference, models
 from mgbp.cli import main
@@ -464,3 +465,18 @@ def test_window_runner_bounds_the_back_projection_as_asked():
         full = make_window_runner(model, VideoOptions(consistent=True, progress=False))(clip)
         expected = back_project(clip, run_model(model, clip), 2, steps=1).clamp(0.0, 1.0)
     assert torch.allclose(one, expected, atol=1e-6) and (one - full).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("options", [VideoOptions(consistent=True, consistent_steps=0),
+                                     VideoOptions(consistent_steps=1)])
+def test_bad_back_projection_steps_are_refused_before_the_target_exists(tmp_path, options):
+    from mgbp.errors import ConfigError
+
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for k in range(2):
+        Image.fromarray(np.full((8, 8, 3), 40 * k, np.uint8)).save(frames / f"{k:03d}.png")
+    target = tmp_path / "out.mp4"
+    with pytest.raises(ConfigError, match="--consistent-steps"):
+        upscale_video(frames, target, TinyGenerator(scale=2, seed=1).eval(), options)
+    assert not target.exists()

@@ -306,16 +306,18 @@ def upscale_uint8(model: torch.nn.Module, lr: np.ndarray, noise_amp: float = 0.0
     """The method's output for a uint8 HxWx3 LR image, rounded to uint8 as the protocol says. `consistent`: the
     output projected onto S_f(Y) = LR first (classic back-projection, eqs. 4-5), as `mgbp upscale --consistent`
     writes it; `consistent_steps`: that many back-projection iterations (None: until converged)."""
-    scale = int(model.scale)
+    scale, x = int(model.scale), from_uint8(lr)
     if isinstance(model, BicubicUpscaler):
         # MATLAB's imresize of the uint8 image: float64 on the integer values, rounded once
         bicubic = imresize_uint8(lr, scale=float(scale))
-        return to_uint8(back_project(from_uint8(lr), from_uint8(bicubic), scale, consistent_steps)) \
-            if consistent else bicubic
-    output = forward_with_noise(model, from_uint8(lr), noise_amp, seed=seed, tile=tile, out_device="cpu",
-                                self_ensemble=self_ensemble)
-    expected = (1, 3, scale * lr.shape[0], scale * lr.shape[1])
-    if tuple(output.shape) != expected:
-        raise MgbpError(f"the x{scale} model returned shape {tuple(output.shape)} for a {lr.shape[1]}x"
-                        f"{lr.shape[0]} input, expected {expected}")
-    return to_uint8(back_project(from_uint8(lr), output, scale, consistent_steps) if consistent else output)
+        if not consistent:
+            return bicubic
+        output = from_uint8(bicubic)
+    else:
+        output = forward_with_noise(model, x, noise_amp, seed=seed, tile=tile, out_device="cpu",
+                                    self_ensemble=self_ensemble)
+        expected = (1, 3, scale * lr.shape[0], scale * lr.shape[1])
+        if tuple(output.shape) != expected:
+            raise MgbpError(f"the x{scale} model returned shape {tuple(output.shape)} for a {lr.shape[1]}x"
+                            f"{lr.shape[0]} input, expected {expected}")
+    return to_uint8(back_project(x, output, scale, consistent_steps) if consistent else output)

@@ -133,8 +133,9 @@ def sweep(models: dict[str, torch.nn.Module], dataset: Sequence[tuple[str, np.nd
             hr = from_uint8(hr_array, torch.float64)
             for label, model in models.items():
                 for j, w in enumerate(amplitudes):
-                    output = from_uint8(upscale_uint8(model, lr, w, seed=seed + i, tile=tile, consistent=consistent,
-                                                      consistent_steps=consistent_steps), torch.float64)
+                    out = upscale_uint8(model, lr, w, seed=seed + i, tile=tile, consistent=consistent,
+                                        consistent_steps=consistent_steps)
+                    output = from_uint8(out, torch.float64)
                     for name, fn in metrics.items():
                         result.per_image[label][name][i, j] = fn(output, hr, scale)
                     bar.update(1)

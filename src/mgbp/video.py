@@ -419,9 +419,11 @@ def upscale_video(source_path, target_path, model, options: VideoOptions | None 
                   to_frames: bool = False) -> Path:
     """Upscale a video file or a folder of frames into a video file or (`to_frames`) a folder of PNG frames."""
     options = options or VideoOptions()
+    from mgbp.backprojection import check_steps
     from mgbp.inference import check_noise_amplitude
 
     check_noise_amplitude(options.noise, options.allow_extrapolation)
+    check_steps(options.consistent, options.consistent_steps)  # before the target is created
     source_path, target_path = Path(source_path), Path(target_path)
     to_folder = to_frames or not target_path.suffix
     if to_folder:

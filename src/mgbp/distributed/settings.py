@@ -108,7 +108,8 @@ class UpscaleSettings:
                             stride=self.stride, max_frames=self.max_frames, fps=self.fps, noise=self.noise,
                             allow_extrapolation=self.allow_extrapolation, seed=self.seed, tile=self.tile,
                             overlap=self.tile_overlap, consistent=self.consistent,
-                            consistent_steps=self.consistent_steps, self_ensemble=self.self_ensemble, progress=False, preset=self.preset,
+                            consistent_steps=self.consistent_steps, self_ensemble=self.self_ensemble,
+                            progress=False, preset=self.preset,
                             encoder_options=dict(self.encoder_options), encoder_log=False)
 
 

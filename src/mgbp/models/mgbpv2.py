@@ -486,8 +486,9 @@ class MGBPv2(nn.Module):
         gradients, which an optimiser does not skip as it skips absent ones."""
         if zero_noise and onednn.eager_inference():
             # in the features' dtype: under autocast the convolution would have given bf16/fp16 maps too
-            return [analysis.bias.to(y.dtype).view(1, -1, *([1] * (y.dim() - 2))).expand(y.shape[0], -1, *y.shape[2:])
-                    for analysis, y in zip(self.noise_analysis, features)]
+            biases = [analysis.bias.to(y.dtype).view(1, -1, *([1] * (y.dim() - 2)))
+                      for analysis, y in zip(self.noise_analysis, features)]
+            return [b.expand(y.shape[0], -1, *y.shape[2:]) for b, y in zip(biases, features)]
         noise_input = _dense(noise_map) if self.noise_analysis else noise_map  # one copy for every level
         return [_convolve(analysis, noise_input) for analysis in self.noise_analysis]
 
