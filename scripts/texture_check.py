@@ -21,6 +21,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from mgbp.backprojection import check_steps
+from mgbp.errors import ConfigError
 from mgbp.io import read_image
 from mgbp.metrics.texture import flat_region_texture
 from mgbp.protocol import from_uint8, list_images, load_generator, method_labels, protocol_pair, upscale_uint8
@@ -46,6 +48,10 @@ def main(argv=None) -> int:
     parser.add_argument("--consistent-steps", type=int, metavar="N",
                         help="with --consistent: N back-projection iterations (default: until converged)")
     args = parser.parse_args(argv)
+    try:
+        check_steps(args.consistent, args.consistent_steps)
+    except ConfigError as exc:
+        parser.error(str(exc))
     amplitudes = [float(a) for a in args.amplitudes.split(",")]
     specs = ["bicubic", *args.method]
     labels = method_labels(specs)

@@ -182,3 +182,14 @@ def test_command_with_ground_truth_reports_psnr_change(tmp_path):
     assert row["converged"] and row["max_abs_uint8_after"] < 0.75  # clamped by default: survives saving
     assert row["psnr_y_change"] == pytest.approx(row["psnr_y_after"] - row["psnr_y"])
     assert row["psnr_y_change"] > 0  # back-projection sharpens bicubic towards the smooth ground truth
+
+
+def test_texture_check_refuses_steps_without_consistent(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "texture_check.py"
+    run = subprocess.run([sys.executable, str(script), str(tmp_path), "--consistent-steps", "1"],
+                         check=False, capture_output=True, text=True)
+    assert run.returncode == 2 and run.stderr.strip().splitlines()[-1].endswith("give --consistent too")
