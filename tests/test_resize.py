@@ -22,11 +22,13 @@ import torch
 from mgbp.errors import ConfigError
 from mgbp.resize import (
     DENSE_MAX_LENGTH,
+    downscale_integer,
     imresize,
     imresize_uint8,
     modcrop,
     resize_axis,
     resize_axis_dense,
+    symmetric_indices,
     upscale_integer,
 )
 
@@ -269,3 +271,41 @@ def test_reused_phase_kernel_is_the_fresh_one_and_survives_inference_mode():
     x = like.clone().requires_grad_(True)
     upscale_integer(x, 3).square().sum().backward()  # raised "Inference tensors cannot be saved" if cached as one
     assert x.grad is not None and torch.isfinite(x.grad).all()
+
+
+# ---- integer downscales: the strided convolution --------------------------------------------------------
+
+
+@pytest.mark.parametrize("factor", [2, 3, 4, 5, 8, 16])
+@pytest.mark.parametrize("lr_hw", [(1, 1), (1, 3), (2, 5), (7, 4)])
+def test_integer_downscale_equals_independent_dense_resize(factor, lr_hw):
+    """MATLAB's antialiased 1/f shrink, also where the pad (up to 2f - 1 pixels) is longer than the axis and the
+    mirror folds back more than once."""
+    hw = (lr_hw[0] * factor, lr_hw[1] * factor)
+    x = torch.rand(2, 3, *hw, dtype=torch.float64, generator=torch.Generator().manual_seed(factor))
+    want = np.stack([[dense_resize(plane.numpy(), lr_hw, (1 / factor, 1 / factor), True) for plane in sample]
+                     for sample in x])
+    np.testing.assert_allclose(downscale_integer(x, factor).numpy(), want, atol=1e-12, rtol=0)
+    np.testing.assert_allclose(downscale_integer(x.float(), factor).numpy(), want, atol=1e-6, rtol=0)
+
+
+def test_symmetric_indices_repeat_the_mirror_with_period_twice_the_length():
+    """Written out by hand: positions -4 .. 6 of the axis (x0, x1, x2), MATLAB's mirror with the edge repeated."""
+    assert symmetric_indices(3, 4, 4).tolist() == [2, 2, 1, 0, 0, 1, 2, 2, 1, 0, 0]
+    assert symmetric_indices(1, 2, 3).tolist() == [0] * 6
+
+
+def test_integer_downscale_gradcheck_and_export_with_dynamic_height_and_width():
+    x = torch.rand(1, 2, 8, 12, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda t: downscale_integer(t, 4), (x,))
+
+    class Downscale(torch.nn.Module):
+        def forward(self, x):
+            return downscale_integer(x, 4)
+
+    h, w = torch.export.Dim("h", min=2, max=256), torch.export.Dim("w", min=2, max=256)
+    program = torch.export.export(Downscale(), (torch.rand(1, 3, 24, 32),),
+                                  dynamic_shapes={"x": {2: 4 * h, 3: 4 * w}})
+    for shape in [(1, 3, 24, 32), (1, 3, 8, 52), (1, 3, 68, 20)]:
+        x = torch.rand(shape, generator=torch.Generator().manual_seed(sum(shape)))
+        torch.testing.assert_close(program.module()(x), imresize(x, scale=0.25), atol=1e-6, rtol=0)

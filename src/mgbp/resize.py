@@ -225,6 +225,58 @@ def upscale_integer(x: torch.Tensor, factor: int | tuple[int, int],
     return out.reshape(*lead, h * fy, w * fx)
 
 
+# ---- integer downscales: a fixed strided convolution --------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=64)
+def downscale_taps(factor: int) -> tuple[int, tuple[float, ...]]:
+    """MATLAB's antialiased bicubic weights of `imresize(x, 1/f)` for integer f: (first tap, weights).
+
+    LR pixel i sits at HR coordinate f i + (f - 1)/2, the same phase for every i, so one row of taps serves
+    all: HR pixel f i + t (t = first, first + 1, ...) weighs cubic(d / f) / f with d = (f - 1)/2 - t, over
+    |d| < 2f, renormalised to sum 1 as MATLAB does.
+    """
+    centre = (factor - 1) / 2
+    taps = np.arange(math.floor(centre - 2 * factor), math.ceil(centre + 2 * factor) + 1)
+    taps = taps[np.abs(centre - taps) < 2 * factor]  # the support's ends weigh 0 (zeros inside stay in place)
+    weights = cubic((centre - taps) / factor) / factor
+    return int(taps[0]), tuple((weights / weights.sum()).tolist())
+
+
+def symmetric_indices(length, before: int, after: int, device=None) -> torch.Tensor:
+    """Indices of an axis of `length` pixels padded by `before`/`after` mirrored pixels, edge repeated (MATLAB's
+    'symmetric', any pad width: the mirror repeats with period 2 length). Tensor ops only, so a traced symbolic
+    `length` stays symbolic (ONNX: Range, Mod, Where)."""
+    positions = torch.arange(-before, length + after, device=device)
+    folded = torch.remainder(positions, 2 * length)
+    return torch.where(folded < length, folded, 2 * length - 1 - folded)
+
+
+def downscale_integer(x: torch.Tensor, factor: int) -> torch.Tensor:
+    """MATLAB `imresize(x, 1/f, 'bicubic')` (antialiased) for integer f >= 1 on the last two dims, H and W
+    multiples of f: a symmetric pad, then one strided 1-D convolution per axis with `downscale_taps(f)`.
+
+    Equal to `imresize(x, scale=1/f)` up to float rounding; nothing depends on the size beyond the pad's index
+    arithmetic, so it traces and exports with dynamic H and W. Any leading dims, float dtype and device;
+    differentiable.
+    """
+    f = int(factor)
+    if f < 1:
+        raise ConfigError(f"downscale_integer needs a factor >= 1, got {factor}")
+    if f == 1:
+        return x
+    first, weights = downscale_taps(f)
+    before, after = -first, first + len(weights) - f  # taps of LR pixel 0 and of the last LR pixel
+    lead, (h, w) = x.shape[:-2], x.shape[-2:]
+    planes = x.reshape(-1, 1, h, w)
+    planes = planes.index_select(2, symmetric_indices(h, before, after, x.device))
+    planes = planes.index_select(3, symmetric_indices(w, before, after, x.device))
+    kernel = torch.tensor(weights, dtype=x.dtype, device=x.device)
+    planes = F.conv2d(planes, kernel.view(1, 1, -1, 1), stride=(f, 1))
+    planes = F.conv2d(planes, kernel.view(1, 1, 1, -1), stride=(1, f))
+    return planes.reshape(*lead, planes.shape[-2], planes.shape[-1])
+
+
 def output_size(in_size: Sequence[int], scale: Sequence[float]) -> tuple[int, ...]:
     """MATLAB's output size for a scale: ceil(in * scale), with a guard against float error."""
     return tuple(math.ceil(round(n * s, 9)) for n, s in zip(in_size, scale))
