@@ -283,3 +283,24 @@ def test_a_noise_mask_is_in_the_graph(tmp_path):
     unmasked = build_model("tiny").eval()
     unmasked.load_state_dict(model.state_dict())
     assert np.abs(out - torch_output(unmasked, image, noise_amp, noise)).max() > 1e-2
+
+
+@pytest.mark.parametrize("noise_only", [False, True])
+def test_an_output_projection_is_in_the_graph(tmp_path, noise_only):
+    """Back-projection steps after Synthesis (mgbp.models.output_projection): the graph's strided-convolution
+    downscale and polyphase upscale give torch's projection, at W = 0 and W = 1, with dynamic sizes."""
+    from mgbp.models.output_projection import OutputProjection
+
+    model = random_tiny(output_projection=OutputProjection(steps=2, noise_only=noise_only))
+    path = tmp_path / "projected.onnx"
+    export_onnx(model, path, ExportOptions(), label="projected")
+    session = onnx_session(path)
+    plain = random_tiny()
+    for batch, h, w in SIZES[1:]:
+        for amp in (0.0, 1.0):
+            image, noise_amp, noise = inputs(model, batch, h, w, amp)
+            out = session.run(["output"], {"image": image.numpy(), "noise_amp": noise_amp.numpy(),
+                                           "noise": noise.numpy()})[0]
+            np.testing.assert_allclose(out, torch_output(model, image, noise_amp, noise), rtol=0, atol=1e-4)
+            moved = np.abs(out - torch_output(plain, image, noise_amp, noise)).max()
+            assert (moved < 1e-6) if (noise_only and amp == 0.0) else (moved > 1e-3)

@@ -314,6 +314,27 @@ def test_to_3d_gives_the_image_models_output_on_every_frame(tmp_path):
     assert main(["convert", "mgbp-x2", str(tmp_path / "x.safetensors"), "--frames", "3"]) == 2  # no --to-3d
 
 
+def test_to_3d_drops_the_image_only_extensions(tmp_path):
+    """A model with a noise mask and an output projection (as the shipped mgbp-x4) still inflates: the video
+    network equals the image network without them, frame by frame, at W = 0.6 with the same noise."""
+    from mgbp.models.noise_mask import NoiseMask, with_noise_mask
+    from mgbp.models.output_projection import OutputProjection, with_output_projection
+
+    plain, _source = _perturbed_tiny_file(tmp_path / "plain.safetensors", seed=4)
+    extended = with_output_projection(with_noise_mask(plain, NoiseMask(flat=2.0)), OutputProjection(1, True))
+    source, target = tmp_path / "extended.safetensors", tmp_path / "video.safetensors"
+    save_model(extended, source)
+    assert main(["convert", str(source), str(target), "--to-3d"]) == 0
+    video_model = load_model(target).eval()
+    assert video_model.config.noise_mask is None and video_model.config.output_projection is None
+    clip, noise = torch.rand(1, 3, 3, 8, 7), torch.randn(1, 1, 3, 32, 28)
+    with torch.no_grad():
+        together = video_model(clip, noise_amp=0.6, noise=noise)
+        for t in range(3):
+            alone = plain.eval()(clip[:, :, t], noise_amp=0.6, noise=noise[:, :, t])
+            assert torch.allclose(together[:, :, t], alone, atol=1e-5), t
+
+
 def test_to_3d_refuses_a_model_it_cannot_inflate(tmp_path, capsys):
     for source in (_pirm_file().as_posix(), "mgbp-x4-video"):
         assert main(["convert", source, str(tmp_path / "v.safetensors"), "--to-3d"]) == 2

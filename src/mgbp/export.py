@@ -120,18 +120,19 @@ class OnnxGenerator(nn.Module):
                 noise: torch.Tensor | None = None) -> torch.Tensor:
         X = imresize(image, scale=self.model.scale)  # the polyphase bicubic: no size-dependent tables
         if noise is None:
-            return self.network_output(X, X)
+            return self.network_output(image, X, X, 0.0)
         scaled = noise_amp.reshape(-1, 1, 1, 1).to(X.dtype) * noise  # line 1: x = [X, W N(0,1)]
-        return self.network_output(X, torch.cat([X, self.model.shape_noise(X, scaled)], dim=1))
+        return self.network_output(image, X, torch.cat([X, self.model.shape_noise(X, scaled)], dim=1), noise_amp)
 
-    def network_output(self, X: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """The network on x (X with its noise channels, or X alone), padded and cropped to X's size, clamped."""
+    def network_output(self, image: torch.Tensor, X: torch.Tensor, x: torch.Tensor, noise_amp) -> torch.Tensor:
+        """The network on x (X with its noise channels, or X alone), padded and cropped to X's size, projected
+        onto `image` when the config asks (`MGBPv2.project`, W = `noise_amp`), clamped."""
         height, width = X.shape[-2], X.shape[-1]
         top, bottom = valid_padding(height, self.base, self.step)
         left, right = valid_padding(width, self.base, self.step)
         x = F.pad(x, (left, right, top, bottom), mode="reflect")
         Y = self.model.network(x)[..., top : top + height, left : left + width]
-        return Y.clamp(0.0, 1.0)
+        return self.model.project(image, Y, noise_amp).clamp(0.0, 1.0)
 
 
 class OnnxImageOnlyGenerator(OnnxGenerator):
@@ -148,8 +149,8 @@ class OnnxImageOnlyGenerator(OnnxGenerator):
         f = self.model.scale
         if self.noise_amp == 0.0:  # W = 0: a zero map, no random op (deterministic) and no noise mask in the graph
             X = imresize(image, scale=f)
-            return self.network_output(X, torch.cat([X, X.new_zeros(X.shape[0], self.model.noise_channels,
-                                                                    *X.shape[2:])], dim=1))
+            return self.network_output(image, X, torch.cat([X, X.new_zeros(X.shape[0], self.model.noise_channels,
+                                                                           *X.shape[2:])], dim=1), 0.0)
         noise = torch.randn_like(F.interpolate(image[:, :1], scale_factor=f, mode="nearest"))
         amp = torch.full_like(image[:, 0, 0, 0], self.noise_amp)
         return super().forward(image, amp, noise)

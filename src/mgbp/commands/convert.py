@@ -3,6 +3,7 @@ MGBPv1 `.model` files, Figure 3 / Table V) in the project's safetensors format, 
 
 `--to-3d` turns an image MGBPv2 into the MGBP-3D network (Section III-A) that gives the same output frame by
 frame (`mgbp.models.mgbpv2.inflate_to_3d`): the starting point for training a video model.
+`--noise-mask` and `--output-projection` set an image MGBPv2's input and output extensions (same weights).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import torch
 from mgbp.errors import ConfigError
 from mgbp.models.growth import deepen, inflate_to_3d
 from mgbp.models.noise_mask import NoiseMask, with_noise_mask
+from mgbp.models.output_projection import OutputProjection, with_output_projection
 from mgbp.models.weights import load_model, save_model
 
 
@@ -30,6 +32,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--noise-mask", metavar="FLAT,BUSY,FLOOR,GAIN", default=None,
                         help="shape an image MGBPv2's noise by the input's local texture (mgbp.models.noise_mask); "
                              "'off' removes a mask")
+    parser.add_argument("--output-projection", metavar="STEPS[,noise]", default=None,
+                        help="end an image MGBPv2 with STEPS back-projection steps onto its input "
+                             "(mgbp.models.output_projection); ',noise': only at W > 0; 'off' removes them")
 
 
 def parse_noise_mask(text: str) -> NoiseMask | None:
@@ -41,6 +46,16 @@ def parse_noise_mask(text: str) -> NoiseMask | None:
     except ValueError:
         raise ConfigError(f"--noise-mask takes FLAT,BUSY,FLOOR,GAIN (four numbers) or 'off', got {text!r}") from None
     return NoiseMask(flat=flat, busy=busy, busy_floor=floor, gain=gain)
+
+
+def parse_output_projection(text: str) -> OutputProjection | None:
+    """'off' -> None; 'STEPS' or 'STEPS,noise' -> OutputProjection (ConfigError otherwise)."""
+    if text.strip().lower() == "off":
+        return None
+    parts = [p.strip().lower() for p in text.split(",")]
+    if len(parts) > 2 or not parts[0].isdigit() or (len(parts) == 2 and parts[1] != "noise"):
+        raise ConfigError(f"--output-projection takes STEPS, STEPS,noise or 'off', got {text!r}")
+    return OutputProjection(steps=int(parts[0]), noise_only=len(parts) == 2)
 
 
 def run(args) -> int:
@@ -58,6 +73,7 @@ def run(args) -> int:
     if args.frames is not None and args.frames < 1:
         raise ConfigError(f"--frames must be positive, got {args.frames}")
     mask = parse_noise_mask(args.noise_mask) if args.noise_mask is not None else None
+    projection = parse_output_projection(args.output_projection) if args.output_projection is not None else None
     model = load_model(args.input)
     extra = {"converted_from": source.name}
     if args.mu is not None:
@@ -70,6 +86,9 @@ def run(args) -> int:
     if args.noise_mask is not None:
         model = with_noise_mask(model, mask)
         extra["noise_mask"] = args.noise_mask
+    if args.output_projection is not None:
+        model = with_output_projection(model, projection)
+        extra["output_projection"] = args.output_projection
     save_model(model, target, extra_metadata=extra, dtype=torch.float16 if args.fp16 else None)
     params = sum(p.numel() for p in model.parameters())
     print(f"{source} -> {target}: {model.family} x{model.scale}, {params:,} parameters")

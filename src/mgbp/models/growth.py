@@ -57,11 +57,14 @@ def inflate_to_3d(model: MGBPv2, temporal_kernel: int = 3, frames: int | None = 
     model from this start only has to learn what neighbouring frames add; from a random start it would first
     have to relearn single-image super-resolution (Section III-A trains MGBP-3D from scratch on far more
     GPU time than a CPU session has).
+    The image-only extensions of the config (`noise_mask`, `output_projection`) are not carried over: the video
+    network gives what the image network gives without them (at W = 0 that is the image model's own output
+    unless its projection also runs at W = 0).
     """
     if not isinstance(model, MGBPv2) or model.is_video:
         raise ConfigError(f"inflating to 3D needs an MGBPv2 image model, got {model.family}")
     config = dataclasses.replace(model.config, dims=3, temporal_kernel=temporal_kernel,
-                                 temporal_padding="same", frames=frames)
+                                 temporal_padding="same", frames=frames, noise_mask=None, output_projection=None)
     video = MGBPv2(config)
     image_state = model.state_dict()
     state = {}

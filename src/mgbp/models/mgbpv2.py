@@ -15,7 +15,9 @@ Algorithm 1, with levels numbered k = 1 (lowest resolution) .. L (output resolut
         c   = BP^mu_{k-1}(LR)
         out = out + Upscale_tag([y_{k-1}, c])          ReLU, then strided transposed convolution
 Our extension of line 1 (off unless the config sets `noise_mask`): x = [X, W m(X) N(0,1)], the noise shaped by
-the input's local texture (`mgbp.models.noise_mask`).
+the input's local texture (`mgbp.models.noise_mask`). Our extension after line 9 (off unless the config sets
+`output_projection`): a fixed number of back-projection steps (eqs. 4-5) of Y onto the input
+(`mgbp.models.output_projection`).
 Every call site (tag) of Downscale/Upscale owns its weights. They are created once, at construction, by a
 "dry run" of the recursion that nests the modules exactly as the calls nest, so `named_modules()` shows the
 W-cycle: `bp.L4.s2.L3.s1.down` is the Downscale of step 1 of BP_3 inside step 2 of BP_4. There are
@@ -74,6 +76,7 @@ from mgbp.errors import ConfigError
 from mgbp.models import onednn
 from mgbp.models.contract import Capabilities
 from mgbp.models.noise_mask import NoiseMask, noise_mask
+from mgbp.models.output_projection import OutputProjection, project_output
 from mgbp.resize import upscale_integer
 
 PADDINGS = ("valid", "same")
@@ -105,6 +108,7 @@ class MGBPv2Config:
     temporal_padding: str = "same"  # "same" (T frames in and out) or "none" (dims=3 only)
     frames: int | None = None  # dims=3: training clip length T (None: DEFAULT_CLIP_FRAMES out); dims=2: None
     noise_mask: NoiseMask | None = None  # x = [X, W m(X) N(0,1)] (`mgbp.models.noise_mask`); None: Algorithm 1
+    output_projection: OutputProjection | None = None  # back-projection steps after Synthesis; None: Algorithm 1
 
     def __post_init__(self):
         self.channels = tuple(int(c) for c in self.channels)
@@ -134,6 +138,9 @@ class MGBPv2Config:
         self.noise_mask = NoiseMask.from_any(self.noise_mask)
         if self.noise_mask is not None and (self.dims != 2 or self.noise_channels == 0):
             raise ConfigError("MGBPv2 noise_mask is for image models (dims=2) with a noise input")
+        self.output_projection = OutputProjection.from_any(self.output_projection)
+        if self.output_projection is not None and self.dims != 2:
+            raise ConfigError("MGBPv2 output_projection is for image models (dims=2)")
 
     def _check_frames(self) -> None:
         """`frames` belongs to 3D models; it must leave at least one output frame without temporal padding."""
@@ -451,7 +458,7 @@ class MGBPv2(nn.Module):
         x = torch.cat([X, self._scaled_noise(X, noise_amp, noise)], dim=1)  # line 1: x = [X, W N(0,1)]
         x, crop = self._pad_to_valid_size(x, placement)
         zero_noise = noise is None and not isinstance(noise_amp, torch.Tensor) and float(noise_amp) == 0.0
-        return self.network(x, zero_noise=zero_noise)[crop]
+        return self.project(lr, self.network(x, zero_noise=zero_noise)[crop], noise_amp)
 
     def network(self, x: torch.Tensor, zero_noise: bool = False) -> torch.Tensor:
         """Lines 2-9 of Algorithm 1 on x = [X, W N(0,1)] already padded to a valid size; same size out.
@@ -477,6 +484,20 @@ class MGBPv2(nn.Module):
         if cfg.residual:
             Y = Y + image
         return Y
+
+    def project(self, lr: torch.Tensor, Y: torch.Tensor, noise_amp) -> torch.Tensor:
+        """Y back-projected onto lr by the config's `output_projection` (Y as it is without one); with
+        `noise_only`, only the samples whose W (float or (N,) tensor) is not 0."""
+        projection = self.config.output_projection
+        if projection is None:
+            return Y
+        active = None
+        if projection.noise_only and not isinstance(noise_amp, torch.Tensor):
+            if float(noise_amp) == 0.0:
+                return Y
+        elif projection.noise_only:
+            active = (noise_amp.reshape(-1) != 0).expand(Y.shape[0])  # W: one value or one per sample
+        return project_output(lr, Y, self.scale, projection.steps, active)
 
     def _noise_features(self, noise_map: torch.Tensor, features: list[torch.Tensor], zero_noise: bool):
         """z_k = AnalysisN_k(noise) for the levels that feed an Upscale. A zero map (W = 0) gives each its bias
@@ -629,8 +650,11 @@ class MGBPv2(nn.Module):
         return math.ceil(radius + analysis) + mask
 
     def _border_lr(self) -> int:
-        """LR context pixels for tiling: the receptive radius in LR pixels + 2 for the bicubic taps."""
-        return math.ceil(self._receptive_radius_hr() / self.scale) + 2
+        """LR context pixels for tiling: the receptive radius in LR pixels + 2 for the bicubic taps, and the
+        output projection's reach."""
+        projection = self.config.output_projection
+        reach = projection.reach_lr(self.scale) if projection is not None else 0
+        return math.ceil(self._receptive_radius_hr() / self.scale) + 2 + reach
 
     def _border_frames(self) -> int:
         """Temporal receptive radius in frames (same recurrence in time, grid spacing 1)."""
