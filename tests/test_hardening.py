@@ -517,6 +517,26 @@ def test_an_animated_gif_warns_that_only_its_first_frame_is_upscaled(tmp_path, t
     assert Image.open(tmp_path / "out.png").size == (16, 12)
 
 
+@pytest.mark.parametrize(("avx512_bf16", "amx", "emulated"), [(False, False, True), (True, False, False),
+                                                              (False, True, False)])
+def test_bf16_without_avx512_bf16_or_amx_warns_that_it_is_emulated(tmp_path, tiny, monkeypatch, capsys,
+                                                                  avx512_bf16, amx, emulated):
+    """bfloat16 on a CPU that cannot compute in it natively is slower than float32: the user is told, once, and
+    the run still happens (they asked for it)."""
+    from mgbp.device import bf16_is_emulated
+
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx, raising=False)
+    assert bf16_is_emulated("cpu") is emulated and bf16_is_emulated("meta") is False
+    Image.fromarray(np.full((6, 8, 3), 90, np.uint8)).save(tmp_path / "in.png")
+    assert upscale_cli(tmp_path / "in.png", "-o", tmp_path / "out.png", "-m", "tiny-test", "--bf16") == 0
+    warnings = [line for line in capsys.readouterr().err.splitlines() if "emulated" in line]
+    assert len(warnings) == (1 if emulated else 0)
+    assert (tmp_path / "out.png").exists()
+    monkeypatch.delattr(torch.cpu, "_is_amx_tile_supported")
+    assert bf16_is_emulated("cpu") is False  # a torch without the probes: no claim
+
+
 # ----------------------------------------------------------------------------- variable frame rate
 
 

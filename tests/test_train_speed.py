@@ -55,6 +55,16 @@ def test_bf16_autocast_on_cpu_when_asked_and_it_still_learns(tmp_path, images):
     assert all(p.dtype == torch.float32 for p in trainer.generator.parameters())  # autocast, not a cast
 
 
+def test_bf16_on_a_cpu_that_emulates_it_warns(tmp_path, images, monkeypatch, caplog):
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
+    with caplog.at_level("WARNING", logger="mgbp"):
+        trainer = train.Trainer(config(tmp_path, images, amp="bf16"), quiet=True)
+    trainer.close()
+    assert trainer.amp_dtype == torch.bfloat16  # still what was asked for
+    assert any("emulated" in r.getMessage() for r in caplog.records)
+
+
 def test_default_amp_stays_float32_on_cpu(tmp_path, images):
     trainer = train.Trainer(config(tmp_path, images), quiet=True)
     assert trainer.amp_dtype is None

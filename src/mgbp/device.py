@@ -20,6 +20,18 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def bf16_is_emulated(device: str | torch.device) -> bool:
+    """True on a CPU without AVX512-BF16 or AMX (torch's own probes), where bfloat16 convolutions are emulated and
+    run slower than float32 (seen on a 2-core Xeon without them: `amp: bf16` training took more than twice as
+    long per step as float32); False on other devices, or where torch cannot tell."""
+    if torch.device(device).type != "cpu":
+        return False
+    probes = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    if any(probe is None for probe in probes):  # a torch without the probes: say nothing
+        return False
+    return not any(probe() for probe in probes)
+
+
 def resolve_device(name: str | torch.device | None = None, option: str = "--device") -> torch.device:
     """The device `name` names (None or "auto": `default_device`), checked usable; ConfigError naming `option`
     otherwise."""

@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 import yaml
 
-from mgbp.device import resolve_device
+from mgbp.device import bf16_is_emulated, resolve_device
 from mgbp.errors import ConfigError, WeightFileError
 from mgbp.train_config import DEFAULTS, learning_rate_factor, load_config  # noqa: F401 (re-exported)
 from mgbp.train_state import (
@@ -163,6 +163,9 @@ class Trainer:
             # asked for explicitly ('auto' is off on CPU): bf16 convolutions run on AMX / AVX512-BF16 (1.5x the
             # fidelity step of configs/cpu-x4.yaml on this Xeon, benchmarks/bench_speed.py section d)
             log.info("amp=bf16 on %s: convolutions in bfloat16 (autocast), the rest in float32", self.device)
+            if bf16_is_emulated(self.device):
+                log.warning("amp=bf16: this CPU has neither AVX512-BF16 nor AMX, so bfloat16 is emulated and slower "
+                            "than float32 (amp: off)")
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
 
     def _seed_everything(self, seed: int):

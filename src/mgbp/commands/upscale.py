@@ -140,7 +140,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from mgbp.allocator import reuse_unless_opted_out
-    from mgbp.device import resolve_device
+    from mgbp.device import bf16_is_emulated, resolve_device
     from mgbp.inference import resolve_model
     from mgbp.tiling import default_overlap
 
@@ -149,6 +149,8 @@ def run(args: argparse.Namespace) -> int:
     on_ray = _connect_ray(args)  # before any work: a wrong address or a missing extra is one line
     device = "cpu" if on_ray else str(resolve_device(args.device))  # on Ray, workers load their own copy
     dtype = "half" if args.half else "bf16" if args.bf16 else None
+    if args.bf16 and not on_ray and bf16_is_emulated(device):
+        _warn("--bf16: this CPU has neither AVX512-BF16 nor AMX, so bfloat16 is emulated and slower than float32")
     if not on_ray:
         _limit_gpu_memory(args.max_gpu_memory, device)
     if device.startswith("cuda"):
