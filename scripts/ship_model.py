@@ -146,7 +146,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("weights", type=Path, help="exported generator (.safetensors)")
     parser.add_argument("--name", required=True, help="shipped name, e.g. mgbp-x4")
-    parser.add_argument("--stage", type=Path, action="append", required=True, help="training run folder(s)")
+    parser.add_argument("--stage", type=Path, action="append", default=[],
+                        help="training run folder(s); none with --continues: the same weights re-configured "
+                             "(e.g. by mgbp convert --noise-mask / --output-projection), re-measured")
     parser.add_argument("--description", default="")
     parser.add_argument("--video", action="store_true", help="a video (3D) model: measure on Vid4-city")
     parser.add_argument("--init", default=None, help="shipped model the first stage started from (recorded)")
@@ -162,6 +164,8 @@ def main() -> None:
 
     model = load_model(args.weights)
     out = ROOT / "src" / "mgbp" / "weights" / f"{args.name}.safetensors"
+    if not args.stage and not args.continues:
+        raise MgbpError("--stage is needed (the training runs), unless --continues re-ships --init's own training")
     stages = [stage_record(d) for d in args.stage]
     initialised_from = args.init
     if args.continues:

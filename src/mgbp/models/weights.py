@@ -66,10 +66,12 @@ SHIPPED: dict[str, Shipped] = {
     "mgbp-x4": Shipped(
         "mgbp-x4.safetensors",
         scale=4,
-        sha256="eb0252c25c91a8559ffdc17f72566b65d609f465612f46d7d971e3a79484adcd",
+        sha256="e264397ff94a4f15de1493e2b17e03a50a61b26c0c262cdc6617e007c46071c8",
         description="default x4: MGBPv2 L3 mu2 64-32-16 (261 k params), fidelity at W=0, perceptual at W=1 with "
         "the texture-statistics term; trained on a 2-core CPU (configs/cpu-x4.yaml, cpu-x4-restart.yaml, "
-        "cpu-x4-perceptual-restart.yaml, then cpu-x4-perceptual-texture.yaml and cpu-x4-perceptual-texture2.yaml)",
+        "cpu-x4-perceptual-restart.yaml, then cpu-x4-perceptual-texture.yaml and cpu-x4-perceptual-texture2.yaml); "
+        "at W > 0 its noise is shaped by the input's texture and its output ends with one back-projection step "
+        "(mgbp convert --noise-mask 2,10,0.5,1.25 --output-projection 1,noise; W = 0 unchanged)",
     ),
     "mgbp-x4-large": Shipped(
         "mgbp-x4-large.safetensors",
