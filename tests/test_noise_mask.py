@@ -52,6 +52,18 @@ def test_mask_equals_a_float64_window_by_window_recomputation():
     assert want.min() == 0.0 and np.isclose(want.max(), 1.25) and (want < 1.2).sum() > 20
 
 
+def test_the_graph_form_of_the_local_std_agrees_with_the_eager_one():
+    """ONNX graphs keep the float32 differences-to-the-centre form; eager mode sums in float64: the same std (both
+    against the float64 window-by-window numpy one, on flat, faint and busy regions around grey level 200, where
+    E[y^2] - E[y]^2 in float32 would lose the faint texture)."""
+    from mgbp.models.noise_mask import _local_std_about_centres, _local_std_in_float64
+
+    y = 255 * textured_image(7, 20, 27)[:, :1] + 75
+    want = sliding_window_view(y[0, 0].double().numpy(), (7, 7)).std(axis=(-2, -1))
+    for form in (_local_std_about_centres, _local_std_in_float64):
+        np.testing.assert_allclose(form(y, 7)[0, 0].double().numpy(), want, rtol=0, atol=2e-4)
+
+
 def masked_model(mask=MASK):
     torch.manual_seed(0)
     model = models.build_model("tiny", noise_mask=mask).eval()

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from mgbp.color import YCBCR_MATRIX
 from mgbp.errors import ConfigError
 from mgbp.metrics.texture import WINDOW
+from mgbp.tracing import is_tracing
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,12 +87,26 @@ def _local_std_about_centres(y: torch.Tensor, window: int) -> torch.Tensor:
     return (squares / window**2 - mean_difference * mean_difference).clamp_min(0.0).sqrt()
 
 
+def _local_std_in_float64(y: torch.Tensor, window: int) -> torch.Tensor:
+    """The same statistic as `_local_std_about_centres`, as E[y^2] - E[y]^2 over separable box means in float64,
+    where grey levels squared (< 2^16) keep 1e-11 of their variance: 4x faster on a CPU than the 49 float32
+    passes (1024x1024, 2 threads), so a W > 0 call of a masked model costs little more than an unmasked one.
+    Eager mode only: ONNX graphs keep the float32 form (ONNX Runtime's CPU kernels are float32)."""
+    def box_mean(t: torch.Tensor) -> torch.Tensor:
+        return F.avg_pool2d(F.avg_pool2d(t, (window, 1), stride=1), (1, window), stride=1)
+
+    y64 = y.double()
+    mean = box_mean(y64)
+    return (box_mean(y64 * y64) - mean * mean).clamp_min(0.0).sqrt().float()
+
+
 def luminance_std(X: torch.Tensor) -> torch.Tensor:
     """(N,3,H,W) RGB in [0,1] -> (N,1,H,W) float32: the 7x7 local std of Y in grey levels, edges replicated."""
     # Y of MATLAB rgb2ycbcr in grey levels as one 1x1 convolution (the ONNX graph has it too); its offset of 16
     # cancels in a standard deviation
     weight = torch.tensor(YCBCR_MATRIX[0], dtype=torch.float32, device=X.device).view(1, 3, 1, 1)
-    s = _local_std_about_centres(F.conv2d(X.float(), weight), WINDOW)
+    y = F.conv2d(X.float(), weight)
+    s = _local_std_about_centres(y, WINDOW) if is_tracing() else _local_std_in_float64(y, WINDOW)
     half = WINDOW // 2
     return F.pad(s, (half, half, half, half), mode="replicate")
 
