@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from mgbp.color import YCBCR_MATRIX
 from mgbp.errors import ConfigError
 from mgbp.metrics.texture import WINDOW
+from mgbp.models.config_sections import section_from_any, with_section
 from mgbp.tracing import is_tracing
 
 
@@ -51,14 +52,7 @@ class NoiseMask:
     @classmethod
     def from_any(cls, value) -> NoiseMask | None:
         """None, a NoiseMask, or its dict (as stored in a weight file's config) -> NoiseMask or None."""
-        if value is None or isinstance(value, NoiseMask):
-            return value
-        if not isinstance(value, dict):
-            raise ConfigError(f"noise_mask must be a mapping of flat, busy, busy_floor, gain; got {value!r}")
-        unknown = sorted(set(value) - {f.name for f in dataclasses.fields(cls)})
-        if unknown:
-            raise ConfigError(f"unknown noise_mask keys: {', '.join(unknown)}")
-        return cls(**{k: float(v) for k, v in value.items()})
+        return section_from_any(cls, value, "noise_mask", convert=float)
 
     @property
     def radius(self) -> int:
@@ -121,9 +115,4 @@ def noise_mask(X: torch.Tensor, mask: NoiseMask) -> torch.Tensor:
 
 def with_noise_mask(model, mask: NoiseMask | None):
     """An image MGBPv2 with the same weights under a config whose `noise_mask` is `mask` (None: removed)."""
-    if model.family != "mgbpv2":  # the generator contract's family: image MGBPv2 only
-        raise ConfigError(f"noise_mask: needs an image MGBPv2 model, got {model.family}")
-    masked = type(model)(dataclasses.replace(model.config, noise_mask=mask))
-    masked.preset = model.preset
-    masked.load_state_dict(model.state_dict())
-    return masked.to(next(model.parameters()).device)
+    return with_section(model, "noise_mask", mask)

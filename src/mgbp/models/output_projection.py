@@ -29,6 +29,7 @@ import math
 import torch
 
 from mgbp.errors import ConfigError
+from mgbp.models.config_sections import section_from_any, with_section
 from mgbp.resize import PHASE_PAD, downscale_integer, downscale_taps, imresize, upscale_integer
 from mgbp.tracing import is_tracing
 
@@ -52,14 +53,7 @@ class OutputProjection:
     @classmethod
     def from_any(cls, value) -> OutputProjection | None:
         """None, an OutputProjection, or its dict (as stored in a weight file's config) -> one or None."""
-        if value is None or isinstance(value, OutputProjection):
-            return value
-        if not isinstance(value, dict):
-            raise ConfigError(f"output_projection must be a mapping of steps, noise_only; got {value!r}")
-        unknown = sorted(set(value) - {f.name for f in dataclasses.fields(cls)})
-        if unknown:
-            raise ConfigError(f"unknown output_projection keys: {', '.join(unknown)}")
-        return cls(**value)
+        return section_from_any(cls, value, "output_projection")
 
     def reach_lr(self, scale: int) -> int:
         """LR pixels of context the projection adds to a tile's border."""
@@ -98,9 +92,4 @@ def project_output(lr: torch.Tensor, output: torch.Tensor, scale: int, steps: in
 def with_output_projection(model, projection: OutputProjection | None):
     """An image MGBPv2 with the same weights under a config whose `output_projection` is `projection` (None:
     removed)."""
-    if model.family != "mgbpv2":  # the generator contract's family: image MGBPv2 only
-        raise ConfigError(f"output_projection: needs an image MGBPv2 model, got {model.family}")
-    projected = type(model)(dataclasses.replace(model.config, output_projection=projection))
-    projected.preset = model.preset
-    projected.load_state_dict(model.state_dict())
-    return projected.to(next(model.parameters()).device)
+    return with_section(model, "output_projection", projection)
