@@ -80,6 +80,23 @@ def test_tiles_reproduce_the_whole_image_with_the_projection(noise_amp):
     assert (tiled - reference).abs().max() < 1e-5
 
 
+@pytest.mark.parametrize("scale", [2, 3, 4, 8])
+def test_one_step_reaches_as_far_as_the_tile_border_it_adds_and_no_less(scale):
+    """A change of one output pixel (a tile edge's wrong mirror) moves the projected output within
+    `reach_lr` LR pixels of it, and beyond `reach_lr - 1` (the border is not wider than it must be)."""
+    reach = OutputProjection(steps=1).reach_lr(scale) * scale  # in output pixels
+    h = 24
+    generator = torch.Generator().manual_seed(scale)
+    lr = 0.25 + 0.5 * torch.rand(1, 1, h, h, dtype=torch.float64, generator=generator)
+    output = 0.25 + 0.5 * torch.rand(1, 1, h * scale, h * scale, dtype=torch.float64, generator=generator)
+    centre = h * scale // 2
+    moved = output.clone()
+    moved[..., centre, centre] += 0.1
+    change = (project_output(lr, moved, scale, 1) - project_output(lr, output, scale, 1)).abs()[0, 0]
+    distance = (torch.nonzero(change > 1e-12) - centre).abs().amax()
+    assert (reach - scale) < distance <= reach
+
+
 def test_the_step_stays_in_float32_under_bf16_autocast():
     """x - S_f(Y) is a small difference of large sums: in bf16 it would be mostly rounding."""
     lr, output = image(6), image(7, 26, 22)

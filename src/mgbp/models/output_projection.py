@@ -9,8 +9,9 @@ after the fact (`mgbp upscale --consistent`). Here a fixed number of its iterati
 with P the bicubic upscale by f and `step` the back-projection's 1.6, so that every path that runs the model
 (tiles, video windows, the web app, ONNX, training) gives the projected output. The first clamp is what a saved
 image keeps, so one step equals `back_project(lr, clamp(Y), f, steps=1)` before its final clip (the output
-is clipped when saved). It is linear and local: P and S_f reach 2 LR pixels each, so a tile needs
-`PROJECTION_REACH_LR` more LR pixels of context per step.
+is clipped when saved). It is local: S_f reads 2f - 1 output pixels either side of an LR pixel's centre and P
+2 LR pixels, so a change of one output pixel (a tile's mirrored edge) moves the step's result up to 3.5 LR pixels
+away (f = 4); a tile gets `OutputProjection.reach_lr` = 4 more LR pixels of context per step.
 
 `noise_only`: the step runs only for samples whose noise amplitude W is not 0. A fidelity generator's output is
 nearly consistent already, while the noise at W > 0 also moves the low frequencies, which the step takes back;
@@ -34,7 +35,6 @@ from mgbp.resize import PHASE_PAD, downscale_integer, downscale_taps, imresize, 
 from mgbp.tracing import is_tracing
 
 STEP = 1.6  # mgbp.backprojection.DEFAULT_STEP: the contraction of S_f P's spectrum [0.223, 1]
-PROJECTION_REACH_LR = 4  # LR pixels one step reads around a pixel: S_f's 2 (f=2..16) and P's 2
 
 
 @dataclasses.dataclass(frozen=True)
