@@ -85,10 +85,11 @@ SHIPPED: dict[str, Shipped] = {
     "mgbp-x2": Shipped(
         "mgbp-x2.safetensors",
         scale=2,
-        sha256="f5dde44d18fbcf91d12adcd389ed777e094b6b6235765b820ae98a0dad6f8ff8",
+        sha256="c760e08b9ccefadf3bb635e7df665e33b8d4da60e7529dbe8c1bda3a82dce0b4",
         description="x2: MGBPv2 L3 mu3 64-32-16 (554 k params), fidelity only; trained on a 2-core CPU "
         "(configs/cpu-x2.yaml, then configs/cpu-x2-bf16.yaml in bf16 autocast), then grown to mu 3 (mgbp convert "
-        "--mu 3) and trained on an H200 by scripts/gpu_session.sh (configs/gpu-x2.yaml, two stages)",
+        "--mu 3) and trained on an H200 by scripts/gpu_session.sh (configs/gpu-x2.yaml, two stages); ends with one "
+        "back-projection step onto its input (mgbp convert --output-projection 1)",
     ),
     "mgbp-x3": Shipped(
         "mgbp-x3.safetensors",
