@@ -83,8 +83,8 @@ def _local_std_about_centres(y: torch.Tensor, window: int) -> torch.Tensor:
 
 def _local_std_in_float64(y: torch.Tensor, window: int) -> torch.Tensor:
     """The same statistic as `_local_std_about_centres`, as E[y^2] - E[y]^2 over separable box means in float64,
-    where grey levels squared (< 2^16) keep 1e-11 of their variance: 4x faster on a CPU than the 49 float32
-    passes (1024x1024, 2 threads), so a W > 0 call of a masked model costs little more than an unmasked one.
+    where grey levels squared (< 2^16) keep 1e-11 of their variance: four separable passes instead of 49 (a
+    little faster on a CPU; the mask's cost at W > 0 is mostly elsewhere, README, section f).
     Eager mode only: ONNX graphs keep the float32 form (ONNX Runtime's CPU kernels are float32)."""
     def box_mean(t: torch.Tensor) -> torch.Tensor:
         return F.avg_pool2d(F.avg_pool2d(t, (window, 1), stride=1), (1, window), stride=1)
