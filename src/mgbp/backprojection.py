@@ -40,7 +40,8 @@ import torch
 
 from mgbp.errors import ConfigError
 from mgbp.io import round_levels
-from mgbp.resize import imresize
+from mgbp.resize import downscale_integer, imresize
+from mgbp.tracing import is_tracing
 
 DEFAULT_TOL = 0.5 / 255
 DEFAULT_MAX_ITER = 60
@@ -73,8 +74,14 @@ def _check_pair(lr: torch.Tensor, output: torch.Tensor, scale: int) -> None:
 
 
 def downscale(output: torch.Tensor, scale: int) -> torch.Tensor:
-    """S_f: MATLAB bicubic downscale by 1/f (antialiased), the degradation that made the input."""
-    return imresize(output, scale=1.0 / scale)
+    """S_f: MATLAB bicubic downscale by 1/f (antialiased), the degradation that made the input. Eager mode takes
+    `imresize`'s size-dependent tables (faster on a CPU), a trace (ONNX) the size-free strided convolution."""
+    return downscale_integer(output, scale) if is_tracing() else imresize(output, scale=1.0 / scale)
+
+
+def projection_step(lr: torch.Tensor, output: torch.Tensor, scale: int) -> torch.Tensor:
+    """One iteration of eqs. 4-5 at the default step: y + step * P(x - S_f(y)), unclamped."""
+    return output + DEFAULT_STEP * imresize(lr - downscale(output, scale), scale=float(scale))
 
 
 def lr_error(lr: torch.Tensor, output: torch.Tensor, scale: int) -> torch.Tensor:
@@ -159,5 +166,5 @@ def back_project(lr: torch.Tensor, output: torch.Tensor, scale: int, steps: int 
     dtype = torch.float64 if torch.float64 in (lr.dtype, output.dtype) else torch.float32
     x, y = lr.to(dtype), output.to(dtype)
     for _ in range(steps):
-        y = (y + DEFAULT_STEP * imresize(x - downscale(y, scale), scale=float(scale))).clamp_(0.0, 1.0)
+        y = projection_step(x, y, scale).clamp_(0.0, 1.0)
     return y.to(output.dtype)

@@ -29,12 +29,10 @@ import math
 
 import torch
 
+from mgbp.backprojection import projection_step
 from mgbp.errors import ConfigError
 from mgbp.models.config_sections import section_from_any, with_section
-from mgbp.resize import PHASE_PAD, downscale_integer, downscale_taps, imresize, upscale_integer
-from mgbp.tracing import is_tracing
-
-STEP = 1.6  # mgbp.backprojection.DEFAULT_STEP: the contraction of S_f P's spectrum [0.223, 1]
+from mgbp.resize import PHASE_PAD, downscale_taps
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,11 +58,6 @@ class OutputProjection:
         return self.steps * (math.ceil(-downscale_taps(int(scale))[0] / scale) + PHASE_PAD)
 
 
-def _downscale(y: torch.Tensor, scale: int) -> torch.Tensor:
-    """S_f: the size-dependent tables of `imresize` (faster in eager mode), the strided convolution in a trace."""
-    return downscale_integer(y, scale) if is_tracing() else imresize(y, scale=1.0 / scale)
-
-
 def _full_precision(device_type: str):
     """Autocast off inside (only entered when it is on: a plain trace sees no context)."""
     if torch.is_autocast_enabled(device_type):
@@ -82,7 +75,7 @@ def project_output(lr: torch.Tensor, output: torch.Tensor, scale: int, steps: in
     with _full_precision(output.device.type):
         x, y = lr.to(dtype), output.to(dtype).clamp(0.0, 1.0)
         for _ in range(steps):
-            y = y + STEP * upscale_integer(x - _downscale(y, scale), scale)
+            y = projection_step(x, y, scale)  # mgbp.backprojection: the iteration `back_project` runs
         if active is not None:
             keep = active.to(dtype).reshape(-1, *([1] * (y.dim() - 1)))
             y = keep * y + (1 - keep) * output.to(dtype)
