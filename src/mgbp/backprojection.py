@@ -40,8 +40,7 @@ import torch
 
 from mgbp.errors import ConfigError
 from mgbp.io import round_levels
-from mgbp.resize import downscale_integer, imresize
-from mgbp.tracing import is_tracing
+from mgbp.resize import imresize
 
 DEFAULT_TOL = 0.5 / 255
 DEFAULT_MAX_ITER = 60
@@ -74,9 +73,9 @@ def _check_pair(lr: torch.Tensor, output: torch.Tensor, scale: int) -> None:
 
 
 def downscale(output: torch.Tensor, scale: int) -> torch.Tensor:
-    """S_f: MATLAB bicubic downscale by 1/f (antialiased), the degradation that made the input. Eager mode takes
-    `imresize`'s size-dependent tables (faster on a CPU), a trace (ONNX) the size-free strided convolution."""
-    return downscale_integer(output, scale) if is_tracing() else imresize(output, scale=1.0 / scale)
+    """S_f: MATLAB bicubic downscale by 1/f (antialiased), the degradation that made the input (traceable: see
+    `imresize`)."""
+    return imresize(output, scale=1.0 / scale)
 
 
 def projection_step(lr: torch.Tensor, output: torch.Tensor, scale: int) -> torch.Tensor:

@@ -27,7 +27,8 @@ weights that depend only on the phase p, never on the size. The input is padded 
 is the product of the row phase p and the column phase q), and the phases are interleaved (pixel shuffle).
 No size-dependent table and no Python arithmetic on sizes, so the same code traces and exports (ONNX) with
 dynamic height and width. Against the per-axis gather it differs only by float rounding (< 1e-6 in float32
-on [0, 1] images).
+on [0, 1] images). While traced for export, 1/f shrinks take a third, `downscale_integer`, a strided
+convolution after a symmetric pad (the per-axis tables need concrete sizes).
 """
 
 from __future__ import annotations
@@ -310,6 +311,14 @@ def _integer_factors(scales: tuple[float, float]) -> tuple[int, int] | None:
     return None
 
 
+def _integer_shrink(scales: tuple[float, float]) -> int | None:
+    """f when both scales are 1/f for one whole f >= 2 (`downscale_integer`'s case when H, W are multiples of f)."""
+    f = round(1.0 / scales[0])
+    if f >= 2 and all(abs(s * f - 1.0) < 1e-9 for s in scales):
+        return f
+    return None
+
+
 def imresize(x: torch.Tensor, scale=None, size=None, antialias: bool = True) -> torch.Tensor:
     """MATLAB `imresize(x, scale, 'bicubic')` on the last two dims (H, W) of a float tensor.
 
@@ -324,6 +333,9 @@ def imresize(x: torch.Tensor, scale=None, size=None, antialias: bool = True) -> 
         factors = _integer_factors(_requested_scales(scale))
         if factors is not None:  # the size-independent polyphase path (no arithmetic on traced sizes)
             return upscale_integer(x, factors)
+        shrink = _integer_shrink(_requested_scales(scale))
+        if shrink is not None and antialias and is_tracing():  # size-free strided convolution: the tables need sizes
+            return downscale_integer(x, shrink)
     in_hw = tuple(x.shape[-2:])
     out_hw, scales = _normalise_request(in_hw, scale, size)
     factors = _integer_factors(scales)
