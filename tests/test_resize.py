@@ -27,6 +27,7 @@ from mgbp.resize import (
     imresize_uint8,
     modcrop,
     resize_axis,
+    shrink_axis_integer,
     resize_axis_dense,
     symmetric_indices,
     upscale_integer,
@@ -253,6 +254,32 @@ def test_dense_and_gather_paths_equal_the_independent_matrix(n_in, n_out):
     assert 600 > DENSE_MAX_LENGTH
     np.testing.assert_allclose(imresize(long_axis, size=(3, 150)).numpy()[0, 0],
                                long_axis.numpy()[0, 0] @ dense_matrix(600, 150, 0.25, True).T, atol=1e-12, rtol=0)
+
+
+@pytest.mark.parametrize("f", [2, 3, 4, 8, 16])
+@pytest.mark.parametrize("n_lr", [1, 2, 7])
+@pytest.mark.parametrize("dim", [1, -1])
+def test_strided_tap_shrink_equals_the_independent_matrix(f, n_lr, dim):
+    """`shrink_axis_integer` (long axes in eager mode) is MATLAB's 1/f, also where the mirror pad is longer than
+    the axis (1 LR pixel) and along the last axis (taken through a transpose)."""
+    x = torch.rand(2, f * n_lr, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(f * 31 + n_lr))
+    x = x if dim == 1 else x.transpose(1, 2).contiguous()
+    matrix = dense_matrix(f * n_lr, n_lr, 1.0 / f, True)
+    want = np.einsum("oi,bic->boc", matrix, x.numpy()) if dim == 1 else x.numpy() @ matrix.T
+    np.testing.assert_allclose(shrink_axis_integer(x, dim, f).numpy(), want, atol=1e-12, rtol=0)
+
+
+def test_long_axes_shrunk_by_whole_factors_take_the_strided_taps_and_stay_matlab_exact():
+    """imresize routes 1/f of axes longer than DENSE_MAX_LENGTH (multiples of f) to `shrink_axis_integer`: the
+    result is the independent matrices' on both axes, and gradients flow (the training losses' S_k)."""
+    h, w = 4 * 130, 2 * DENSE_MAX_LENGTH + 4
+    x = torch.rand(1, 2, h, w, dtype=torch.float64, generator=torch.Generator().manual_seed(5), requires_grad=True)
+    got = imresize(x, scale=0.25)
+    want = np.einsum("oi,ncij,pj->ncop", dense_matrix(h, h // 4, 0.25, True), x.detach().numpy(),
+                     dense_matrix(w, w // 4, 0.25, True))
+    np.testing.assert_allclose(got.detach().numpy(), want, atol=1e-12, rtol=0)
+    small = torch.rand(1, 1, 8, 2 * DENSE_MAX_LENGTH, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda t: imresize(t, scale=0.5), (small,))
 
 
 def test_reused_phase_kernel_is_the_fresh_one_and_survives_inference_mode():

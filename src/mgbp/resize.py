@@ -219,10 +219,9 @@ def upscale_integer(x: torch.Tensor, factor: int | tuple[int, int],
         planes = symmetric_pad2(planes, 3)
     kernel = reusable_phase_kernel(fy, fx, x) if kernel is None else kernel
     phases = F.conv2d(planes, kernel.to(device=x.device, dtype=x.dtype))  # (B, fy fx, h, w)
-    if fy == fx:
-        out = F.pixel_shuffle(phases, fy)
-    else:  # the same interleave with two factors: channel p fx + q -> row fy i + p, column fx j + q
-        out = phases.reshape(-1, fy, fx, h, w).permute(0, 3, 1, 4, 2)
+    # the phases interleaved: channel p fx + q -> row fy i + p, column fx j + q. As a permuted copy rather than
+    # F.pixel_shuffle, which is 1.7x slower on CPU (3 planes of 256^2 by 4: 19 -> 11 ms per upscale, torch 2.13)
+    out = phases.reshape(-1, fy, fx, h, w).permute(0, 3, 1, 4, 2)
     return out.reshape(*lead, h * fy, w * fx)
 
 
@@ -276,6 +275,30 @@ def downscale_integer(x: torch.Tensor, factor: int) -> torch.Tensor:
     planes = F.conv2d(planes, kernel.view(1, 1, -1, 1), stride=(f, 1))
     planes = F.conv2d(planes, kernel.view(1, 1, 1, -1), stride=(1, f))
     return planes.reshape(*lead, planes.shape[-2], planes.shape[-1])
+
+
+def shrink_axis_integer(x: torch.Tensor, dim: int, factor: int) -> torch.Tensor:
+    """MATLAB `imresize`'s antialiased 1/f along `dim` for integer f >= 2 and a length that is a multiple of f:
+    the axis mirrored once (one gather), then `downscale_taps(f)` applied as strided views of it, each tap one
+    in-place multiply-add over the output. Eager long axes (`imresize` above DENSE_MAX_LENGTH): 3-4x faster
+    than the per-tap gathers of `resize_axis` (a 1024^2 RGB image shrunk by 4: 41-59 -> 15 ms, 2 threads, torch
+    2.13), which copy every tap first; the strided 1-D convolutions of `downscale_integer` take oneDNN's slow
+    one-channel path (96 ms). Differentiable; float rounding apart, the same sums as `resize_axis`."""
+    dim = dim % x.dim()
+    if dim == x.dim() - 1 and x.dim() > 1:  # taps strided along rows read whole rows; along columns, single values
+        swapped = shrink_axis_integer(x.transpose(-1, -2).contiguous(), x.dim() - 2, factor)
+        return swapped.transpose(-1, -2).contiguous()
+    f = int(factor)
+    first, weights = downscale_taps(f)
+    length = x.shape[dim]
+    n = length // f
+    padded = x.index_select(dim, symmetric_indices(length, -first, first + len(weights) - f, x.device))
+    every_f = (slice(None),) * dim + (slice(None, None, f),)
+    out = None
+    for offset, weight in enumerate(weights):  # tap `offset` of LR pixel i is padded pixel f i + offset
+        tap = padded.narrow(dim, offset, f * (n - 1) + 1)[every_f]
+        out = tap * weight if out is None else out.add_(tap, alpha=weight)
+    return out
 
 
 def output_size(in_size: Sequence[int], scale: Sequence[float]) -> tuple[int, ...]:
@@ -346,8 +369,13 @@ def imresize(x: torch.Tensor, scale=None, size=None, antialias: bool = True) -> 
     for k in order:
         if out_hw[k] == in_hw[k] and scales[k] == 1.0:
             continue
-        axis_resize = resize_axis_dense if in_hw[k] <= DENSE_MAX_LENGTH else resize_axis
-        x = axis_resize(x, x.dim() - 2 + k, out_hw[k], scales[k], antialias)
+        dim = x.dim() - 2 + k
+        if in_hw[k] <= DENSE_MAX_LENGTH:
+            x = resize_axis_dense(x, dim, out_hw[k], scales[k], antialias)
+        elif antialias and _integer_shrink((scales[k], scales[k])) and in_hw[k] % out_hw[k] == 0:
+            x = shrink_axis_integer(x, dim, in_hw[k] // out_hw[k])
+        else:
+            x = resize_axis(x, dim, out_hw[k], scales[k], antialias)
     return x
 
 
