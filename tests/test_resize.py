@@ -27,8 +27,8 @@ from mgbp.resize import (
     imresize_uint8,
     modcrop,
     resize_axis,
-    shrink_axis_integer,
     resize_axis_dense,
+    shrink_axis_integer,
     symmetric_indices,
     upscale_integer,
 )
