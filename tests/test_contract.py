@@ -131,6 +131,12 @@ class ClaimsTiledNoise(NearestGenerator):
     capabilities = Capabilities(whole_image_noise=True, placement=False)
 
 
+class ClaimsQuietBorder(NearestGenerator):
+    """Declares a smaller W = 0 border without saying what it is."""
+
+    capabilities = Capabilities(whole_image_noise=False, placement=False, quiet_border=True)
+
+
 def test_a_model_that_breaks_the_contract_is_refused_in_one_line():
     image = np.zeros((4, 4, 3), np.uint8)
     with pytest.raises(ConfigError, match=r"^Incomplete is not a generator: it lacks border_lr, capabilities, "
@@ -138,6 +144,8 @@ def test_a_model_that_breaks_the_contract_is_refused_in_one_line():
         upscale(image, model=Incomplete())
     with pytest.raises(ConfigError, match="ClaimsTiledNoise is not a generator: it lacks crop_noise, draw_noise"):
         upscale(image, model=ClaimsTiledNoise())
+    with pytest.raises(ConfigError, match="ClaimsQuietBorder is not a generator: it lacks border_lr_without_noise"):
+        upscale(image, model=ClaimsQuietBorder())
 
 
 def test_a_reduced_precision_the_family_does_not_declare_is_refused(monkeypatch):
@@ -164,7 +172,8 @@ def test_tiling_follows_the_declaration_not_the_attributes():
 
 CONTRACT_MEMBERS = {"scale", "is_video", "family", "noise_channels", "config", "border_lr", "capabilities",
                     "draw_noise", "crop_noise", "tile_padding", "supports_placement", "clip_length",
-                    "frames_consumed", "border_frames", "preset", "frames", "num_frames", "temporal_size"}
+                    "frames_consumed", "border_frames", "border_lr_without_noise", "preset", "frames", "num_frames",
+                    "temporal_size"}
 
 
 def test_nothing_in_the_package_probes_the_contract_with_getattr_or_hasattr():

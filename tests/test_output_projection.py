@@ -80,6 +80,27 @@ def test_tiles_reproduce_the_whole_image_with_the_projection(noise_amp):
     assert (tiled - reference).abs().max() < 1e-5
 
 
+def test_a_w0_call_tiles_with_the_plain_networks_border_when_the_extensions_act_only_on_noise():
+    """With the noise mask and a noise-only step (the shipped mgbp-x4), W = 0 needs the plain network's context
+    and no more, so its tiles overlap less; a step that always runs keeps its reach at W = 0 too. The smaller
+    overlap still reproduces the whole image (tiles of 2 * 11 + 10 LR pixels on 41 x 53)."""
+    from mgbp.models.noise_mask import NoiseMask, with_noise_mask
+    from mgbp.tiling import default_overlap
+
+    model = with_noise_mask(tiny(OutputProjection(steps=1, noise_only=True)), NoiseMask(1.0, 10.0, 0.5, 1.25))
+    plain = with_noise_mask(plain_twin(model), None)
+    assert model.border_lr > model.border_lr_without_noise == plain.border_lr
+    assert default_overlap(model, 0.0) == default_overlap(plain, 0.0) < default_overlap(model, 1.0)
+    assert default_overlap(model, torch.tensor([0.0])) == default_overlap(model, 1.0)  # per-sample W: full border
+    always = tiny(OutputProjection(steps=1))
+    assert always.border_lr_without_noise == always.border_lr == plain.border_lr + 4
+    lr = image(4, 41, 53)
+    with torch.no_grad():
+        reference = model(lr)
+    tiled = run_model(model, lr, tile=2 * model.border_lr_without_noise + 10, batch=2)
+    assert (tiled - reference).abs().max() < 1e-5
+
+
 @pytest.mark.parametrize("scale", [2, 3, 4, 8])
 def test_one_step_reaches_as_far_as_the_tile_border_it_adds_and_no_less(scale):
     """A change of one output pixel (a tile edge's wrong mirror) moves the projected output within

@@ -76,7 +76,7 @@ def upscale_region(model, planes: torch.Tensor, region: Region, noise: float = 0
     if region.top < 0 or region.left < 0 or region.bottom > height or region.right > width \
             or region.height < 1 or region.width < 1:
         raise ConfigError(f"region {region} does not lie inside the {height}x{width} image")
-    scale, border = model_scale(model), model_border(model)
+    scale, border = model_scale(model), model_border(model, noise)
     context = Region(max(0, region.top - border), max(0, region.left - border), 0, 0)
     context = Region(context.top, context.left, min(height, region.bottom + border) - context.top,
                      min(width, region.right + border) - context.left)

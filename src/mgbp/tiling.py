@@ -123,8 +123,14 @@ def model_scale(model) -> int:
     return int(model.scale)
 
 
-def model_border(model) -> int:
-    return max(int(model.border_lr), MIN_BORDER_LR)
+def model_border(model, noise_amp=None) -> int:
+    """LR context that reaches an output pixel (at least MIN_BORDER_LR). With `noise_amp` the float 0, the
+    model's `border_lr_without_noise` when it declares one (`QuietBorder`): W > 0 extensions need no context
+    then (the shipped mgbp-x4: 11 LR pixels instead of 15, so `--tile 64` computes ~40% fewer tiles)."""
+    border = model.border_lr
+    if noise_amp is not None and _noise_is_off(noise_amp) and model.capabilities.quiet_border:
+        border = model.border_lr_without_noise
+    return max(int(border), MIN_BORDER_LR)
 
 
 def min_tile(overlap: int) -> int:
@@ -132,8 +138,8 @@ def min_tile(overlap: int) -> int:
     return overlap + MIN_TILE_STRIDE
 
 
-def default_overlap(model) -> int:
-    return 2 * model_border(model) + DEFAULT_RAMP_LR
+def default_overlap(model, noise_amp=None) -> int:
+    return 2 * model_border(model, noise_amp) + DEFAULT_RAMP_LR
 
 
 def model_device(model) -> tuple[torch.device, torch.dtype]:
@@ -319,11 +325,12 @@ def run_model(model, lr: torch.Tensor, noise_amp=0.0, tile: int | None = None, o
     if self_ensemble:
         check_self_ensemble(noise_amp)
         return dihedral_mean(lambda x: run_model(model, x, 0.0, tile, overlap, batch, progress, out_device), lr)
-    overlap = default_overlap(model) if overlap is None else int(overlap)
+    overlap = default_overlap(model, noise_amp) if overlap is None else int(overlap)
     if overlap < 0 or (tile is not None and tile <= overlap):
         raise ConfigError(f"tile size ({tile}) must exceed the tile overlap ({overlap}), which must be >= 0")
-    if overlap < 2 * model_border(model):
-        warnings.warn(f"tile overlap {overlap} is below twice the model's border ({model_border(model)} LR "
+    border = model_border(model, noise_amp)
+    if overlap < 2 * border:
+        warnings.warn(f"tile overlap {overlap} is below twice the model's border ({border} LR "
                       f"pixels): tile edges may show", stacklevel=2)
     reuse_unless_opted_out()  # large buffers kept by malloc, not faulted in again per call (mgbp.allocator)
     plan = auto_plan(model, lr, tile, overlap, noise_amp)
@@ -397,7 +404,7 @@ def _run_tiles(model, lr, noise_amp, noise, plan: TilePlan, progress: bool, out_
     scale = model_scale(model)
     height, width = lr.shape[-2:]
     ext_h, ext_w = plan.extent(height, width)
-    margin = min(model_border(model), plan.overlap // 2)
+    margin = min(model_border(model, noise_amp), plan.overlap // 2)
     rows, cols = tile_starts(height, ext_h, plan.overlap), tile_starts(width, ext_w, plan.overlap)
     wy = [tile_weights_1d(y, ext_h, height, scale, margin, plan.overlap) for y in rows]
     wx = [tile_weights_1d(x, ext_w, width, scale, margin, plan.overlap) for x in cols]

@@ -166,7 +166,7 @@ def run(args: argparse.Namespace) -> int:
     if video_model is not None and int(video_model.scale) != int(model.scale):
         raise ConfigError(f"--video-model {args.video_model} upscales x{int(video_model.scale)}, the image model "
                           f"x{int(model.scale)}: give -s or -m of the same scale")
-    overlap = default_overlap(model) if args.tile_overlap is None else args.tile_overlap
+    overlap = default_overlap(model, args.noise) if args.tile_overlap is None else args.tile_overlap
     if args.tile is not None and args.tile <= overlap:
         raise ConfigError(f"--tile {args.tile} must exceed the tile overlap ({overlap} LR pixels for this model)")
     jobs, failures = plan_jobs(args, video_model=model.is_video, scale=int(model.scale))

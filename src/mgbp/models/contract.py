@@ -15,6 +15,9 @@ never probe with `getattr(model, name, default)`. A capability comes with a prot
   inference equals the untiled pass at W > 0 too (`mgbp.tiling.run_model`).
 - `PlacedTiles` (`capabilities.placement`): `tile_padding(size_hr, placement)` and `forward(..., placement=(top,
   left, H, W))`: a tile is padded so that its grids line up with the whole image's (MGBPv2's stride-2 grids).
+- `QuietBorder` (`capabilities.quiet_border`): `border_lr_without_noise`, the LR context that reaches an output
+  pixel when W is 0 (no larger than `border_lr`): MGBPv2's W > 0 extensions (noise mask, a noise-only output
+  projection) add context only where there is noise, so tiles of a W = 0 call may overlap less.
 - `ClipGenerator` (`is_video`): `clip_length` (frames per temporal window, the training clip length),
   `frames_consumed` (frames lost at each end of a clip: T' = T - 2 frames_consumed) and `border_frames`
   (frames of temporal context that reach an output frame).
@@ -41,6 +44,7 @@ class Capabilities:
     placement: bool  # PlacedTiles: tiles are padded so that the model's grids line up with the image's
     half: bool = True  # runs in float16 (on a GPU)
     bf16: bool = True  # runs in bfloat16
+    quiet_border: bool = False  # QuietBorder: a W = 0 call needs less tile context than `border_lr`
 
 
 @runtime_checkable
@@ -75,6 +79,13 @@ class PlacedTiles(Protocol):
 
 
 @runtime_checkable
+class QuietBorder(Protocol):
+    """What tiling a W = 0 call with less overlap needs: the context that reaches an output pixel without noise."""
+
+    border_lr_without_noise: int
+
+
+@runtime_checkable
 class ClipGenerator(Protocol):
     """What video inference needs of a generator of clips."""
 
@@ -100,7 +111,7 @@ def check_generator(model):
         if not isinstance(declared, Capabilities):
             raise ConfigError(f"{name}.capabilities must be an mgbp.models.contract.Capabilities")
         for wanted, protocol in ((declared.whole_image_noise, TiledNoise), (declared.placement, PlacedTiles),
-                                 (model.is_video, ClipGenerator)):
+                                 (declared.quiet_border, QuietBorder), (model.is_video, ClipGenerator)):
             missing += missing_members(model, protocol) if wanted else []
     if missing:
         raise ConfigError(f"{name} is not a generator: it lacks {', '.join(missing)} (mgbp.models.contract)")

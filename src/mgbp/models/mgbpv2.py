@@ -413,6 +413,7 @@ class MGBPv2(nn.Module):
             else 0
         )
         self.border_lr = self._border_lr()
+        self.border_lr_without_noise = self._border_lr(noise=False)
         self.border_frames = self._border_frames() if self.is_video else 0
         if cfg.dims == 2:
             # Kernels in oneDNN's / cuDNN's fast layout (NHWC); `network` gives the activations the same on CPU
@@ -422,7 +423,7 @@ class MGBPv2(nn.Module):
 
     # Tiles crop one noise map (draw_noise / crop_noise) and are placed (forward(..., placement=) lines a tile's
     # grids up with the whole image's): tiled = untiled at any W. Any H, W (padded to a valid size here).
-    capabilities = Capabilities(whole_image_noise=True, placement=True)
+    capabilities = Capabilities(whole_image_noise=True, placement=True, quiet_border=True)
     preset: str | None = None  # the PRESETS name it was built from (`build_model`, weight files)
 
     @property
@@ -632,12 +633,13 @@ class MGBPv2(nn.Module):
 
     # ---- receptive field, for tiling ----------------------------------------------------------------------
 
-    def _receptive_radius_hr(self) -> int:
+    def _receptive_radius_hr(self, noise: bool = True) -> int:
         """Exact-bound radius (output pixels) of the W-cycle's spatial receptive field.
 
         Sequential steps add their radii: a step at level k adds the Downscale's (K-1)/2 grid cells of
         level k, the inner cycle, and the Upscale's (K-1)/2 + 1 cells (the +1 covers the stride-2 phase);
         BP^mu_k repeats this mu times (the same recurrence as eq. 6). The widest Analysis adds its own.
+        `noise`: False for a W = 0 call, where m(X) multiplies zeros and reads nothing.
         """
         cfg = self.config
         half = (cfg.kernel_size - 1) / 2
@@ -646,15 +648,17 @@ class MGBPv2(nn.Module):
             d = cfg.stride_to(level)
             radius = cfg.mu * (half * d + radius + (half + 1) * d)
         analysis = half * (cfg.stride_to(1) - 1)
-        mask = cfg.noise_mask.radius if cfg.noise_mask is not None else 0  # m(X) reads X around each noise pixel
+        # m(X) reads X around each noise pixel
+        mask = cfg.noise_mask.radius if cfg.noise_mask is not None and noise else 0
         return math.ceil(radius + analysis) + mask
 
-    def _border_lr(self) -> int:
+    def _border_lr(self, noise: bool = True) -> int:
         """LR context pixels for tiling: the receptive radius in LR pixels + 2 for the bicubic taps, and the
-        output projection's reach."""
+        output projection's reach (`noise` False: for a W = 0 call, which a noise-only projection skips)."""
         projection = self.config.output_projection
-        reach = projection.reach_lr(self.scale) if projection is not None else 0
-        return math.ceil(self._receptive_radius_hr() / self.scale) + 2 + reach
+        runs = projection is not None and (noise or not projection.noise_only)
+        reach = projection.reach_lr(self.scale) if runs else 0
+        return math.ceil(self._receptive_radius_hr(noise) / self.scale) + 2 + reach
 
     def _border_frames(self) -> int:
         """Temporal receptive radius in frames (same recurrence in time, grid spacing 1)."""
