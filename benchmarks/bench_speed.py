@@ -34,6 +34,7 @@ per item; the peak growth of the process's resident memory during it (CPU; sampl
     python benchmarks/bench_speed.py --only a,b --dtype bf16
     python benchmarks/bench_speed.py --device cuda --dtype half --only b,c
     python benchmarks/bench_speed.py --baseline f0b6ca6 --only c,d,e
+    python benchmarks/bench_speed.py --baseline fbf3485 --only g   # the resizes, mask and projection step
 
 Writes OUT/bench_speed.json and OUT/bench_speed.md (`--out`, default out/bench_speed) and prints the Markdown.
 Every table names the machine. Bad options (an unknown preset, model or size) are refused with one line.
@@ -69,7 +70,7 @@ from torch import nn
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
-SECTIONS = "abcdfe"
+SECTIONS = "abcdfeg"
 G_MGBP_ID = ("CH3_BIC_FE48_LEAK0.0_TR0_BN0_MX0_Analysis#L4#K3#D1_Upscaling#L4#M3#K3#D1_Downscaling#L4#M0#K3#D1"
              "_Synthesis#L4#K3#D1_v3_ms")  # the released BOE-R3 file's model id (authors-code/README.md)
 
@@ -753,6 +754,36 @@ def section_e(args, device, dtype, baseline) -> list[Item]:
     return items
 
 
+def section_g(args, device, baseline) -> list[Item]:
+    """The parameter-free pieces `mgbp-x4` runs around its network, on a 1024x1024 output (256 with --quick):
+    MATLAB's bicubic by 1/4 (the output projection's S_4, the training losses' S_k) and by 4 (the input X, the
+    projection's P), the noise mask m(X) of its W > 0 call and one output projection step; each against the
+    same call in `--baseline REV` when given (ratios: baseline / today)."""
+    side = 256 if args.quick else 1024
+    hr = random_image((1, 3, side, side), 8, device)
+    lr = random_image((1, 3, side // 4, side // 4), 9, device)
+    pieces = [
+        ("MATLAB bicubic 1/4 (`imresize`, antialiased)", f"{side}x{side} -> {side // 4}x{side // 4}",
+         (side // 4) ** 2, "resize", lambda m: lambda: m.imresize(hr, scale=0.25)),
+        ("MATLAB bicubic x4 (`imresize`)", f"{side // 4}x{side // 4} -> {side}x{side}", side**2, "resize",
+         lambda m: lambda: m.imresize(lr, scale=4.0)),
+        ("noise mask m(X), `mgbp-x4`'s 2,10,0.5,1.25", f"{side}x{side}", side**2, "models.noise_mask",
+         lambda m: lambda: m.noise_mask(hr, m.NoiseMask(2.0, 10.0, 0.5, 1.25))),
+        ("one output projection step, x4", f"{side // 4}x{side // 4} -> {side}x{side}", side**2,
+         "models.output_projection", lambda m: lambda: m.project_output(lr, hr, 4, 1)),
+    ]
+    packages = [("mgbp", "project", "")] + ([("mgbp_base", "baseline", f" at {args.baseline}")] if baseline else [])
+    items = []
+    for label, shape, pixels, module, call in pieces:
+        for package, role, suffix in packages:
+            try:
+                run, note = call(importlib.import_module(f"{package}.{module}")), ""
+            except Exception as exc:  # noqa: BLE001 (a piece the baseline did not have: reported, not fatal)
+                run, note = None, f"not available{suffix}: {type(exc).__name__}: {exc}"[:300]
+            items.append(Item("g", f"{label}{suffix}", run, shape, pixels, role, f"g/{label}", note=note))
+    return items
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Report.
 
@@ -855,6 +886,8 @@ TITLES = {
     "d": "training throughput of the shipped models' recipes (one step: data, forward, backward, optimiser, EMA)",
     "e": "a large image through mgbp upscale's tiled path (automatic plan vs fixed tiles vs the small-image rate)",
     "f": "what each option costs (time relative to the default call; above 1: slower)",
+    "g": "the model-free pieces around the networks (MATLAB bicubic, noise mask, output projection) against a "
+         "baseline revision",
 }
 
 
@@ -965,6 +998,8 @@ def main(argv=None) -> int:
             section_items = section_d(args, device, dtype, baseline, progress)
         elif section == "f":
             section_items = section_f(args, device, dtype)
+        elif section == "g":
+            section_items = section_g(args, device, baseline)
         else:
             section_items = section_e(args, device, dtype, baseline)
         rounds = args.rounds if section != "e" or args.rounds != 5 else 3

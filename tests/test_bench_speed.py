@@ -65,3 +65,13 @@ def test_a_tiny_run_writes_json_and_markdown(bench, tmp_path):
     assert any(r["other"] == "SPAN x4" for r in result["ratios"])
     markdown = (out / "bench_speed.md").read_text()
     assert "Machine:" in markdown and "| mgbp `mgbp-x4` |" in markdown
+
+
+def test_section_g_times_the_model_free_pieces(bench, tmp_path):
+    out = tmp_path / "bench"
+    assert bench.main(["--only", "g", "--quick", "--rounds", "1", "--quiet", "--out", str(out)]) == 0
+    result = json.loads((out / "bench_speed.json").read_text())
+    names = [item["name"] for item in result["items"]]
+    assert len(names) == 4 and any("noise mask" in n for n in names) and any("projection" in n for n in names)
+    assert all(item["median_s"] > 0 for item in result["items"])
+    assert "**g." in (out / "bench_speed.md").read_text()
