@@ -280,10 +280,11 @@ def downscale_integer(x: torch.Tensor, factor: int) -> torch.Tensor:
 def shrink_axis_integer(x: torch.Tensor, dim: int, factor: int) -> torch.Tensor:
     """MATLAB `imresize`'s antialiased 1/f along `dim` for integer f >= 2 and a length that is a multiple of f:
     the axis mirrored once (one gather), then `downscale_taps(f)` applied as strided views of it, each tap one
-    in-place multiply-add over the output. Eager long axes (`imresize` above DENSE_MAX_LENGTH): 3-4x faster
-    than the per-tap gathers of `resize_axis` (a 1024^2 RGB image shrunk by 4: 41-59 -> 15 ms, 2 threads, torch
-    2.13), which copy every tap first; the strided 1-D convolutions of `downscale_integer` take oneDNN's slow
-    one-channel path (96 ms). Differentiable; float rounding apart, the same sums as `resize_axis`."""
+    in-place multiply-add over the output. Eager long axes (`imresize` above DENSE_MAX_LENGTH) take it: a 1024^2
+    RGB image shrunk by 4 in 12.5 ms against 37 ms for the per-tap gathers of `resize_axis`, which copy every tap
+    first (`benchmarks/bench_speed.py --only g`; 2 threads, torch 2.13); the strided 1-D convolutions of
+    `downscale_integer` (kept for traced graphs) take oneDNN's slow one-channel path on a CPU. Differentiable;
+    float rounding apart, the same sums as `resize_axis`."""
     dim = dim % x.dim()
     if dim == x.dim() - 1 and x.dim() > 1:  # taps strided along rows read whole rows; along columns, single values
         swapped = shrink_axis_integer(x.transpose(-1, -2).contiguous(), x.dim() - 2, factor)
