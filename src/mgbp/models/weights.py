@@ -94,12 +94,12 @@ SHIPPED: dict[str, Shipped] = {
     "mgbp-x3": Shipped(
         "mgbp-x3.safetensors",
         scale=3,
-        sha256="b5fe1a6c257769c036635f42a51db34ad104d33139e55524f81266977b49b6ca",
+        sha256="44bbcccf47c35e5c0ee31a22fa1014a7614f9b487d2813c5ea61b0739f486125",
         description="x3: MGBPv2 L3 mu4 64-32-16 (957 k params), fidelity only, started from mgbp-x4; trained on "
         "a 2-core CPU (configs/cpu-x3.yaml, then configs/cpu-x3-bf16.yaml in bf16 autocast, then grown from mu 2 "
         "to mu 3 with mgbp convert --mu 3 and trained on: configs/cpu-x3-mu3.yaml, then grown to mu 4 the same "
         "way: configs/cpu-x3-mu4.yaml), then trained through one back-projection step at its end "
-        "(configs/cpu-x3-projection.yaml)",
+        "(configs/cpu-x3-projection.yaml, then a cosine restart: configs/cpu-x3-projection2.yaml)",
     ),
     "mgbp-x8": Shipped(
         "mgbp-x8.safetensors",
