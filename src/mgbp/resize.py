@@ -220,7 +220,7 @@ def upscale_integer(x: torch.Tensor, factor: int | tuple[int, int],
     kernel = reusable_phase_kernel(fy, fx, x) if kernel is None else kernel
     phases = F.conv2d(planes, kernel.to(device=x.device, dtype=x.dtype))  # (B, fy fx, h, w)
     # the phases interleaved: channel p fx + q -> row fy i + p, column fx j + q. As a permuted copy rather than
-    # F.pixel_shuffle, which is 1.7x slower on CPU (3 planes of 256^2 by 4: 19 -> 11 ms per upscale, torch 2.13)
+    # F.pixel_shuffle, which is slower on CPU (torch 2.13; `benchmarks/bench_speed.py --only g --baseline fbf3485`)
     out = phases.reshape(-1, fy, fx, h, w).permute(0, 3, 1, 4, 2)
     return out.reshape(*lead, h * fy, w * fx)
 

@@ -94,8 +94,9 @@ def _window_sum(t: torch.Tensor, window: int, dim: int) -> torch.Tensor:
 def _local_std_in_float64(y: torch.Tensor, window: int) -> torch.Tensor:
     """The same statistic as `_local_std_about_centres`, as E[y^2] - E[y]^2 over separable box sums in float64,
     where grey levels squared (< 2^16) keep 1e-11 of their variance. Each window's sum adds the same values in
-    the same order wherever it lies, so a tile computes what the whole image does. 2.6x faster than avg_pool2d
-    here and ~10x faster than the 49 passes (1024x1024, 2 threads, torch 2.13).
+    the same order wherever it lies, so a tile computes what the whole image does. Faster on a CPU than
+    avg_pool2d (one thread for a one-channel map) and than the 49 passes (the mask as a whole:
+    `benchmarks/bench_speed.py --only g --baseline fbf3485`).
     Eager mode only: ONNX graphs keep the float32 form (ONNX Runtime's CPU kernels are float32)."""
     def box_mean(t: torch.Tensor) -> torch.Tensor:
         return _window_sum(_window_sum(t, window, -2), window, -1).div_(window * window)
@@ -108,8 +109,8 @@ def _local_std_in_float64(y: torch.Tensor, window: int) -> torch.Tensor:
 def luminance_std(X: torch.Tensor) -> torch.Tensor:
     """(N,3,H,W) RGB in [0,1] -> (N,1,H,W) float32: the 7x7 local std of Y in grey levels, edges replicated."""
     # Y of MATLAB rgb2ycbcr in grey levels (its offset of 16 cancels in a standard deviation) as three scaled
-    # planes added: a 3 -> 1 channel 1x1 convolution takes oneDNN's slow path on CPU (40-130 ms at 1024x1024
-    # against ~4 ms for this, torch 2.13), and the ONNX graph gets the same Mul/Add
+    # planes added: a 3 -> 1 channel 1x1 convolution takes a slow oneDNN path on CPU (torch 2.13; the mask
+    # before and after: `benchmarks/bench_speed.py --only g --baseline fbf3485`), and ONNX gets the same Mul/Add
     red, green, blue = X.float().unbind(1)
     r, g, b = YCBCR_MATRIX[0]
     y = (red * r + green * g).add_(blue, alpha=b).unsqueeze(1)
