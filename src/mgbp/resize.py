@@ -24,11 +24,12 @@ a second path, `upscale_integer`, a fixed polyphase convolution. Output pixel f 
 coordinate m + (p + 1/2)/f - 1/2, so its taps are LR pixels m-2 .. m+2 (one of them always weighs 0) with
 weights that depend only on the phase p, never on the size. The input is padded by 2 LR pixels symmetrically
 (MATLAB's mirror, edge repeated), convolved once with the f^2 separable 5x5 phase kernels (a 2D phase (p, q)
-is the product of the row phase p and the column phase q), and the phases are interleaved (pixel shuffle).
+is the product of the row phase p and the column phase q), and the phases are interleaved (a permuted copy).
 No size-dependent table and no Python arithmetic on sizes, so the same code traces and exports (ONNX) with
 dynamic height and width. Against the per-axis gather it differs only by float rounding (< 1e-6 in float32
-on [0, 1] images). While traced for export, 1/f shrinks take a third, `downscale_integer`, a strided
-convolution after a symmetric pad (the per-axis tables need concrete sizes).
+on [0, 1] images). Integer 1/f shrinks have a third form, `downscale_integer`: fixed taps over strided slices
+of a symmetrically padded axis, size-free too; traced graphs take it (the per-axis tables need concrete sizes),
+and so do eager axes longer than DENSE_MAX_LENGTH (faster than the gathers).
 """
 
 from __future__ import annotations
@@ -204,7 +205,7 @@ def upscale_integer(x: torch.Tensor, factor: int | tuple[int, int],
 
     Equal to `imresize(x, scale=f)` up to float rounding; `factor` may be an (fy, fx) pair of integers. Both
     axes at once: one convolution of the padded input with the fy fx separable phase kernels (5x5 taps), then
-    the phases are interleaved (a pixel shuffle). Any leading dims ((N,C,H,W), (N,C,T,H,W)), float dtype and
+    the phases are interleaved (a permuted copy). Any leading dims ((N,C,H,W), (N,C,T,H,W)), float dtype and
     device; differentiable; traceable with dynamic H and W (nothing here depends on the size). `kernel`: the
     `phase_kernel(fy, fx)` a caller keeps (a module buffer), else it is built here.
     """
@@ -225,7 +226,7 @@ def upscale_integer(x: torch.Tensor, factor: int | tuple[int, int],
     return out.reshape(*lead, h * fy, w * fx)
 
 
-# ---- integer downscales: a fixed strided convolution --------------------------------------------------------
+# ---- integer downscales: fixed taps over strided slices of a mirrored axis ------------------------------------
 
 
 @functools.lru_cache(maxsize=64)
@@ -254,50 +255,40 @@ def symmetric_indices(length, before: int, after: int, device=None) -> torch.Ten
 
 def downscale_integer(x: torch.Tensor, factor: int) -> torch.Tensor:
     """MATLAB `imresize(x, 1/f, 'bicubic')` (antialiased) for integer f >= 1 on the last two dims, H and W
-    multiples of f: a symmetric pad, then one strided 1-D convolution per axis with `downscale_taps(f)`.
+    multiples of f: `shrink_axis_integer` along the rows, then along the columns.
 
     Equal to `imresize(x, scale=1/f)` up to float rounding; nothing depends on the size beyond the pad's index
-    arithmetic, so it traces and exports with dynamic H and W. Any leading dims, float dtype and device;
-    differentiable.
+    arithmetic and size-free slices, so it traces and exports with dynamic H and W. Any leading dims, float
+    dtype and device; differentiable.
     """
     f = int(factor)
     if f < 1:
         raise ConfigError(f"downscale_integer needs a factor >= 1, got {factor}")
     if f == 1:
         return x
-    first, weights = downscale_taps(f)
-    before, after = -first, first + len(weights) - f  # taps of LR pixel 0 and of the last LR pixel
-    lead, (h, w) = x.shape[:-2], x.shape[-2:]
-    planes = x.reshape(-1, 1, h, w)
-    planes = planes.index_select(2, symmetric_indices(h, before, after, x.device))
-    planes = planes.index_select(3, symmetric_indices(w, before, after, x.device))
-    kernel = torch.tensor(weights, dtype=x.dtype, device=x.device)
-    planes = F.conv2d(planes, kernel.view(1, 1, -1, 1), stride=(f, 1))
-    planes = F.conv2d(planes, kernel.view(1, 1, 1, -1), stride=(1, f))
-    return planes.reshape(*lead, planes.shape[-2], planes.shape[-1])
+    return shrink_axis_integer(shrink_axis_integer(x, -2, f), -1, f)
 
 
 def shrink_axis_integer(x: torch.Tensor, dim: int, factor: int) -> torch.Tensor:
     """MATLAB `imresize`'s antialiased 1/f along `dim` for integer f >= 2 and a length that is a multiple of f:
     the axis mirrored once (one gather), then `downscale_taps(f)` applied as strided views of it, each tap one
-    in-place multiply-add over the output. Eager long axes (`imresize` above DENSE_MAX_LENGTH) take it: a 1024^2
-    RGB image shrunk by 4 in 12.5 ms against 37 ms for the per-tap gathers of `resize_axis`, which copy every tap
-    first (`benchmarks/bench_speed.py --only g`; 2 threads, torch 2.13); the strided 1-D convolutions of
-    `downscale_integer` (kept for traced graphs) take oneDNN's slow one-channel path on a CPU. Differentiable;
-    float rounding apart, the same sums as `resize_axis`."""
+    in-place multiply-add over the output. Used for traced graphs (`downscale_integer`) and for eager long axes
+    (`imresize` above DENSE_MAX_LENGTH): a 1024^2 RGB image shrunk by 4 in 12.5 ms against 37 ms for the per-tap
+    gathers of `resize_axis`, which copy every tap first (`benchmarks/bench_speed.py --only g`; 2 threads, torch
+    2.13). Differentiable; float rounding apart, the same sums as `resize_axis`."""
     dim = dim % x.dim()
     if dim == x.dim() - 1 and x.dim() > 1:  # taps strided along rows read whole rows; along columns, single values
         swapped = shrink_axis_integer(x.transpose(-1, -2).contiguous(), x.dim() - 2, factor)
         return swapped.transpose(-1, -2).contiguous()
     f = int(factor)
     first, weights = downscale_taps(f)
-    length = x.shape[dim]
-    n = length // f
-    padded = x.index_select(dim, symmetric_indices(length, -first, first + len(weights) - f, x.device))
-    every_f = (slice(None),) * dim + (slice(None, None, f),)
+    padded = x.index_select(dim, symmetric_indices(x.shape[dim], -first, first + len(weights) - f, x.device))
     out = None
-    for offset, weight in enumerate(weights):  # tap `offset` of LR pixel i is padded pixel f i + offset
-        tap = padded.narrow(dim, offset, f * (n - 1) + 1)[every_f]
+    for offset, weight in enumerate(weights):
+        # tap `offset` of LR pixel i is padded pixel f i + offset; the padded axis has f (n - 1) + len(weights)
+        # pixels, so a slice ending len(weights) - 1 - offset before its end holds the n taps (no size arithmetic)
+        stop = offset - len(weights) + 1
+        tap = padded[(slice(None),) * dim + (slice(offset, stop if stop < 0 else None, f),)]
         out = tap * weight if out is None else out.add_(tap, alpha=weight)
     return out
 
@@ -358,7 +349,7 @@ def imresize(x: torch.Tensor, scale=None, size=None, antialias: bool = True) -> 
         if factors is not None:  # the size-independent polyphase path (no arithmetic on traced sizes)
             return upscale_integer(x, factors)
         shrink = _integer_shrink(_requested_scales(scale))
-        if shrink is not None and antialias and is_tracing():  # size-free strided convolution: the tables need sizes
+        if shrink is not None and antialias and is_tracing():  # size-free strided taps: the tables need sizes
             return downscale_integer(x, shrink)
     in_hw = tuple(x.shape[-2:])
     out_hw, scales = _normalise_request(in_hw, scale, size)
